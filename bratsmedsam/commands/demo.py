@@ -1,0 +1,54 @@
+"""``demo``: the README's first command - everything working on the embedded sample data, then serve."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from ..offline import PROJECT_ROOT
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "demo",
+        help="sample studies -> dataset -> quick detector (once) -> MONAI Label server on 127.0.0.1",
+        description="Builds runs/demo/{studies,dataset,detector} when missing (each step is skipped when its "
+        "output exists), then serves the app on the sample studies. First run on a 2-core CPU: see README.",
+    )
+    p.add_argument("--dir", type=Path, default=PROJECT_ROOT / "runs" / "demo", help="demo folder (default runs/demo)")
+    p.add_argument("--cases", type=int, default=8, help="synthetic cases besides the real one (default 8)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--no-serve", action="store_true", help="build everything but do not start the server")
+    p.set_defaults(func=run)
+
+
+def _step(name: str, argv: list[str]) -> None:
+    from ..cli import main as cli_main
+    from ..errors import UserError
+
+    print(f"\n== demo: {name}\n   python main.py {' '.join(argv)}", flush=True)
+    t0 = time.time()
+    code = cli_main(argv)
+    if code != 0:
+        raise UserError(f"demo step '{name}' failed (exit {code}); see the message above")
+    print(f"== demo: {name} done in {time.time() - t0:.0f} s", flush=True)
+
+
+def run(args) -> int:
+    root: Path = args.dir
+    studies, dataset, det_dir = root / "studies", root / "dataset", root / "detector"
+    weights = det_dir / "weights" / "best.pt"
+    if not (studies / "sample_info.json").exists():
+        _step("sample studies", ["sample-data", "--out", str(studies), "--cases", str(args.cases),
+                                 "--seed", str(args.seed)])
+    if not (dataset / "manifest.csv").exists():
+        _step("prepare dataset", ["prepare", "--studies", str(studies), "--out", str(dataset), "--workers", "2"])
+    if not weights.exists():
+        _step("train quick detector", ["train-detector", "--data", str(dataset / "dataset.yaml"), "--quick",
+                                       "--out", str(det_dir)])
+    if args.no_serve:
+        print(f"demo ready: studies {studies}, detector {weights}")
+        return 0
+    _step("serve", ["serve", "--studies", str(studies), "--detector", str(weights), "--port", str(args.port)])
+    return 0
