@@ -1,0 +1,110 @@
+"""Reading a prepared dataset (the output of ``prepare``; layout in docs/DESIGN.md).
+
+``manifest.csv`` has one row per slice: ``case,z,split,image,mask,label,boxes_xyxy,area`` with paths
+relative to the dataset folder and ``boxes_xyxy`` a JSON list of inclusive pixel-XYXY boxes.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import UserError
+
+MANIFEST = "manifest.csv"
+INFO = "prepare.json"
+DATA_YAML = "dataset.yaml"
+COLUMNS = ("case", "z", "split", "image", "mask", "label", "boxes_xyxy", "area")
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class SliceRecord:
+    """One slice of the dataset. Paths are absolute; ``boxes_xyxy`` float32 ``(n, 4)`` inclusive pixel XYXY."""
+
+    case: str
+    z: int
+    split: str
+    image: Path
+    mask: Path
+    label: Path
+    boxes_xyxy: np.ndarray
+    area: int  # tumour (target-region) pixels in the slice
+
+
+def slice_stem(case: str, z: int) -> str:
+    """File stem of slice ``z`` of ``case``: ``<case>_z<kkk>``."""
+    return f"{case}_z{z:03d}"
+
+
+def _dataset_dir(dataset_dir: str | Path) -> Path:
+    d = Path(dataset_dir)
+    if not (d / MANIFEST).is_file():
+        raise UserError(f"{d} is not a prepared dataset: {MANIFEST} is missing (run `python main.py prepare` first)")
+    return d
+
+
+def load_manifest(dataset_dir: str | Path, split: str | None = None) -> list[SliceRecord]:
+    """All slices of a prepared dataset (optionally one split), in manifest order."""
+    d = _dataset_dir(dataset_dir)
+    if split is not None and split not in SPLITS:
+        raise UserError(f"unknown split {split!r}: expected one of {', '.join(SPLITS)}")
+    out = []
+    with open(d / MANIFEST, newline="") as fh:
+        reader = csv.DictReader(fh)
+        if tuple(reader.fieldnames or ()) != COLUMNS:
+            raise UserError(f"{d / MANIFEST} has columns {reader.fieldnames}, expected {list(COLUMNS)}")
+        for row in reader:
+            if split is not None and row["split"] != split:
+                continue
+            boxes = np.asarray(json.loads(row["boxes_xyxy"]), dtype=np.float32).reshape(-1, 4)
+            out.append(SliceRecord(
+                case=row["case"], z=int(row["z"]), split=row["split"],
+                image=d / row["image"], mask=d / row["mask"], label=d / row["label"],
+                boxes_xyxy=boxes, area=int(row["area"]),
+            ))
+    return out
+
+
+def manifest_row(rec: dict) -> dict:
+    """A manifest row (strings) from a record dict with relative paths and a boxes list."""
+    return {**rec, "boxes_xyxy": json.dumps(rec["boxes_xyxy"])}
+
+
+def load_info(dataset_dir: str | Path) -> dict:
+    """``prepare.json``: settings (channels, region, ...), studies dir, cases used/skipped, ``splits`` {case: split}."""
+    path = _dataset_dir(dataset_dir) / INFO
+    if not path.is_file():
+        raise UserError(f"{path} is missing: the dataset was not finished by `prepare`")
+    return json.loads(path.read_text())
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """A slice PNG as uint8 ``(H, W, 3)``, channels in the dataset's modality order."""
+    from PIL import Image
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"slice image {path} does not exist")
+    with Image.open(path) as im:
+        if im.mode != "RGB":
+            raise UserError(f"slice image {path} is {im.mode}, expected an 8-bit RGB PNG")
+        return np.asarray(im, dtype=np.uint8)
+
+
+def read_mask(path: str | Path) -> np.ndarray:
+    """A mask PNG as bool ``(H, W)`` (stored as uint8 0/255)."""
+    from PIL import Image
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"mask {path} does not exist")
+    with Image.open(path) as im:
+        arr = np.asarray(im)
+    if arr.ndim != 2:
+        raise UserError(f"mask {path} has shape {arr.shape}, expected a single-channel (H, W) image")
+    return arr > 0

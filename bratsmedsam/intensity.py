@@ -1,0 +1,98 @@
+"""Per-volume intensity normalisation to 0-255 and channel composition.
+
+MedSAM's MR preprocessing: clip each volume to the 0.5 and 99.5 percentiles of its brain voxels,
+rescale to 0-255, keep the background at 0. The brain is the set of voxels that differ from the
+volume's background value: usually 0, but some exports have a non-zero background, so the background
+is taken as the dominant value on the volume's border faces (or an explicit mask is given).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from .errors import CaseError, UserError
+
+DEFAULT_CHANNELS = ("t1c", "t2w", "t2f")
+# The border's most common value is the background if it covers at least this fraction of the border.
+BACKGROUND_MIN_FRACTION = 0.5
+
+
+def background_value(vol: np.ndarray) -> float | None:
+    """The dominant value on the six border faces of a ``(X, Y, Z)`` volume, or None if there is none."""
+    faces = np.concatenate([
+        vol[0].ravel(), vol[-1].ravel(), vol[:, 0].ravel(), vol[:, -1].ravel(),
+        vol[:, :, 0].ravel(), vol[:, :, -1].ravel(),
+    ])
+    values, counts = np.unique(faces, return_counts=True)
+    top = int(counts.argmax())
+    if counts[top] >= BACKGROUND_MIN_FRACTION * faces.size:
+        return float(values[top])
+    return None
+
+
+def brain_mask_of(vol: np.ndarray) -> np.ndarray:
+    """Bool ``(X, Y, Z)``: voxels that differ from the background value (all voxels if there is none)."""
+    bg = background_value(vol)
+    if bg is None:
+        return np.ones(vol.shape, dtype=bool)
+    return vol != bg
+
+
+def normalize_volume(
+    vol: np.ndarray, brain_mask: np.ndarray | None = None, lower: float = 0.5, upper: float = 99.5
+) -> np.ndarray:
+    """Float ``(X, Y, Z)`` -> uint8 ``(X, Y, Z)``: brain voxels clipped to the ``lower``/``upper``
+    percentiles of the brain and scaled to 0-255; voxels outside the brain are 0.
+
+    ``brain_mask`` (bool, same shape) overrides the automatic background detection.
+    """
+    if not 0 <= lower < upper <= 100:
+        raise UserError(f"percentiles must satisfy 0 <= lower < upper <= 100, got lower={lower}, upper={upper}")
+    vol = np.asarray(vol, dtype=np.float32)
+    if brain_mask is None:
+        mask = brain_mask_of(vol)
+    else:
+        mask = np.asarray(brain_mask, dtype=bool)
+        if mask.shape != vol.shape:
+            raise UserError(f"brain mask has shape {mask.shape}, expected {vol.shape} like the volume")
+    out = np.zeros(vol.shape, dtype=np.uint8)
+    if not mask.any():
+        return out
+    vals = vol[mask]
+    lo, hi = (float(v) for v in np.percentile(vals, [lower, upper]))
+    if hi <= lo:  # (nearly) constant brain: show it, do not divide by zero
+        out[mask] = np.where(vals >= hi, 255, 0).astype(np.uint8)
+        return out
+    scaled = (np.clip(vals, lo, hi) - lo) * (255.0 / (hi - lo))
+    out[mask] = np.rint(scaled).astype(np.uint8)
+    return out
+
+
+def parse_channels(channels: str | Sequence[str]) -> tuple[str, str, str]:
+    """``"t1c,t2w,t2f"`` or a sequence -> a tuple of exactly three known modalities (repeats allowed)."""
+    from .cases import MODALITIES
+
+    items = [c.strip().lower() for c in (channels.split(",") if isinstance(channels, str) else channels)]
+    if len(items) != 3:
+        raise UserError(f"channels must name exactly three modalities (e.g. t1c,t2w,t2f), got {list(items)}")
+    for c in items:
+        if c not in MODALITIES:
+            raise UserError(f"unknown modality {c!r} in channels: expected three of {', '.join(MODALITIES)}")
+    return tuple(items)  # type: ignore[return-value]
+
+
+def compose_channels(
+    case, channels: Sequence[str] = DEFAULT_CHANNELS, lower: float = 0.5, upper: float = 99.5
+) -> np.ndarray:
+    """Stack three normalised modalities of a loaded case: uint8 ``(X, Y, Z, 3)``, channel c = ``channels[c]``.
+
+    Each distinct modality is normalised once (``t2f,t2f,t2f`` costs one normalisation).
+    """
+    channels = parse_channels(channels)
+    missing = [c for c in channels if c not in case.images]
+    if missing:
+        raise CaseError(case.case_id, f"modality {missing[0]} is not loaded (needed for channels {','.join(channels)})")
+    done = {m: normalize_volume(case.images[m], lower=lower, upper=upper) for m in dict.fromkeys(channels)}
+    return np.stack([done[c] for c in channels], axis=-1)

@@ -1,0 +1,411 @@
+"""BraTS studies -> 2D axial slice dataset (layout in docs/DESIGN.md).
+
+Per case: load and check (:func:`cases.load_case`), normalise and stack three modalities
+(:func:`intensity.compose_channels`), then for each axial slice ``image = vol[:, :, k].T``
+(:func:`boxes.axial_slice`) write the RGB PNG, the target-region mask PNG and the YOLO label
+(one box per 8-connected component of at least ``min_box_pixels`` pixels).
+
+Slices: every slice with a tumour box is kept; tumour-free slices that show brain are kept up to
+``background_ratio`` per tumour slice (per case, evenly spread over the case's tumour-free brain slices);
+brain-free slices are dropped, and so are slices whose tumour has only components smaller than
+``min_box_pixels`` (their label would call a visible tumour background).
+
+Runs are restartable: every file is written atomically, and a per-case done-marker
+(``.done/<case>.json``, written last) records the settings, the input files and the slices written.
+A re-run trusts a case only if its marker matches; every other file of the case is rewritten, and files
+no marker accounts for are removed before the manifest is written.
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import hashlib
+import io
+import json
+import math
+import shutil
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+
+from . import __version__
+from .atomic import save_png, write_json, write_text
+from .boxes import axial_slice, component_boxes_xyxy, xyxy_to_yolo
+from .cases import CaseFiles, discover_cases, load_case
+from .dataset import COLUMNS, DATA_YAML, INFO, MANIFEST, SPLITS, manifest_row, slice_stem
+from .errors import CaseError, UserError
+from .intensity import compose_channels, parse_channels
+from .regions import parse_region, region_mask
+
+DONE_DIR = ".done"
+KINDS = ("images", "masks", "labels")
+SPLIT_RULE = (
+    "cases ranked by sha256(seed:case_id); counts = largest-remainder rounding of n * fractions, "
+    "then, with >= 3 cases, every split with a non-zero fraction gets >= 1 case, taken from the largest split"
+)
+
+
+@dataclass
+class PrepareConfig:
+    """Settings of ``prepare``. ``background_ratio``: max tumour-free slices kept per tumour slice, per case."""
+
+    channels: tuple[str, str, str] = ("t1c", "t2w", "t2f")
+    region: str = "WT"
+    min_box_pixels: int = 10
+    background_ratio: float = 0.5
+    split: tuple[float, float, float] = (0.6, 0.2, 0.2)
+    seed: int = 0
+    z_step: int = 1
+    overwrite: bool = False
+    lower_percentile: float = 0.5
+    upper_percentile: float = 99.5
+
+    def validated(self) -> "PrepareConfig":
+        """A normalised copy (channels tuple, region upper-case, split tuple); :class:`UserError` if invalid."""
+        split = parse_split(self.split)
+        if int(self.min_box_pixels) < 1:
+            raise UserError(f"min_box_pixels must be >= 1, got {self.min_box_pixels}")
+        if not float(self.background_ratio) >= 0:
+            raise UserError(f"background_ratio must be >= 0 (tumour-free slices per tumour slice), got {self.background_ratio}")
+        if int(self.z_step) < 1:
+            raise UserError(f"z_step must be >= 1, got {self.z_step}")
+        if not 0 <= float(self.lower_percentile) < float(self.upper_percentile) <= 100:
+            raise UserError(
+                f"percentiles must satisfy 0 <= lower < upper <= 100, got {self.lower_percentile}, {self.upper_percentile}"
+            )
+        return replace(
+            self, channels=parse_channels(self.channels), region=parse_region(self.region),
+            min_box_pixels=int(self.min_box_pixels), background_ratio=float(self.background_ratio),
+            split=split, seed=int(self.seed), z_step=int(self.z_step), overwrite=bool(self.overwrite),
+            lower_percentile=float(self.lower_percentile), upper_percentile=float(self.upper_percentile),
+        )
+
+    def output_settings(self) -> dict:
+        """The settings a case's slices depend on (the split is checked separately)."""
+        d = asdict(self)
+        for k in ("split", "seed", "overwrite"):
+            d.pop(k)
+        d["channels"] = list(d["channels"])
+        return d
+
+
+def parse_split(split: str | Sequence[float]) -> tuple[float, float, float]:
+    """``"6:2:2"``, ``"0.6,0.2,0.2"`` or three numbers -> fractions summing to 1."""
+    if isinstance(split, str):
+        parts = split.replace(":", ",").split(",")
+    else:
+        parts = list(split)
+    try:
+        vals = [float(p) for p in parts]
+    except (TypeError, ValueError):
+        raise UserError(f"split must be three numbers train,val,test (e.g. 6:2:2), got {split!r}") from None
+    if len(vals) != 3 or any(not math.isfinite(v) or v < 0 for v in vals) or vals[0] <= 0:
+        raise UserError(f"split must be three non-negative numbers train,val,test with train > 0, got {split!r}")
+    total = sum(vals)
+    return tuple(v / total for v in vals)  # type: ignore[return-value]
+
+
+def split_counts(n: int, fractions: Sequence[float]) -> list[int]:
+    """Cases per split: largest-remainder rounding of ``n * fractions``; with ``n >= 3`` every split
+    with a non-zero fraction gets at least one case (taken from the currently largest split)."""
+    raw = [n * f for f in fractions]
+    counts = [int(math.floor(r)) for r in raw]
+    order = sorted(range(len(raw)), key=lambda i: (-(raw[i] - counts[i]), i))
+    for i in order[: n - sum(counts)]:
+        counts[i] += 1
+    if n >= len(fractions):
+        for i, f in enumerate(fractions):
+            if f > 0 and counts[i] == 0:
+                donor = max(range(len(counts)), key=lambda j: counts[j])
+                counts[donor] -= 1
+                counts[i] += 1
+    return counts
+
+
+def split_cases(case_ids: Iterable[str], fractions: Sequence[float] = (0.6, 0.2, 0.2), seed: int = 0) -> dict[str, str]:
+    """Patient-level split ``{case_id: "train"|"val"|"test"}``, seeded and stable when cases are added."""
+    ids = sorted(set(case_ids), key=lambda c: hashlib.sha256(f"{seed}:{c}".encode()).hexdigest())
+    counts = split_counts(len(ids), fractions)
+    out, start = {}, 0
+    for name, count in zip(SPLITS, counts):
+        for cid in ids[start:start + count]:
+            out[cid] = name
+        start += count
+    return out
+
+
+def select_slices(target: np.ndarray, brain: np.ndarray, cfg: PrepareConfig) -> tuple[list, list, int]:
+    """Choose slices of one case. ``target``: bool ``(X, Y, Z)`` region mask; ``brain``: bool ``(Z,)``.
+
+    Returns ``(tumour, background, n_small)``: ``tumour`` a list of ``(z, boxes_xyxy (n, 4))``,
+    ``background`` a list of z, ``n_small`` the tumour slices dropped because no component reached
+    ``min_box_pixels``.
+    """
+    area = target.sum(axis=(0, 1))
+    tumour, candidates, n_small = [], [], 0
+    for z in range(0, target.shape[2], cfg.z_step):
+        if area[z] > 0:
+            boxes, _ = component_boxes_xyxy(axial_slice(target, z), cfg.min_box_pixels)
+            if len(boxes):
+                tumour.append((z, boxes))
+            else:
+                n_small += 1
+        elif brain[z]:
+            candidates.append(z)
+    n_bg = min(len(candidates), int(math.floor(cfg.background_ratio * len(tumour) + 1e-9)))
+    # Evenly spread: the centre of each of n_bg equal runs of the candidates.
+    picks = [candidates[int((i + 0.5) * len(candidates) / n_bg)] for i in range(n_bg)] if n_bg else []
+    return tumour, picks, n_small
+
+
+def _rel(kind: str, split: str, stem: str) -> str:
+    return f"{kind}/{split}/{stem}.{'txt' if kind == 'labels' else 'png'}"
+
+
+def _remove_case_files(out: Path, case_id: str) -> None:
+    """Delete the done-marker first, then every slice file of ``case_id`` in every split."""
+    (out / DONE_DIR / f"{case_id}.json").unlink(missing_ok=True)
+    pattern = glob.escape(f"{case_id}_z") + "[0-9]*.*"
+    for kind in KINDS:
+        for split in SPLITS:
+            for p in (out / kind / split).glob(pattern):
+                p.unlink(missing_ok=True)
+
+
+def _yolo_text(boxes_xyxy: np.ndarray, width: int, height: int) -> str:
+    rows = xyxy_to_yolo(boxes_xyxy, width, height)
+    return "".join(f"0 {cx:.6f} {cy:.6f} {w:.6f} {h:.6f}\n" for cx, cy, w, h in rows)
+
+
+def fingerprint(files: CaseFiles, cfg: PrepareConfig) -> str:
+    """Hash of the output settings and the case's input files (name, size, mtime)."""
+    paths = [files.images[m] for m in dict.fromkeys(cfg.channels) if m in files.images]
+    paths += [files.seg] if files.seg else []
+    inputs = []
+    for p in paths:
+        st = p.stat()
+        inputs.append([p.name, st.st_size, st.st_mtime_ns])
+    blob = json.dumps({"settings": cfg.output_settings(), "inputs": inputs, "version": __version__}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def check_case(files: CaseFiles, cfg: PrepareConfig) -> str | None:
+    """Full check of one case for ``prepare`` (reads the data); the reason it is unusable, or None."""
+    try:
+        load_case(files, cfg.channels, with_seg=True)
+    except CaseError as exc:
+        return exc.reason
+    return None
+
+
+def prepare_case(files: CaseFiles, split: str, cfg: PrepareConfig, out: Path) -> dict:
+    """Write one case's slices into ``out/<kind>/<split>/`` and its done-marker last.
+
+    Returns ``{"case", "status": "ok"|"skipped", "reason", "rows", "n_tumour", "n_background", "n_small"}``.
+    """
+    cid = files.case_id
+    try:
+        case = load_case(files, cfg.channels, with_seg=True)
+    except CaseError as exc:
+        return {"case": cid, "status": "skipped", "reason": exc.reason}
+    _remove_case_files(out, cid)
+    rgb = compose_channels(case, cfg.channels, cfg.lower_percentile, cfg.upper_percentile)  # (X, Y, Z, 3)
+    target = region_mask(case.seg, cfg.region)
+    brain = rgb.any(axis=(0, 1, 3))  # (Z,)
+    tumour, background, n_small = select_slices(target, brain, cfg)
+    empty = np.zeros((0, 4), np.float32)
+    rows = []
+    for z, boxes in sorted(tumour + [(z, empty) for z in background], key=lambda t: t[0]):
+        stem = slice_stem(cid, z)
+        image = np.ascontiguousarray(axial_slice(rgb, z))  # (H, W, 3)
+        mask = np.ascontiguousarray(axial_slice(target, z))  # (H, W)
+        h, w = mask.shape
+        row = {"case": cid, "z": int(z), "split": split}
+        for kind in KINDS:
+            row[kind[:-1]] = _rel(kind, split, stem)
+        save_png(image, out / row["image"])
+        save_png(mask.astype(np.uint8) * 255, out / row["mask"])
+        write_text(out / row["label"], _yolo_text(boxes, w, h))
+        row["boxes_xyxy"] = boxes.astype(np.int64).tolist()
+        row["area"] = int(mask.sum())
+        rows.append(row)
+    marker = {"case": cid, "split": split, "fingerprint": fingerprint(files, cfg), "rows": rows,
+              "n_tumour": len(tumour), "n_background": len(background), "n_small": n_small}
+    write_json(out / DONE_DIR / f"{cid}.json", marker)
+    return {"status": "ok", "reason": None, **marker}
+
+
+def _read_marker(out: Path, cid: str) -> dict | None:
+    path = out / DONE_DIR / f"{cid}.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _trusted(marker: dict | None, files: CaseFiles, cfg: PrepareConfig, out: Path) -> bool:
+    if not marker or marker.get("fingerprint") != fingerprint(files, cfg):
+        return False
+    return all((out / r[k]).is_file() for r in marker["rows"] for k in ("image", "mask", "label"))
+
+
+def _sweep(out: Path, keep: set[str], keep_cases: set[str]) -> int:
+    """Remove slice files (and leftover temporaries) that no kept row names, and stale markers."""
+    removed = 0
+    for kind in KINDS:
+        for split in SPLITS:
+            folder = out / kind / split
+            for p in folder.iterdir() if folder.is_dir() else ():
+                if f"{kind}/{split}/{p.name}" not in keep and p.is_file():
+                    p.unlink(missing_ok=True)
+                    removed += 1
+    for p in (out / DONE_DIR).glob("*.json"):
+        if p.stem not in keep_cases:
+            p.unlink(missing_ok=True)
+    if removed:  # ultralytics' label caches describe the old files
+        for p in (out / "labels").glob("*.cache"):
+            p.unlink(missing_ok=True)
+    return removed
+
+
+def _manifest_csv(rows: list[dict]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(COLUMNS), lineterminator="\n")
+    writer.writeheader()
+    for r in rows:
+        writer.writerow(manifest_row({k: r[k] for k in COLUMNS}))
+    return buf.getvalue()
+
+
+def _data_yaml(out: Path, counts: dict[str, int]) -> str:
+    import yaml
+
+    val = "images/val" if counts.get("val") else "images/train"  # ultralytics needs a non-empty val set
+    doc = {"path": str(out), "train": "images/train", "val": val, "test": "images/test", "names": {0: "tumour"}}
+    return yaml.safe_dump(doc, sort_keys=False)
+
+
+def _mapped(fn: Callable, items: list, pool: ProcessPoolExecutor | None, desc: str, progress: bool):
+    """Yield ``fn(*item)`` for each item (in completion order), with a tqdm bar."""
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(items), desc=desc, unit="case", disable=not progress or not items)
+    try:
+        if pool is None:
+            for item in items:
+                yield fn(*item)
+                bar.update(1)
+        else:
+            futures = [pool.submit(fn, *item) for item in items]
+            for fut in as_completed(futures):
+                yield fut.result()
+                bar.update(1)
+    finally:
+        bar.close()
+
+
+def prepare_dataset(
+    studies: str | Path, out: str | Path, cfg: PrepareConfig | None = None, workers: int = 1, progress: bool = True
+) -> dict:
+    """Build the slice dataset of ``studies`` in ``out``; returns the summary (also saved as prepare.json).
+
+    Bad cases are skipped with their reason; :class:`UserError` if no usable case remains.
+    """
+    start = time.perf_counter()
+    cfg = (cfg or PrepareConfig()).validated()
+    studies, out = Path(studies).resolve(), Path(out).resolve()
+    found = discover_cases(studies)
+    if out == studies:
+        raise UserError(f"the dataset folder {out} must not be the studies folder")
+    by_id = {f.case_id: f for f in found}
+    out.mkdir(parents=True, exist_ok=True)
+    if cfg.overwrite and (out / DONE_DIR).is_dir():
+        shutil.rmtree(out / DONE_DIR)
+    for kind in KINDS:
+        for split in SPLITS:
+            (out / kind / split).mkdir(parents=True, exist_ok=True)
+
+    markers = {cid: _read_marker(out, cid) for cid in by_id}
+    trusted = {cid for cid, f in by_id.items() if _trusted(markers[cid], f, cfg, out)}
+    skipped: dict[str, str] = {}
+    pool = ProcessPoolExecutor(max_workers=workers) if workers > 1 and len(found) > 1 else None
+    try:
+        # 1. check every case that is not already done, before writing anything
+        to_check = [(f, cfg) for f in found if f.case_id not in trusted]
+        for f, reason in zip(
+            [f for f, _ in to_check], _ordered(check_case, to_check, pool, "checking cases", progress)
+        ):
+            if reason:
+                skipped[f.case_id] = reason
+        usable = sorted(cid for cid in by_id if cid not in skipped)
+        if not usable:
+            reasons = "; ".join(f"{c}: {r}" for c, r in sorted(skipped.items()))
+            raise UserError(f"no usable case in {studies} ({len(found)} found): {reasons}")
+        # 2. split by patient, then write the cases whose marker does not match
+        splits = split_cases(usable, cfg.split, cfg.seed)
+        jobs = [(by_id[c], splits[c], cfg, out) for c in usable
+                if not (c in trusted and markers[c]["split"] == splits[c])]
+        reused = [c for c in usable if c in trusted and markers[c]["split"] == splits[c]]
+        results = {c: markers[c] for c in reused}
+        for res in _mapped(prepare_case, jobs, pool, "writing slices", progress):
+            if res["status"] == "ok":
+                results[res["case"]] = res
+            else:
+                skipped[res["case"]] = res["reason"]
+    finally:
+        if pool is not None:
+            pool.shutdown()
+
+    used = sorted(results)
+    rows = sorted((r for c in used for r in results[c]["rows"]), key=lambda r: (r["case"], r["z"]))
+    keep = {r[k] for r in rows for k in ("image", "mask", "label")}
+    removed = _sweep(out, keep, set(used))
+    splits = {c: splits[c] for c in used}
+    slices_per_split = {s: sum(1 for r in rows if r["split"] == s) for s in SPLITS}
+    cases_per_split = {s: sum(1 for c in used if splits[c] == s) for s in SPLITS}
+    write_text(out / MANIFEST, _manifest_csv(rows))
+    write_text(out / DATA_YAML, _data_yaml(out, slices_per_split))
+    seconds = time.perf_counter() - start
+    written = sum(len(results[c]["rows"]) for c in used if c not in reused)
+    info = {
+        "channels": list(cfg.channels),
+        "region": cfg.region,
+        "studies": str(studies),
+        "dataset": str(out),
+        "settings": {**asdict(cfg), "channels": list(cfg.channels), "split": list(cfg.split)},
+        "patient_level_split": True,
+        "split_rule": SPLIT_RULE,
+        "splits": splits,
+        "cases_per_split": cases_per_split,
+        "slices_per_split": slices_per_split,
+        "cases_used": used,
+        "cases_skipped": dict(sorted(skipped.items())),
+        "cases_reused": reused,
+        "n_slices": len(rows),
+        "n_tumour_slices": sum(results[c]["n_tumour"] for c in used),
+        "n_background_slices": sum(results[c]["n_background"] for c in used),
+        "n_small_tumour_slices_dropped": sum(results[c]["n_small"] for c in used),
+        "stale_files_removed": removed,
+        "version": __version__,
+    }
+    write_json(out / INFO, info)
+    return {**info, "seconds": seconds, "slices_written": written,
+            "slices_per_second": written / seconds if seconds > 0 else float("nan")}
+
+
+def _ordered(fn: Callable, items: list, pool: ProcessPoolExecutor | None, desc: str, progress: bool) -> list:
+    """Like :func:`_mapped` but results in input order."""
+    from tqdm.auto import tqdm
+
+    if pool is None:
+        return list(_mapped(fn, items, None, desc, progress))
+    futures = [pool.submit(fn, *item) for item in items]
+    with tqdm(total=len(items), desc=desc, unit="case", disable=not progress or not items) as bar:
+        for _ in as_completed(futures):
+            bar.update(1)
+    return [f.result() for f in futures]
