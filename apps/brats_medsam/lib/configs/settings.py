@@ -1,0 +1,73 @@
+"""Every deployment setting of the app: one ``--conf key value`` each, read and validated here once."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from bratsmedsam.errors import UserError
+from bratsmedsam.regions import REGIONS
+
+
+def _bool(v: str) -> bool:
+    return str(v).strip().lower() in ("1", "true", "yes", "on")
+
+
+@dataclass
+class AppSettings:
+    model_dir: Path  # detector.pt, medsam_decoder.pt (published), uncertainty.json, train runs
+    channels: tuple[str, str, str] = ("t1c", "t2w", "t2f")
+    region: str = "WT"  # the label the app draws (value 1)
+    segmenter_base: str = "litemedsam"
+    segmenter_checkpoint: str | None = None
+    device: str | None = None
+    embedding_cache_dir: str | None = None
+    flat_roi_max_depth: int = 3
+    postprocess: bool = False
+    uncertainty_z_step: int = 2
+    uncertainty_max_slices: int = 6
+    train_epochs: int = 5
+    train_max_slices: int | None = None
+    detector_epochs: int = 3
+
+    @property
+    def labels(self) -> dict[str, int]:
+        return {self.region: 1}
+
+    @property
+    def detector_path(self) -> Path:
+        return self.model_dir / "detector.pt"
+
+    @property
+    def decoder_path(self) -> Path:
+        return self.model_dir / "medsam_decoder.pt"
+
+    @property
+    def uncertainty_path(self) -> Path:
+        return self.model_dir / "uncertainty.json"
+
+    @classmethod
+    def from_conf(cls, app_dir: str, conf: dict) -> "AppSettings":
+        from bratsmedsam.intensity import parse_channels
+
+        region = conf.get("region", "WT").upper()
+        if region not in REGIONS:
+            raise UserError(f"--conf region {region!r}: expected one of {', '.join(REGIONS)}")
+        opt = lambda k: conf.get(k) or None  # noqa: E731
+        return cls(
+            model_dir=Path(conf.get("model_dir") or os.path.join(app_dir, "model")).resolve(),
+            channels=parse_channels(conf.get("channels", "t1c,t2w,t2f")),
+            region=region,
+            segmenter_base=conf.get("segmenter_base", "litemedsam"),
+            segmenter_checkpoint=opt("segmenter_checkpoint"),
+            device=opt("device"),
+            embedding_cache_dir=opt("embedding_cache_dir"),
+            flat_roi_max_depth=int(conf.get("flat_roi_max_depth", 3)),
+            postprocess=_bool(conf.get("postprocess", "false")),
+            uncertainty_z_step=int(conf.get("uncertainty_z_step", 2)),
+            uncertainty_max_slices=int(conf.get("uncertainty_max_slices", 6)),
+            train_epochs=int(conf.get("train_epochs", 5)),
+            train_max_slices=int(conf["train_max_slices"]) if conf.get("train_max_slices") else None,
+            detector_epochs=int(conf.get("detector_epochs", 3)),
+        )

@@ -1,0 +1,82 @@
+"""What every infer task shares: request image -> study (cached) -> result file + params, errors as 4xx."""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import threading
+import time
+from collections import OrderedDict
+from pathlib import Path
+
+from fastapi import HTTPException
+from monailabel.interfaces.tasks.infer_v2 import InferTask
+
+from bratsmedsam.errors import UserError
+from bratsmedsam.pipeline import Study, load_study
+
+logger = logging.getLogger(__name__)
+RESULT_EXTENSIONS = (".nrrd", ".nii.gz", ".nii")
+_studies: "OrderedDict[tuple, Study]" = OrderedDict()
+_studies_lock = threading.Lock()
+
+
+def cached_study(path: str, channels) -> Study:
+    """The study of an image file, kept for the last few requests (keyed by path, mtime, channels)."""
+    p = Path(path)
+    key = (str(p.resolve()), p.stat().st_mtime_ns, tuple(channels))
+    with _studies_lock:
+        if key in _studies:
+            _studies.move_to_end(key)
+            return _studies[key]
+    study = load_study(p, channels)
+    with _studies_lock:
+        _studies[key] = study
+        while len(_studies) > 3:
+            _studies.popitem(last=False)
+    return study
+
+
+class StudyInferTask(InferTask):
+    def __init__(self, store, cfg, type, dimension, description):
+        super().__init__(type=type, labels=cfg.labels, dimension=dimension, description=description,
+                         config={"result_extension": ".nrrd"})
+        self.store, self.cfg = store, cfg
+
+    def run(self, study: Study, request: dict) -> tuple[object, dict]:
+        """Return ``(label bool (X,Y,Z) or a markups dict, params)``."""
+        raise NotImplementedError
+
+    def __call__(self, request):
+        t0 = time.time()
+        image = request.get("image")
+        if not isinstance(image, str) or not image or not os.path.isfile(image):
+            raise HTTPException(status_code=404, detail=f"image {request.get('image')!r} is not in the datastore")
+        ext = request.get("result_extension") or ".nrrd"
+        if ext not in RESULT_EXTENSIONS:
+            raise HTTPException(status_code=400, detail=f"result_extension {ext!r}: expected one of {RESULT_EXTENSIONS}")
+        try:
+            study = cached_study(image, self.cfg.channels)
+            t1 = time.time()
+            result, params = self.run(study, request)
+            t2 = time.time()
+            out = self.write(result, study, ext)
+        except UserError as exc:
+            raise HTTPException(status_code=400, detail=str(exc)) from None
+        t3 = time.time()
+        params.update({
+            "case_id": study.case_id, "channels": study.sources, "single_modality": study.single_modality,
+            "labels": self.cfg.labels,
+            "latencies": {"load": round(t1 - t0, 3), "infer": round(t2 - t1, 3), "write": round(t3 - t2, 3),
+                          "total": round(t3 - t0, 3)},
+        })
+        logger.info(f"{type(self).__name__}: {study.case_id} in {t3 - t0:.2f}s")
+        return out, params
+
+    def write(self, result, study: Study, ext: str) -> str:
+        from bratsmedsam.pipeline import write_label
+
+        out = tempfile.NamedTemporaryFile(suffix=ext, delete=False).name
+        write_label(result, study.reference, out, value=1)
+        return out

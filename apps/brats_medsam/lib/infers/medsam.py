@@ -1,0 +1,45 @@
+"""Interactive MedSAM: Slicer's ROI (IJK) or foreground clicks -> label volume."""
+
+from __future__ import annotations
+
+import numpy as np
+from monailabel.interfaces.tasks.infer_v2 import InferType
+
+from bratsmedsam.boxes import RoiIJK
+from bratsmedsam.errors import UserError
+from bratsmedsam.pipeline import points_to_boxes, segment_roi, segment_with_boxes
+
+from .base import StudyInferTask
+
+
+class MedSamInfer(StudyInferTask):
+    def __init__(self, store, cfg):
+        super().__init__(store, cfg, InferType.DEEPEDIT, 3,
+                         "MedSAM-family segmenter prompted by an ROI box (flat: that slice; 3D: every slice, "
+                         "propagated from the largest) or foreground clicks")
+
+    def is_valid(self) -> bool:
+        return self.store.has_segmenter()
+
+    def run(self, study, request):
+        seg = self.store.segmenter()
+        shape = study.channels.shape[:3]
+        roi = request.get("roi")
+        fg = request.get("foreground") or []
+        if roi not in (None, [], ""):
+            r = RoiIJK.from_slicer(roi, shape)
+            sl = request.get("slice")
+            k = int(sl) if isinstance(sl, (int, float)) and not isinstance(sl, bool) else None
+            res = segment_roi(study.channels, r, seg, slice_index=k, flat_max_depth=self.cfg.flat_roi_max_depth)
+            prompt = {"roi_ijk": [r.i0, r.i1, r.j0, r.j1, r.k0, r.k1], "flat": r.depth <= self.cfg.flat_roi_max_depth}
+        elif fg:
+            res = segment_with_boxes(study.channels, points_to_boxes(fg, shape), seg)
+            prompt = {"foreground": np.asarray(fg).tolist()}
+        else:
+            raise UserError("medsam needs a prompt: 'roi' [i0, i1, j0, j1, k0, k1] or 'foreground' [[i, j, k], ...]")
+        return res.label, {
+            "model_id": seg.model_id, "decoder": seg.meta.get("checkpoint_sha256") or seg.model_id,
+            "prompt": prompt, "slices": res.slices,
+            "iou": {str(k): [round(float(v), 4) for v in res.iou[k]] for k in res.slices},
+            "voxels": int(res.label.sum()),
+        }

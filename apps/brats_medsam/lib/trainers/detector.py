@@ -1,0 +1,32 @@
+"""Retrain the YOLO detector on the ``final`` labels; publish its best weights for the infer tasks."""
+
+from __future__ import annotations
+
+from monailabel.interfaces.tasks.train import TrainTask
+
+from .common import labelled_studies, publish, run_dir, split_for
+
+
+class DetectorTrain(TrainTask):
+    def __init__(self, cfg):
+        super().__init__("Retrain the YOLO tumour detector on the final labels")
+        self.cfg = cfg
+
+    def config(self):
+        return {"max_epochs": self.cfg.detector_epochs}
+
+    def __call__(self, request, datastore):
+        from bratsmedsam.pipeline import detector_api
+        from bratsmedsam.prepare import PrepareConfig, prepare_dataset
+
+        cfg = self.cfg
+        run = run_dir(cfg.model_dir, "detector")
+        studies = labelled_studies(datastore.datalist(), run / "studies", cfg.channels, cfg.region)
+        n = sum(1 for p in studies.iterdir() if p.is_dir())
+        prepare_dataset(studies, run / "dataset", PrepareConfig(channels=cfg.channels, region=cfg.region,
+                                                               split=split_for(n)), workers=1)
+        best = detector_api().train_detector(run / "dataset" / "dataset.yaml", run / "yolo", quick=True,
+                                             epochs=int(request.get("max_epochs") or cfg.detector_epochs),
+                                             device=cfg.device)
+        publish(best, cfg.detector_path)
+        return {"published": str(cfg.detector_path), "cases": n}

@@ -1,0 +1,40 @@
+"""Fine-tune the MedSAM mask decoder on the ``final`` labels; publish it for the infer tasks."""
+
+from __future__ import annotations
+
+import logging
+
+from monailabel.interfaces.tasks.train import TrainTask
+
+from .common import labelled_studies, publish, run_dir, split_for
+
+logger = logging.getLogger(__name__)
+
+
+class MedSamTrain(TrainTask):
+    def __init__(self, cfg):
+        super().__init__("Fine-tune the mask decoder (DiceCE, frozen encoders) on the final labels")
+        self.cfg = cfg
+
+    def config(self):
+        return {"max_epochs": self.cfg.train_epochs, "max_train_slices": self.cfg.train_max_slices or 0}
+
+    def __call__(self, request, datastore):
+        from bratsmedsam.prepare import PrepareConfig, prepare_dataset
+        from bratsmedsam.segmenter import FinetuneConfig, train_decoder
+
+        cfg = self.cfg
+        items = datastore.datalist()
+        run = run_dir(cfg.model_dir, "medsam")
+        studies = labelled_studies(items, run / "studies", cfg.channels, cfg.region)
+        n = sum(1 for p in studies.iterdir() if p.is_dir())
+        prepare_dataset(studies, run / "dataset", PrepareConfig(channels=cfg.channels, region=cfg.region,
+                                                               split=split_for(n)), workers=1)
+        max_slices = int(request.get("max_train_slices") or 0) or cfg.train_max_slices
+        result = train_decoder(run / "dataset", run / "out", FinetuneConfig(
+            base=cfg.segmenter_base, checkpoint=cfg.segmenter_checkpoint,
+            epochs=int(request.get("max_epochs") or cfg.train_epochs), max_train_slices=max_slices,
+            max_val_slices=max_slices, device=request.get("device") if request.get("device") not in (None, "cuda") else cfg.device))
+        publish(result["best_checkpoint"], cfg.decoder_path)
+        return {"published": str(cfg.decoder_path), "cases": n, "best_val_dice": result.get("best_val_dice"),
+                "zero_shot_val_dice": result.get("zero_shot_val_dice")}

@@ -1,0 +1,78 @@
+"""MONAI Label app: BraTS studies -> YOLO tumour boxes -> MedSAM masks. Only wiring; logic is in ``bratsmedsam``.
+
+Infer tasks: ``detector`` (Markups ROI JSON), ``medsam`` (interactive ROI/points), ``pipeline`` (automatic).
+Trainers: ``medsam`` (mask decoder), ``detector`` (YOLO). Active learning: ``uncertainty``, ``random``, ``first``.
+Settings: ``--conf key value`` (see ``lib/configs/settings.py``). Start it with ``python main.py serve``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+_ROOT = Path(__file__).resolve().parents[2]
+if str(_ROOT) not in sys.path and (_ROOT / "bratsmedsam").is_dir():
+    sys.path.insert(0, str(_ROOT))
+
+from fastapi import HTTPException  # noqa: E402
+from monailabel.config import settings  # noqa: E402
+from monailabel.interfaces.app import MONAILabelApp  # noqa: E402
+from monailabel.tasks.activelearning.first import First  # noqa: E402
+from monailabel.tasks.activelearning.random import Random  # noqa: E402
+
+from lib.activelearning.uncertainty import MostUncertain, UncertaintyScoring  # noqa: E402
+from lib.configs.models import ModelStore  # noqa: E402
+from lib.configs.settings import AppSettings  # noqa: E402
+from lib.datastore import SafeDatastore, check_name  # noqa: E402
+from lib.infers.detector import DetectorInfer  # noqa: E402
+from lib.infers.medsam import MedSamInfer  # noqa: E402
+from lib.infers.pipeline import PipelineInfer  # noqa: E402
+from lib.trainers.detector import DetectorTrain  # noqa: E402
+from lib.trainers.medsam import MedSamTrain  # noqa: E402
+
+logger = logging.getLogger(__name__)
+
+
+class BratsMedSamApp(MONAILabelApp):
+    def __init__(self, app_dir, studies, conf):
+        self.cfg = AppSettings.from_conf(app_dir, conf)
+        self.cfg.model_dir.mkdir(parents=True, exist_ok=True)
+        self.models = ModelStore(self.cfg)
+        super().__init__(app_dir=app_dir, studies=studies, conf=conf, name="brats-medsam",
+                         description="BraTS tumour annotation: YOLO boxes + MedSAM masks",
+                         version="0.1", labels=self.cfg.labels)
+
+    def init_datastore(self):
+        return SafeDatastore(self.studies, extensions=settings.MONAI_LABEL_DATASTORE_FILE_EXT,
+                             auto_reload=settings.MONAI_LABEL_DATASTORE_AUTO_RELOAD,
+                             read_only=settings.MONAI_LABEL_DATASTORE_READ_ONLY)
+
+    def init_infers(self):
+        return {"detector": DetectorInfer(self.models, self.cfg), "medsam": MedSamInfer(self.models, self.cfg),
+                "pipeline": PipelineInfer(self.models, self.cfg)}
+
+    def init_trainers(self):
+        return {"medsam": MedSamTrain(self.cfg), "detector": DetectorTrain(self.cfg)}
+
+    def init_strategies(self):
+        return {"uncertainty": MostUncertain(self.cfg), "random": Random(), "first": First()}
+
+    def init_scoring_methods(self):
+        return {"uncertainty": UncertaintyScoring(self.models, self.cfg)}
+
+    def infer(self, request, datastore=None):
+        """Only datastore ids or the server's own upload temp files are accepted as images."""
+        image = request.get("image")
+        uploaded = isinstance(image, str) and os.path.dirname(image) == os.path.realpath(__import__("tempfile").gettempdir()) \
+            and os.path.basename(image).startswith("tmp") and os.path.isfile(image)
+        if not uploaded:
+            check_name("image id", image)
+            if not self.datastore().get_image_uri(image):
+                raise HTTPException(status_code=404, detail=f"image {image!r} is not in the datastore")
+        task = self._infers.get(request.get("model"))
+        if task is not None and not task.is_valid():
+            raise HTTPException(status_code=409, detail=f"model {request.get('model')!r} is not available now "
+                                                        "(weights missing or invalid)")
+        return super().infer(request, datastore)
