@@ -36,7 +36,7 @@ def synthetic_volumes(shape=SHAPE, seed=0) -> tuple[dict[str, np.ndarray], np.nd
         vol[~brain] = 0
         images[m] = vol
     seg = np.zeros(shape, np.uint8)
-    r = np.sqrt((i - 40) ** 2 + (j - 28) ** 2 + (k - 10) ** 2)
+    r = np.sqrt((i - 40) ** 2 + (j - 28) ** 2 + (2 * (k - 10)) ** 2)  # flat in z: z 7..13
     seg[r <= 6] = 2
     seg[r <= 4] = 3
     seg[r <= 2] = 1
