@@ -1,0 +1,160 @@
+"""Volume pipeline: slice frames, ROI rules, propagation, 3D box merging, label geometry.
+
+A small stand-in segmenter (threshold inside the box) makes the volume logic checkable exactly;
+the real segmenter is exercised by tests/test_app_integration.py.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bratsmedsam.boxes import RoiIJK, axial_slice
+from bratsmedsam.errors import UserError
+from bratsmedsam.pipeline import (load_study, merge_boxes_3d, points_to_boxes, segment_roi, segment_with_boxes,
+                                  write_label)
+
+
+class ThresholdSegmenter:
+    """Mask = bright pixels (channel 0 > 127) inside the box; predicted IoU = filled fraction of the box."""
+
+    model_id = "threshold"
+
+    def __init__(self):
+        self.calls = 0
+
+    def segment_many(self, images, boxes_per_image):
+        from types import SimpleNamespace
+
+        out = []
+        for im, boxes in zip(images, boxes_per_image):
+            self.calls += 1
+            masks, ious = [], []
+            for x0, y0, x1, y1 in np.rint(np.asarray(boxes).reshape(-1, 4)).astype(int):
+                m = np.zeros(im.shape[:2], bool)
+                m[y0:y1 + 1, x0:x1 + 1] = im[y0:y1 + 1, x0:x1 + 1, 0] > 127
+                masks.append(m)
+                ious.append(m.sum() / max(1, (x1 - x0 + 1) * (y1 - y0 + 1)))
+            out.append(SimpleNamespace(masks=np.array(masks).reshape(-1, *im.shape[:2]), iou=np.float32(ious)))
+        return out
+
+    def segment(self, image, boxes):
+        return self.segment_many([image], [boxes])[0]
+
+
+def ball(shape=(40, 30, 20), centre=(20, 12, 10), radius=6):
+    i, j, k = np.indices(shape)
+    return ((i - centre[0]) ** 2 + (j - centre[1]) ** 2 + (k - centre[2]) ** 2) <= radius ** 2
+
+
+def channels_of(mask):
+    return np.repeat((mask * 255).astype(np.uint8)[..., None], 3, axis=-1)
+
+
+def test_segment_with_boxes_puts_masks_in_voxel_order_x_is_i():
+    truth = ball()
+    ch = channels_of(truth)
+    res = segment_with_boxes(ch, {10: np.array([[14, 6, 26, 18]], np.float32)}, ThresholdSegmenter())
+    assert np.array_equal(res.label[:, :, 10], truth[:, :, 10])
+    assert res.label[:, :, :10].sum() == 0 and res.slices == [10]
+
+
+def test_flat_roi_segments_only_its_middle_slice():
+    truth = ball()
+    res = segment_roi(channels_of(truth), RoiIJK.from_slicer([10, 30, 2, 22, 9, 10], truth.shape), ThresholdSegmenter())
+    assert res.slices == [9]
+    assert np.array_equal(res.label[:, :, 9], truth[:, :, 9]) and res.label.sum() == truth[:, :, 9].sum()
+
+
+def test_flat_roi_uses_the_requested_slice_inside_it():
+    truth = ball()
+    res = segment_roi(channels_of(truth), RoiIJK.from_slicer([10, 30, 2, 22, 9, 11], truth.shape),
+                      ThresholdSegmenter(), slice_index=11)
+    assert res.slices == [11]
+
+
+def test_3d_roi_propagates_over_the_tumour_and_stops_at_its_end():
+    truth = ball()
+    res = segment_roi(channels_of(truth), RoiIJK.from_slicer([8, 32, 0, 25, 0, 19], truth.shape),
+                      ThresholdSegmenter(), min_pixels=1, stop_iou=0.0)
+    assert np.array_equal(res.label, truth)
+
+
+def test_3d_roi_keeps_masks_inside_the_roi_range():
+    truth = ball()
+    res = segment_roi(channels_of(truth), RoiIJK.from_slicer([8, 32, 0, 25, 8, 12], truth.shape),
+                      ThresholdSegmenter(), min_pixels=1, stop_iou=0.0)
+    assert np.array_equal(res.label[:, :, 8:13], truth[:, :, 8:13]) and res.label[:, :, :8].sum() == 0
+    assert res.label[:, :, 13:].sum() == 0
+
+
+def test_unsorted_roi_gives_the_same_mask_as_sorted():
+    truth = ball()
+    ch, seg = channels_of(truth), ThresholdSegmenter()
+    a = segment_roi(ch, RoiIJK.from_slicer([32, 8, 25, 0, 14, 6], truth.shape), seg, min_pixels=1, stop_iou=0)
+    b = segment_roi(ch, RoiIJK.from_slicer([8, 32, 0, 25, 6, 14], truth.shape), seg, min_pixels=1, stop_iou=0)
+    assert np.array_equal(a.label, b.label) and a.label.sum() > 0
+
+
+def test_roi_outside_the_image_is_a_user_error():
+    with pytest.raises(UserError, match="outside"):
+        RoiIJK.from_slicer([100, 120, 0, 5, 0, 5], (40, 30, 20))
+
+
+def test_points_become_a_box_around_the_clicks_on_their_slice():
+    boxes = points_to_boxes([[20, 12, 10], [24, 14, 10]], (40, 30, 20), radius=3)
+    assert list(boxes) == [10]
+    assert boxes[10].tolist() == [[17, 9, 27, 17]]
+
+
+def test_merge_boxes_3d_joins_overlapping_neighbours_and_splits_distant_tumours():
+    boxes = {k: np.array([[5, 5, 10, 10]], np.float32) for k in (3, 4, 5)}
+    boxes[12] = np.array([[30, 20, 35, 25]], np.float32)
+    conf = {k: np.array([0.5 + 0.1 * (k == 4)], np.float32) for k in boxes}
+    merged = merge_boxes_3d(boxes, conf, (40, 30, 20))
+    assert len(merged) == 2
+    assert merged[0].roi_ijk == (5, 10, 5, 10, 3, 5) and merged[0].n_slices == 3
+    assert merged[0].conf == pytest.approx(0.6)
+    assert merged[1].roi_ijk == (30, 35, 20, 25, 12, 12)
+
+
+def _nifti(tmp_path, data, name="vol.nii.gz"):
+    import nibabel as nib
+
+    affine = np.array([[-1.0, 0, 0, 10], [0, -1.0, 0, 20], [0, 0, 2.0, -5], [0, 0, 0, 1]])
+    path = tmp_path / name
+    nib.save(nib.Nifti1Image(data, affine), str(path))
+    return path, affine
+
+
+@pytest.mark.parametrize("ext", [".nrrd", ".nii.gz"])
+def test_written_label_has_the_reference_geometry(tmp_path, ext):
+    import SimpleITK as sitk
+
+    truth = ball()
+    ref, _ = _nifti(tmp_path, (truth * 100).astype(np.int16) + 1)
+    out = write_label(truth, ref, tmp_path / f"label{ext}")
+    a, b = sitk.ReadImage(str(ref)), sitk.ReadImage(str(out))
+    assert a.GetSize() == b.GetSize()
+    assert np.allclose(a.GetOrigin(), b.GetOrigin()) and np.allclose(a.GetSpacing(), b.GetSpacing())
+    assert np.allclose(a.GetDirection(), b.GetDirection())
+    assert np.array_equal(sitk.GetArrayFromImage(b).transpose(2, 1, 0), truth.astype(np.uint8))
+
+
+def test_a_lone_volume_fills_all_channels_and_says_so(tmp_path):
+    rng = np.random.default_rng(0)
+    ref, affine = _nifti(tmp_path, rng.random((20, 16, 8)).astype(np.float32) + ball((20, 16, 8), (10, 8, 4), 3))
+    study = load_study(ref)
+    assert study.single_modality and study.channels.shape == (20, 16, 8, 3)
+    assert np.array_equal(study.channels[..., 0], study.channels[..., 2])
+    assert np.allclose(study.affine, affine)
+
+
+def test_a_case_modality_brings_its_siblings(sample_studies):
+    from bratsmedsam.cases import discover_cases
+
+    files = discover_cases(sample_studies)[0]
+    study = load_study(files.images["t2f"])
+    assert not study.single_modality and study.sources == {"t1c": "t1c", "t2w": "t2w", "t2f": "t2f"}
+    assert study.reference == files.images["t2f"]
+    assert axial_slice(study.channels, 0).shape[-1] == 3
