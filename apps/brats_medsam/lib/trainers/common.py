@@ -59,12 +59,17 @@ def labelled_studies(datalist: list[dict], out: Path, channels, region: str) -> 
         written += 1
     if not written:
         raise UserError("no usable final label in the datastore: submit a label (tag 'final') first")
+    if written == 1:  # fine-tuning keeps the best epoch by validation Dice: one labelled study serves as both
+        only = next(p for p in out.iterdir() if p.is_dir() and not p.is_symlink())
+        alias = out / f"{only.name}__val"
+        if not alias.exists():
+            alias.symlink_to(only.resolve(), target_is_directory=True)
     return out
 
 
 def split_for(n_cases: int) -> tuple[float, float, float]:
     """Training cases vs. validation cases (best epoch) for a handful of labelled studies; no test split."""
-    return (1.0, 0.0, 0.0) if n_cases < 2 else (0.75, 0.25, 0.0)
+    return (0.5, 0.5, 0.0) if n_cases <= 2 else (0.75, 0.25, 0.0)
 
 
 def publish(src: str | Path, target: Path) -> Path:
