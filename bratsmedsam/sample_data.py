@@ -1,0 +1,256 @@
+"""Sample studies: the real BraTS 2023 case(s), copied byte for byte, plus synthetic cases on real anatomy.
+
+Output (BraTS 2023 layout): ``OUT/<id>/<id>-{t1c,t1n,t2w,t2f,seg}.nii.gz``, 240x240x155, 1 mm, the BraTS
+affine, int16 images (background 0), uint8 seg {0, 1 NCR, 2 ED, 3 ET}; plus ``OUT/sample_info.json``
+(anatomy used, per-case lesion parameters), ``OUT/sample_ratios.json`` (compartment-to-brain intensity
+ratios, synthetic vs real) and ``OUT/sample_montage.png``.
+Synthetic ids use the reserved range ``BraTS-GLI-9xxxx-000`` (``BraTS-GLI-90000-000`` + index).
+A case depends only on (seed, index): the same seed gives identical arrays whatever ``n_cases`` is.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import atomic, paths
+from .errors import UserError
+from .synthetic.anatomy import BRATS_AFFINE, Anatomy, load_anatomy
+from .synthetic.contrast import COMPARTMENTS, MODALITIES, REAL_RATIOS, compartment_ratios, synthesize_images
+from .synthetic.lesions import draw_lesions, render_lesions
+
+SYNTHETIC_ID_BASE = 90000
+REAL_REFERENCE_CASE = "BraTS-GLI-00000-000"
+DEFAULT = "default"  # sentinel: the shared data folder when it exists, else None
+GOLDEN = 0.6180339887  # spreads the tumour sizes of consecutive cases over the whole range
+FILE_KINDS = MODALITIES + ("seg",)
+
+
+def synthetic_case_id(index: int) -> str:
+    if not 0 <= index < 10000:
+        raise UserError(f"synthetic case index {index} is outside 0..9999 (ids BraTS-GLI-90000-000..BraTS-GLI-99999-000)")
+    return f"BraTS-GLI-{SYNTHETIC_ID_BASE + index:05d}-000"
+
+
+def case_plan(index: int, rng: np.random.Generator) -> dict:
+    """Variety across cases: size spread by a golden-ratio sequence; every 4th case without necrosis
+    (index % 4 == 3); every 3rd with a second lesion (index % 3 == 2)."""
+    return {
+        "size_quantile": float((index * GOLDEN + rng.uniform(0.0, 0.25)) % 1.0),
+        "n_lesions": 2 if index % 3 == 2 else 1,
+        "necrosis": index % 4 != 3,
+    }
+
+
+def generate_case(anatomy: Anatomy, seed: int, index: int) -> tuple[dict[str, np.ndarray], np.ndarray, dict]:
+    """One synthetic case: ({modality: int16 (240,240,155)}, uint8 seg (240,240,155), metadata)."""
+    rng = np.random.default_rng([int(seed), int(index)])
+    plan = case_plan(index, rng)
+    specs = draw_lesions(anatomy, rng, plan["size_quantile"], plan["n_lesions"], plan["necrosis"])
+    if not specs:
+        raise UserError(f"the {anatomy.name} anatomy has no room for a lesion (is its tissue map empty?)")
+    seg = render_lesions(anatomy, specs, rng)
+    images, settings = synthesize_images(anatomy, seg, rng)
+    labels, counts = np.unique(seg, return_counts=True)
+    meta = {
+        "case_id": synthetic_case_id(index),
+        "index": index,
+        "plan": plan,
+        "lesions": [s.to_json() for s in specs],
+        "voxels": {name: int(counts[labels == lab].sum()) for name, lab in COMPARTMENTS.items()},
+        "intensity": settings,
+    }
+    return images, seg, meta
+
+
+def _nifti(arr: np.ndarray, affine: np.ndarray):
+    import nibabel as nib
+
+    img = nib.Nifti1Image(arr, affine)
+    img.header.set_xyzt_units("mm")
+    img.set_qform(affine, code=1)
+    img.set_sform(affine, code=1)
+    return img
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def find_real_cases(real_dir: Path) -> list[Path]:
+    """Case folders under ``real_dir`` (or ``real_dir`` itself) holding ``<id>-t1c.nii.gz``."""
+    real_dir = Path(real_dir)
+    if not real_dir.is_dir():
+        raise UserError(f"real cases folder {real_dir} does not exist (expected BraTS 2023 case folders, or pass --no-real)")
+    if (real_dir / f"{real_dir.name}-t1c.nii.gz").is_file():
+        return [real_dir]
+    cases = sorted(p for p in real_dir.iterdir() if p.is_dir() and (p / f"{p.name}-t1c.nii.gz").is_file())
+    if not cases:
+        raise UserError(f"real cases folder {real_dir} has no BraTS case folders (<id>/<id>-t1c.nii.gz)")
+    return cases
+
+
+def copy_real_case(case_dir: Path, out: Path) -> dict:
+    """Copy every file of ``case_dir`` into ``out/<id>/`` byte for byte (atomically); returns their SHA-256."""
+    dest = out / case_dir.name
+    files = {}
+    for src in sorted(case_dir.glob("*.nii.gz")):
+        target = dest / src.name
+        digest = _sha256(src)
+        if not (target.is_file() and _sha256(target) == digest):
+            atomic.write_bytes(target, src.read_bytes())
+        files[src.name] = digest
+    return {"case_id": case_dir.name, "source": str(case_dir), "sha256": files}
+
+
+def load_real_case(case_dir: Path) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    """(images {modality: float32}, seg uint8, affine) of a real BraTS 2023 case folder."""
+    import nibabel as nib
+
+    cid = case_dir.name
+    images = {}
+    affine = None
+    for m in MODALITIES:
+        img = nib.load(str(case_dir / f"{cid}-{m}.nii.gz"))
+        images[m] = np.asarray(img.dataobj, dtype=np.float32)
+        affine = img.affine if affine is None else affine
+    seg = np.rint(np.asarray(nib.load(str(case_dir / f"{cid}-seg.nii.gz")).dataobj)).astype(np.uint8)
+    return images, seg, affine
+
+
+def _resolve(value, default_fn):
+    """DEFAULT -> the shared folder if it exists (else None); None -> None; a path -> that path (checked later)."""
+    if isinstance(value, str) and value == DEFAULT:
+        p = default_fn()
+        return p if p.exists() else None
+    return None if value is None else Path(value)
+
+
+def check_writable(out: Path) -> None:
+    """UserError unless ``out`` can be created and written to."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write-probe-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise UserError(f"cannot write to output folder {out}: {exc.strerror or exc}") from None
+
+
+def format_ratio_table(synthetic: dict, real: dict, real_label: str) -> str:
+    """Modality x compartment table: synthetic (mean over cases) vs real ratio to normal brain."""
+    head = f"{'modality':<9}" + "".join(f"{c + ' syn':>10}{c + ' real':>10}" for c in COMPARTMENTS)
+    lines = [f"compartment median / normal-brain median (real: {real_label})", head]
+    for m in MODALITIES:
+        row = f"{m:<9}"
+        for c in COMPARTMENTS:
+            row += f"{synthetic[m][c]:>10.3f}{real[m][c]:>10.3f}"
+        lines.append(row)
+    return "\n".join(lines)
+
+
+def write_sample_studies(out, n_cases: int = 8, seed: int = 0, real_dir=DEFAULT, atlas_dir=DEFAULT,
+                         montage: bool = True, verbose: bool = True) -> dict:
+    """Write the real case(s) and ``n_cases`` synthetic cases into ``out``; returns the sample_info dict.
+
+    ``real_dir`` / ``atlas_dir``: ``DEFAULT`` uses ``paths.real_cases_dir()`` / ``paths.sri24_dir()`` when
+    they exist (else no real case / the MNI152 fallback); ``None`` skips the real case / forces MNI152;
+    an explicit path must exist (UserError otherwise).
+    """
+    from tqdm import tqdm
+
+    say = print if verbose else (lambda *a, **k: None)
+    if int(n_cases) != n_cases or n_cases < 0:
+        raise UserError(f"number of synthetic cases must be a whole number >= 0, got {n_cases}")
+    n_cases = int(n_cases)
+    out = Path(out)
+    real = _resolve(real_dir, paths.real_cases_dir)
+    atlas = _resolve(atlas_dir, paths.sri24_dir)
+    if atlas is not None and not atlas.is_dir():
+        raise UserError(f"atlas folder {atlas} does not exist (expected the SRI24 atlas: tissues, spgr, late .nii.gz)")
+    real_cases = find_real_cases(real) if real is not None else []
+    if n_cases == 0 and not real_cases:
+        raise UserError("nothing to write: 0 synthetic cases and no real case")
+    check_writable(out)
+
+    info: dict = {"seed": seed, "n_cases": n_cases, "synthetic_id_range": "BraTS-GLI-9xxxx-000 (BraTS-GLI-90000-000 + index)"}
+    real_info, real_arrays = [], None
+    for case_dir in real_cases:
+        real_info.append(copy_real_case(case_dir, out))
+        say(f"copied real case {case_dir.name} from {case_dir}")
+    affine = BRATS_AFFINE
+    if real_cases:
+        ref_dir = next((c for c in real_cases if c.name == REAL_REFERENCE_CASE), real_cases[0])
+        real_arrays = (ref_dir.name,) + load_real_case(ref_dir)
+        affine = np.asarray(real_arrays[3], dtype=np.float64)
+    info["real_cases"] = real_info
+    info["affine"] = affine.tolist()
+
+    cases_meta, syn_ratios, first = [], [], None
+    if n_cases:
+        t0 = time.perf_counter()
+        anatomy = load_anatomy(atlas)
+        info["anatomy"] = anatomy.describe()
+        info["anatomy_load_seconds"] = round(time.perf_counter() - t0, 2)
+        say(f"anatomy: {anatomy.name} ({anatomy.source})")
+        for index in tqdm(range(n_cases), desc="synthetic cases", unit="case", disable=not verbose):
+            t0 = time.perf_counter()
+            images, seg, meta = generate_case(anatomy, seed, index)
+            cid = meta["case_id"]
+            for m in MODALITIES:
+                atomic.save_nifti(_nifti(images[m], affine), out / cid / f"{cid}-{m}.nii.gz")
+            atomic.save_nifti(_nifti(seg, affine), out / cid / f"{cid}-seg.nii.gz")
+            meta["ratios"] = compartment_ratios(images, seg)
+            meta["seconds"] = round(time.perf_counter() - t0, 2)
+            syn_ratios.append(meta["ratios"])
+            cases_meta.append(meta)
+            if first is None:
+                first = (cid, images, seg)
+        info["seconds_per_case"] = round(float(np.mean([c["seconds"] for c in cases_meta])), 2)
+        say(f"{n_cases} synthetic cases, {info['seconds_per_case']:.2f} s per case (generation + writing)")
+    else:
+        info["anatomy"] = None
+    info["cases"] = cases_meta
+
+    if real_arrays is not None:
+        real_ratios = compartment_ratios(real_arrays[1], real_arrays[2])
+        real_label = f"measured on {real_arrays[0]}"
+    else:
+        real_ratios = REAL_RATIOS
+        real_label = f"constants measured on {REAL_REFERENCE_CASE}"
+    ratios_doc = {"definition": "median(compartment) / median(brain voxels outside the tumour), per modality",
+                  "real_source": real_label, "real": real_ratios}
+    if syn_ratios:
+        mean = {m: {c: float(np.nanmean([r[m][c] for r in syn_ratios])) for c in COMPARTMENTS} for m in MODALITIES}
+        ratios_doc["synthetic_mean"] = mean
+        ratios_doc["synthetic_per_case"] = {c["case_id"]: c["ratios"] for c in cases_meta}
+        say(format_ratio_table(mean, real_ratios, real_label))
+    atomic.write_json(out / "sample_ratios.json", _finite(ratios_doc))
+    if montage and first is not None:
+        from .synthetic.montage import save_montage
+
+        real_for_montage = (real_arrays[0], real_arrays[1], real_arrays[2]) if real_arrays is not None else None
+        save_montage(out / "sample_montage.png", first, real_for_montage)
+        info["montage"] = "sample_montage.png"
+    atomic.write_json(out / "sample_info.json", _finite(info))
+    return info
+
+
+def _finite(obj):
+    """NaN -> None so the JSON is strict."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj

@@ -1,0 +1,149 @@
+"""Glioma label maps on a healthy brain: necrotic core (1), oedema (2), enhancing rim (3).
+
+A lesion is a randomly rotated ellipsoid whose radius is perturbed by a smooth random field
+(irregular, lobulated outlines). Inside the tumour core (``d_core < 1``) a necrotic centre with its own
+perturbed radius, at least ~2.5 mm inside the core's edge, leaves an enhancing rim; oedema extends
+``oedema_factor`` times further, spreads less into grey matter, never into CSF, never outside the brain.
+All shapes are drawn on a crop around the lesion, so a case costs a fraction of a full-volume pass.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from .anatomy import CSF, GM, Anatomy
+from .fields import smooth_field
+
+NCR, ED, ET = 1, 2, 3
+CORE_RADIUS_MM = (5.0, 26.0)  # tumour core (NCR + ET) radius: 1 cm to ~5 cm across
+OEDEMA_FACTOR = (1.3, 2.1)  # oedema radius / core radius: whole tumour ~1.3 cm to ~11 cm across
+MIDLINE_I = 119.0  # BraTS grid: left/right midline (SRI24 brain centroid)
+MIN_K = 50  # keep centres above the cerebellum / brainstem (BraTS gliomas are mostly supratentorial)
+
+
+@dataclass
+class LesionSpec:
+    """One lesion in BraTS voxel coordinates (1 mm)."""
+
+    centre: tuple[float, float, float]  # (i, j, k)
+    core_radius: float  # mm, before the shape perturbation
+    oedema_factor: float
+    necrosis_fraction: float  # necrotic radius / core radius; 0 = no necrosis
+    axes: tuple[float, float, float]  # ellipsoid semi-axis scales
+    rotation: list  # 3x3 rotation matrix (nested list, JSON-friendly)
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["centre"] = [round(float(v), 1) for v in self.centre]
+        d["rotation"] = [[round(float(v), 4) for v in row] for row in self.rotation]
+        for key in ("core_radius", "oedema_factor", "necrosis_fraction"):
+            d[key] = round(float(d[key]), 3)
+        d["axes"] = [round(float(v), 3) for v in self.axes]
+        return d
+
+
+def _random_rotation(rng: np.random.Generator) -> np.ndarray:
+    q, r = np.linalg.qr(rng.standard_normal((3, 3)))
+    q *= np.sign(np.diag(r))
+    if np.linalg.det(q) < 0:
+        q[:, 0] *= -1
+    return q
+
+
+def _pick_centre(anatomy: Anatomy, radius: float, rng: np.random.Generator, near=None, near_dist=None):
+    """A brain voxel (GM/WM, supratentorial) deep enough for ``radius``; None if there is none."""
+    depth = anatomy.depth
+    ok = (depth >= radius * 0.9 + 3.0) & ((anatomy.tissues == GM) | (anatomy.tissues == 3))
+    ok[:, :, :MIN_K] = False
+    cand = np.argwhere(ok)
+    if near is not None and len(cand):
+        d = np.linalg.norm(cand - np.asarray(near)[None], axis=1)
+        cand = cand[(d > near_dist * 0.8) & (d < near_dist * 1.4)]
+    else:
+        lateral = np.abs(cand[:, 0] - MIDLINE_I) >= min(radius * 0.6, 18.0)
+        cand = cand[lateral]
+    if not len(cand):
+        return None
+    return tuple(float(v) for v in cand[rng.integers(len(cand))])
+
+
+def draw_lesions(anatomy: Anatomy, rng: np.random.Generator, size_quantile: float, n_lesions: int,
+                 necrosis: bool) -> list[LesionSpec]:
+    """Lesion parameters for one case; ``size_quantile`` in [0, 1) picks the core radius (log scale)."""
+    lo, hi = np.log(CORE_RADIUS_MM[0]), np.log(CORE_RADIUS_MM[1])
+    specs: list[LesionSpec] = []
+    radius = float(np.exp(lo + size_quantile * (hi - lo)))
+    for n in range(n_lesions):
+        if n > 0:  # a satellite: smaller, near the first lesion's oedema edge
+            first = specs[0]
+            radius = float(rng.uniform(CORE_RADIUS_MM[0], max(CORE_RADIUS_MM[0] + 1, min(10.0, first.core_radius))))
+        oedema = float(rng.uniform(*OEDEMA_FACTOR))
+        centre = None
+        r = radius
+        while centre is None and r >= 3.0:
+            if n == 0:
+                centre = _pick_centre(anatomy, r, rng)
+            else:
+                centre = _pick_centre(anatomy, r, rng, near=specs[0].centre,
+                                      near_dist=specs[0].core_radius * specs[0].oedema_factor + r * oedema)
+                if centre is None:
+                    centre = _pick_centre(anatomy, r, rng)
+            if centre is None:
+                r *= 0.85
+        if centre is None:
+            continue
+        nf = max(float(rng.uniform(0.35, 0.75)), 3.5 / r) if necrosis else 0.0
+        specs.append(LesionSpec(
+            centre=centre, core_radius=r, oedema_factor=oedema, necrosis_fraction=nf,
+            axes=tuple(float(a) for a in rng.uniform(0.75, 1.3, 3)),
+            rotation=_random_rotation(rng).tolist(),
+        ))
+    return specs
+
+
+def _crop(spec: LesionSpec, shape) -> tuple[slice, slice, slice]:
+    reach = spec.core_radius * spec.oedema_factor * max(spec.axes) * 1.7 + 4
+    return tuple(slice(max(0, int(c - reach)), min(n, int(np.ceil(c + reach)) + 1))
+                 for c, n in zip(spec.centre, shape))
+
+
+def render_lesions(anatomy: Anatomy, specs: list[LesionSpec], rng: np.random.Generator) -> np.ndarray:
+    """uint8 (240, 240, 155) label map {0, 1 NCR, 2 ED, 3 ET}; labels only inside the brain."""
+    shape = anatomy.tissues.shape
+    ncr = np.zeros(shape, bool)
+    et = np.zeros(shape, bool)
+    ed = np.zeros(shape, bool)
+    for spec in specs:
+        box = _crop(spec, shape)
+        cshape = tuple(s.stop - s.start for s in box)
+        grids = np.ogrid[box[0], box[1], box[2]]
+        rel = [(g - c).astype(np.float32) for g, c in zip(grids, spec.centre)]
+        rot = np.asarray(spec.rotation, np.float32)
+        # Ellipsoid metric: |diag(1/axes) R^T (x - c)|.
+        dist2 = np.zeros(cshape, np.float32)
+        for a in range(3):
+            u = rel[0] * rot[0, a] + rel[1] * rot[1, a] + rel[2] * rot[2, a]
+            dist2 += (u / np.float32(spec.axes[a])) ** 2
+        dist = np.sqrt(dist2)
+        r = spec.core_radius
+        brain = anatomy.brain[box]
+        tissue = anatomy.tissues[box]
+        d_core = dist / (r * np.exp(0.22 * smooth_field(cshape, max(5.0, r / 1.5), rng)))
+        core = (d_core < 1) & brain
+        d_ed = dist / (r * spec.oedema_factor * np.exp(0.3 * smooth_field(cshape, max(8.0, r), rng)))
+        d_ed = np.where(tissue == GM, d_ed * 1.25, d_ed)
+        ed[box] |= (d_ed < 1) & brain & (tissue != CSF) & ~core
+        if spec.necrosis_fraction > 0:
+            d_ncr = dist / (r * spec.necrosis_fraction * np.exp(0.2 * smooth_field(cshape, max(4.0, r / 2), rng)))
+            n = core & (d_ncr < 1) & (d_core < 1 - 2.5 / r)
+            ncr[box] |= n
+            et[box] |= core & ~n
+        else:
+            et[box] |= core
+    seg = np.zeros(shape, np.uint8)
+    seg[ed] = ED
+    seg[ncr] = NCR
+    seg[et] = ET
+    return seg
