@@ -33,8 +33,15 @@ def configure() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("MLFLOW_TRACKING_URI", (ultra_dir / "mlruns").as_uri())
-    _provide_fonts(Path(os.environ["YOLO_CONFIG_DIR"]))
+    # MLflow (a monailabel dependency) sends usage telemetry and keeps state in ~/.config/mlflow.
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("DO_NOT_TRACK", "true")
+    # Matplotlib (ultralytics' plots) caches its font list in ~/.cache/matplotlib otherwise.
+    os.environ.setdefault("MPLCONFIGDIR", str(config_dir() / "matplotlib"))
     from ultralytics import settings  # noqa: E402  (after the environment is set)
+    from ultralytics.utils import USER_CONFIG_DIR  # YOLO_CONFIG_DIR/Ultralytics: where check_font looks
+
+    _provide_fonts(Path(USER_CONFIG_DIR))
 
     off = {k: False for k in ("sync", "hub", "mlflow", "wandb", "clearml", "comet", "dvc",
                                "neptune", "raytune", "tensorboard") if k in settings}

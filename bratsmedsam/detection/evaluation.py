@@ -1,0 +1,159 @@
+"""Detector evaluation on a dataset split: the paper's Table 1 columns plus per-case slice errors.
+
+One prediction pass per case (all its slices batched) at a low confidence (0.001, as ultralytics'
+val does) gives precision / recall (at the max-F1 confidence), mAP50 and mAP50-95 computed by
+ultralytics' own ``ap_per_class``. At the operating confidence (``conf``) it counts, per case, tumour
+slices that got no box and tumour-free slices that got one, and measures the volume post-processing
+(:func:`postprocess_volume`) against the raw boxes. Boxes: inclusive pixel XYXY throughout.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from ..boxes import box_iou_xyxy, yolo_to_xyxy
+from ..errors import UserError
+from .postprocess import postprocess_volume
+from .predict import Detector, SliceBoxes
+from .training import labels_dir, read_data_yaml
+
+IOUV = np.linspace(0.5, 0.95, 10)
+_STEM = re.compile(r"^(?P<case>.+)_z(?P<z>\d+)$")
+IMG_EXT = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+
+
+def split_slices(data_yaml, split: str) -> dict[str, list[tuple[int, Path, Path]]]:
+    """``{case: [(z, image, label), ...]}`` (sorted by z) for the images of ``split``; names ``<case>_z<kkk>``."""
+    _, dirs = read_data_yaml(data_yaml)
+    if split not in dirs:
+        raise UserError(f"{data_yaml} has no '{split}' split (it has {', '.join(dirs)})")
+    lab = labels_dir(dirs[split])
+    cases: dict[str, list] = defaultdict(list)
+    for f in sorted(dirs[split].iterdir()):
+        if f.suffix.lower() not in IMG_EXT:
+            continue
+        m = _STEM.match(f.stem)
+        case, z = (m["case"], int(m["z"])) if m else (f.stem, 0)
+        cases[case].append((z, f, lab / f"{f.stem}.txt"))
+    if not cases:
+        raise UserError(f"the {split} image folder {dirs[split]} holds no images")
+    return {c: sorted(v) for c, v in sorted(cases.items())}
+
+
+def read_yolo_label(path: Path, width: int, height: int) -> np.ndarray:
+    """A YOLO label file -> pixel-XYXY boxes (n, 4); a missing or empty file = no boxes."""
+    if not path.is_file():
+        return np.zeros((0, 4), np.float32)
+    try:
+        rows = [list(map(float, line.split()[1:5])) for line in path.read_text().splitlines() if line.strip()]
+    except ValueError:
+        raise UserError(f"{path} is not a YOLO label file (expected lines 'class cx cy w h')") from None
+    return yolo_to_xyxy(np.asarray(rows, np.float64).reshape(-1, 4), width, height)
+
+
+def match(pred: SliceBoxes, gt: np.ndarray) -> np.ndarray:
+    """Greedy matching by confidence: bool (n_pred, 10), true where a prediction hits an unused GT at IoUV[t]."""
+    tp = np.zeros((len(pred), len(IOUV)), bool)
+    if not len(pred) or not len(gt):
+        return tp
+    iou = box_iou_xyxy(pred.xyxy, gt)
+    order = np.argsort(-pred.conf, kind="stable")
+    for t, thr in enumerate(IOUV):
+        used = np.zeros(len(gt), bool)
+        for i in order:
+            cand = np.where(~used & (iou[i] >= thr), iou[i], -1.0)
+            j = int(cand.argmax())
+            if cand[j] >= 0:
+                used[j] = True
+                tp[i, t] = True
+    return tp
+
+
+def box_metrics(preds: list[SliceBoxes], gts: list[np.ndarray]) -> dict:
+    """Precision, recall (max-F1 point), mAP50, mAP50-95 over slices, via ultralytics' ap_per_class."""
+    from . import ultra
+
+    ultra.ultralytics_module()
+    from ultralytics.utils.metrics import ap_per_class
+
+    tps = [match(p, g) for p, g in zip(preds, gts)]
+    n_gt = int(sum(len(g) for g in gts))
+    conf = np.concatenate([p.conf for p in preds]) if preds else np.zeros(0)
+    if n_gt == 0 or conf.size == 0:
+        return {"precision": 0.0, "recall": 0.0, "map50": 0.0, "map50_95": 0.0, "n_boxes": int(conf.size),
+                "n_targets": n_gt}
+    tp = np.concatenate(tps)
+    _, _, p, r, _, ap, *_ = ap_per_class(tp, conf, np.zeros(conf.size), np.zeros(n_gt))
+    return {"precision": float(p[0]), "recall": float(r[0]), "map50": float(ap[0, 0]),
+            "map50_95": float(ap[0].mean()), "n_boxes": int(conf.size), "n_targets": n_gt}
+
+
+def operating_metrics(preds: list[SliceBoxes], gts: list[np.ndarray]) -> dict:
+    """Box precision/recall/F1 at IoU 0.5 for boxes as given, plus slice-level misses and false alarms."""
+    tp = sum(int(match(p, g)[:, 0].sum()) for p, g in zip(preds, gts))
+    n_pred = sum(len(p) for p in preds)
+    n_gt = sum(len(g) for g in gts)
+    prec = tp / n_pred if n_pred else 0.0
+    rec = tp / n_gt if n_gt else 0.0
+    return {"precision": prec, "recall": rec, "f1": 2 * prec * rec / (prec + rec) if prec + rec else 0.0,
+            "tp": tp, "fp": n_pred - tp, "fn": n_gt - tp,
+            "tumour_slices_without_box": sum(1 for p, g in zip(preds, gts) if len(g) and not len(p)),
+            "tumour_free_slices_with_box": sum(1 for p, g in zip(preds, gts) if not len(g) and len(p))}
+
+
+def _above(b: SliceBoxes, conf: float) -> SliceBoxes:
+    k = b.conf >= conf
+    return SliceBoxes(b.xyxy[k], b.conf[k])
+
+
+def evaluate_detector(weights, data_yaml, split: str = "test", conf: float = 0.25, iou: float = 0.5,
+                      postprocess: bool = False, device=None, batch_size: int = 16,
+                      detector: Detector | None = None) -> dict:
+    """Evaluate ``weights`` on ``split`` of a YOLO dataset (a prepared dataset folder or its yaml).
+
+    Returns ``{split, weights_id, conf, postprocess, n_cases, n_slices, precision, recall, map50,
+    map50_95, operating: {raw, postprocessed}, per_case: {case: {...}}}``. The headline mAP columns
+    come from the raw low-confidence boxes (ultralytics' protocol); ``postprocess=True`` makes the
+    headline precision/recall the post-processed ones at ``conf``.
+    """
+    cases = split_slices(data_yaml, split)
+    det = detector or Detector(weights, device=device, conf=0.001, iou=iou)
+    all_preds, all_gts, raw_op, post_op, post_gts = [], [], [], [], []
+    per_case = {}
+    for case, items in tqdm(cases.items(), desc=f"evaluate {split}", unit="case"):
+        images = [np.asarray(Image.open(f).convert("RGB")) for _, f, _ in items]
+        gts = [read_yolo_label(lab, im.shape[1], im.shape[0]) for (_, _, lab), im in zip(items, images)]
+        preds = det.predict(images, batch_size=batch_size)
+        op = [_above(p, conf) for p in preds]
+        post = postprocess_volume(op, z=[z for z, _, _ in items])
+        all_preds += preds
+        all_gts += gts
+        raw_op += op
+        post_op += post
+        post_gts += gts
+        chosen = post if postprocess else op
+        per_case[case] = {
+            "slices": len(items), "tumour_slices": sum(1 for g in gts if len(g)),
+            **{k: v for k, v in operating_metrics(chosen, gts).items()
+               if k in ("tumour_slices_without_box", "tumour_free_slices_with_box", "tp", "fp", "fn")},
+        }
+    table = box_metrics(all_preds, all_gts)
+    raw = operating_metrics(raw_op, all_gts)
+    pp = operating_metrics(post_op, post_gts)
+    raw["ap50"] = box_metrics(raw_op, all_gts)["map50"]
+    pp["ap50"] = box_metrics(post_op, post_gts)["map50"]
+    head = pp if postprocess else None
+    return {
+        "split": split, "weights": str(weights), "weights_id": det.weights_id, "conf": conf, "iou": iou,
+        "postprocess": postprocess, "n_cases": len(cases), "n_slices": len(all_gts),
+        "precision": head["precision"] if head else table["precision"],
+        "recall": head["recall"] if head else table["recall"],
+        "map50": table["map50"], "map50_95": table["map50_95"],
+        "table": table, "operating": {"raw": raw, "postprocessed": pp}, "per_case": per_case,
+    }

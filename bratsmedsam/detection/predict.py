@@ -1,0 +1,100 @@
+"""Batched per-slice tumour boxes from trained YOLO weights.
+
+Frames: input slices are uint8 RGB ``(H, W, 3)`` (channel order = the dataset's modalities);
+output boxes are inclusive pixel XYXY in each slice's own grid (see :mod:`bratsmedsam.boxes`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..boxes import clip_xyxy, ultralytics_to_xyxy
+from ..errors import UserError
+from . import ultra
+
+
+@dataclass
+class SliceBoxes:
+    """Boxes on one slice: ``xyxy`` float32 (n, 4) inclusive pixel XYXY, ``conf`` float32 (n,), best first."""
+
+    xyxy: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))
+    conf: np.ndarray = field(default_factory=lambda: np.zeros((0,), np.float32))
+
+    def __len__(self) -> int:
+        return len(self.conf)
+
+    def rows(self, digits: int = 2) -> list[list[float]]:
+        """``[[x0, y0, x1, y1, conf], ...]`` for JSON."""
+        return [[round(float(v), digits) for v in b] + [round(float(c), 4)] for b, c in zip(self.xyxy, self.conf)]
+
+    @classmethod
+    def from_rows(cls, rows) -> "SliceBoxes":
+        a = np.asarray(rows, np.float32).reshape(-1, 5)
+        return cls(a[:, :4].copy(), a[:, 4].copy())
+
+
+def file_id(path: Path) -> str:
+    """First 12 hex digits of the file's SHA-256: changes whenever the weights change."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:12]
+
+
+class Detector:
+    """Trained YOLO weights -> per-slice boxes.
+
+    ``conf``: minimum confidence kept; ``iou``: NMS IoU threshold. ``device`` None = CUDA when present.
+    The model's training ``imgsz`` (stored in the weights) is used for inference.
+    """
+
+    def __init__(self, weights, device=None, conf: float = 0.25, iou: float = 0.5):
+        from .training import auto_device
+
+        self.weights = Path(weights).expanduser()
+        if self.weights.suffix not in (".pt", ".pth") or not self.weights.is_file():
+            raise UserError(f"detector weights {weights} do not exist (expected a .pt file from train-detector)")
+        self.model = ultra.yolo(self.weights)
+        if getattr(self.model, "task", "detect") != "detect":
+            raise UserError(f"{weights} holds a YOLO {self.model.task} model, expected a detection model")
+        self.device = auto_device(device)
+        self.conf = float(conf)
+        self.iou = float(iou)
+        self.weights_id = file_id(self.weights)
+        self.imgsz = int((self.model.overrides or {}).get("imgsz") or 256)
+
+    def predict(self, images, batch_size: int = 16) -> list[SliceBoxes]:
+        """Boxes for each uint8 RGB ``(H, W, 3)`` slice, in order; batches of ``batch_size`` per model call.
+
+        All-zero slices (outside the head) get no boxes without a model call.
+        """
+        images = list(images)
+        out = [SliceBoxes() for _ in images]
+        todo = []
+        for i, im in enumerate(images):
+            im = np.asarray(im)
+            if im.ndim != 3 or im.shape[2] != 3 or im.dtype != np.uint8:
+                raise UserError(f"slice {i}: expected a uint8 (H, W, 3) RGB image, got {im.dtype} {im.shape}")
+            if im.any():
+                todo.append(i)
+        for start in range(0, len(todo), max(1, int(batch_size))):
+            idx = todo[start:start + batch_size]
+            # ultralytics reads in-memory numpy images as BGR (OpenCV order): flip RGB -> BGR.
+            batch = [np.ascontiguousarray(images[i][..., ::-1]) for i in idx]
+            results = self.model.predict(batch, imgsz=self.imgsz, conf=self.conf, iou=self.iou,
+                                         device=self.device, batch=len(batch), verbose=False, save=False)
+            for i, res in zip(idx, results):
+                b = res.boxes
+                if b is None or len(b) == 0:
+                    continue
+                h, w = images[i].shape[:2]
+                conf = b.conf.cpu().numpy().astype(np.float32)
+                order = np.argsort(-conf)
+                xyxy = clip_xyxy(ultralytics_to_xyxy(b.xyxy.cpu().numpy()[order]), h, w)
+                out[i] = SliceBoxes(xyxy.astype(np.float32), conf[order])
+        return out

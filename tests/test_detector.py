@@ -1,0 +1,182 @@
+"""Detector units: post-processing rules, box matching/metrics, batching and channel order, model names."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bratsmedsam.detection.evaluation import box_metrics, match, operating_metrics, read_yolo_label
+from bratsmedsam.detection.postprocess import postprocess_volume
+from bratsmedsam.detection.predict import SliceBoxes
+from bratsmedsam.errors import UserError
+
+
+def sb(*rows):
+    return SliceBoxes.from_rows([list(r) for r in rows]) if rows else SliceBoxes()
+
+
+BOX = (50, 60, 90, 100, 0.9)
+
+
+def test_postprocess_drops_a_box_with_no_overlapping_box_on_neighbouring_slices():
+    out = postprocess_volume([sb(BOX), sb(BOX), sb(), sb(), sb((10, 10, 20, 20, 0.8)), sb()])
+    assert [len(b) for b in out] == [1, 1, 0, 0, 0, 0]
+
+
+def test_postprocess_fills_a_one_slice_gap_between_overlapping_boxes():
+    below, above = (50, 60, 90, 100, 0.9), (54, 64, 94, 104, 0.7)
+    out = postprocess_volume([sb(below), sb(), sb(above)])
+    assert len(out[1]) == 1
+    np.testing.assert_allclose(out[1].xyxy[0], [52, 62, 92, 102])
+    assert out[1].conf[0] == pytest.approx(0.7)
+
+
+def test_postprocess_does_not_fill_when_the_slice_already_has_the_box():
+    out = postprocess_volume([sb(BOX), sb(BOX), sb(BOX)])
+    assert [len(b) for b in out] == [1, 1, 1]
+
+
+def test_postprocess_treats_absent_slice_numbers_as_empty():
+    out = postprocess_volume([sb(BOX), sb(BOX)], z=[10, 12])
+    assert [len(b) for b in out] == [0, 0]
+
+
+def test_postprocess_can_be_switched_to_one_rule():
+    boxes = [sb(BOX), sb(), sb(BOX), sb(), sb(), sb((1, 1, 9, 9, 0.5))]
+    fill_only = postprocess_volume(boxes, drop=False)
+    assert [len(b) for b in fill_only] == [1, 1, 1, 0, 0, 1]
+
+
+def test_slice_boxes_rows_round_trip():
+    b = sb((1.5, 2, 30, 40, 0.5))
+    again = SliceBoxes.from_rows(b.rows())
+    np.testing.assert_allclose(again.xyxy, b.xyxy)
+    np.testing.assert_allclose(again.conf, b.conf)
+
+
+def test_match_is_one_to_one_and_respects_iou_thresholds():
+    gt = np.array([[0, 0, 99, 99]], np.float32)
+    pred = sb((0, 0, 99, 99, 0.9), (0, 0, 99, 99, 0.8), (0, 0, 99, 59, 0.7))
+    tp = match(pred, gt)
+    assert tp[0].all() and not tp[1].any() and not tp[2].any()
+    # IoU 0.58: a hit at 0.50 and 0.55 only
+    assert match(sb((0, 0, 99, 57, 0.7)), gt)[0].tolist() == [True, True, False, False, False, False, False, False,
+                                                                False, False]
+
+
+def test_box_metrics_perfect_boxes_score_near_one_and_misplaced_boxes_zero():
+    gts = [np.array([[10, 10, 40, 40]], np.float32), np.zeros((0, 4), np.float32), np.array([[5, 5, 20, 30]], np.float32)]
+    perfect = [sb((10, 10, 40, 40, 0.9)), sb(), sb((5, 5, 20, 30, 0.8))]
+    wrong = [sb((100, 100, 140, 140, 0.9)), sb((1, 1, 9, 9, 0.5)), sb((60, 5, 80, 30, 0.8))]
+    good = box_metrics(perfect, gts)
+    bad = box_metrics(wrong, gts)
+    assert good["map50"] > 0.99 and good["map50_95"] > 0.99 and good["recall"] == pytest.approx(1.0, abs=1e-3)
+    assert bad["map50"] == 0.0 and bad["recall"] == 0.0
+
+
+def test_operating_metrics_count_missed_and_false_alarm_slices():
+    gts = [np.array([[10, 10, 40, 40]], np.float32), np.zeros((0, 4), np.float32), np.array([[5, 5, 20, 30]], np.float32)]
+    preds = [sb(), sb((1, 1, 9, 9, 0.5)), sb((5, 5, 20, 30, 0.8))]
+    m = operating_metrics(preds, gts)
+    assert m["tumour_slices_without_box"] == 1 and m["tumour_free_slices_with_box"] == 1
+    assert (m["tp"], m["fp"], m["fn"]) == (1, 1, 1)
+
+
+def test_yolo_label_reads_back_as_inclusive_pixel_boxes(tmp_path):
+    f = tmp_path / "a.txt"
+    # A box covering columns 10..29 and rows 40..49 of a 100x200 (W x H) image.
+    f.write_text(f"0 {20 / 100} {45 / 200} {20 / 100} {10 / 200}\n")
+    np.testing.assert_allclose(read_yolo_label(f, 100, 200), [[10, 40, 29, 49]], atol=1e-4)
+    assert read_yolo_label(tmp_path / "missing.txt", 100, 200).shape == (0, 4)
+
+
+def test_resolve_model_maps_names_to_yaml_and_refuses_missing_weights(tmp_path):
+    from bratsmedsam.detection.ultra import resolve_model
+
+    assert resolve_model("yolov5s") == "yolov5s.yaml"
+    assert resolve_model("yolov5l") == "yolov5l.yaml"
+    with pytest.raises(UserError, match="do not exist"):
+        resolve_model(tmp_path / "yolov5s.pt")
+    with pytest.raises(UserError, match="unknown detector model"):
+        resolve_model("resnet50")
+
+
+def test_set_arguments_are_typed_and_malformed_ones_refused():
+    from bratsmedsam.commands.train_detector import parse_set
+
+    assert parse_set(["lr0=0.02", "mosaic=0", "cos_lr=true", "optimizer=AdamW"]) == {
+        "lr0": 0.02, "mosaic": 0, "cos_lr": True, "optimizer": "AdamW"}
+    with pytest.raises(UserError):
+        parse_set(["lr0"])
+
+
+def test_unknown_ultralytics_argument_is_refused_before_training(tmp_path):
+    from bratsmedsam.detector import train_detector
+
+    with pytest.raises(UserError, match="lr_zero"):
+        train_detector(tmp_path / "nowhere", tmp_path / "run", lr_zero=0.1)
+
+
+def test_missing_data_file_is_a_user_error(tmp_path):
+    from bratsmedsam.detector import train_detector
+
+    with pytest.raises(UserError, match="does not exist"):
+        train_detector(tmp_path / "nowhere", tmp_path / "run", quick=True)
+
+
+@pytest.fixture(scope="module")
+def untrained_weights(tmp_path_factory):
+    """A real (untrained) YOLOv5n detection checkpoint saved the way ultralytics saves one."""
+    from bratsmedsam.detection.ultra import yolo
+
+    path = tmp_path_factory.mktemp("weights") / "untrained.pt"
+    yolo("yolov5n").save(path)
+    return path
+
+
+def test_predict_batches_slices_skips_empty_ones_and_feeds_bgr(untrained_weights):
+    from bratsmedsam.detector import Detector
+
+    det = Detector(untrained_weights, device="cpu")
+    calls = []
+    real = det.model.predict
+
+    def spy(source, **kw):
+        calls.append([b.copy() for b in source])
+        return real(source, **kw)
+
+    det.model.predict = spy
+    rng = np.random.default_rng(0)
+    images = [np.zeros((64, 48, 3), np.uint8) for _ in range(40)]
+    for i in range(5, 40):
+        images[i] = rng.integers(0, 255, (64, 48, 3), dtype=np.uint8)
+    images[7][..., 0], images[7][..., 2] = 200, 10  # red in RGB
+    out = det.predict(images, batch_size=16)
+    assert len(out) == 40 and all(isinstance(b, SliceBoxes) for b in out)
+    assert [len(c) for c in calls] == [16, 16, 3]  # 35 non-empty slices, no call for the 5 blank ones
+    assert calls[0][2][..., 2].min() == 200 and calls[0][2][..., 0].max() == 10  # slice 7 arrives BGR
+    for b in out:
+        assert b.xyxy.dtype == np.float32 and b.xyxy.shape[1] == 4
+        if len(b):
+            assert (b.xyxy[:, 0] <= b.xyxy[:, 2]).all() and b.xyxy[:, 2].max() <= 47 and b.xyxy[:, 3].max() <= 63
+
+
+def test_predict_rejects_non_rgb_uint8_slices(untrained_weights):
+    from bratsmedsam.detector import Detector
+
+    det = Detector(untrained_weights, device="cpu")
+    with pytest.raises(UserError, match="uint8"):
+        det.predict([np.zeros((32, 32), np.float32)])
+
+
+def test_weights_id_follows_the_file_content(untrained_weights, tmp_path):
+    from bratsmedsam.detector import Detector
+
+    from bratsmedsam.detection.ultra import yolo
+
+    copy = tmp_path / "copy.pt"
+    copy.write_bytes(untrained_weights.read_bytes())
+    assert Detector(copy).weights_id == Detector(untrained_weights).weights_id
+    other = tmp_path / "other.pt"
+    yolo("yolov5n").save(other)  # another random initialisation
+    assert Detector(other).weights_id != Detector(untrained_weights).weights_id
