@@ -1,0 +1,266 @@
+"""The evaluation report folder: ``report.md``, ``metrics.json``, ``per_case.csv``, ``slices.csv``, ``figures/``.
+
+Input is the results dict of :func:`bratsmedsam.evaluate.evaluate`. Every number in the report comes
+from it; a segmenter whose checkpoint was not supplied shows the words "not supplied", never a number.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from pathlib import Path
+
+import numpy as np
+
+from .atomic import atomic_path, write_json, write_text
+
+FIGURES = {
+    "examples": "figures/examples_best_median_worst.png",
+    "distributions": "figures/dice_distributions.png",
+    "per_case": "figures/per_case_dice.png",
+}
+SLICE_DEFINITION = (
+    "Slice Dice: the union of the masks the segmenter returns for a slice's boxes, against the slice's "
+    "target-region mask, averaged over slices. *Tumour slices*: test slices with at least one target-region "
+    "pixel. *All slices*: every test slice the dataset kept (prepare keeps a sample of tumour-free slices); a "
+    "tumour-free slice scores 1 if nothing is predicted and 0 otherwise, so end to end every false-positive "
+    "detector box on a tumour-free slice counts as an error (with ground-truth boxes a tumour-free slice has no "
+    "box and always scores 1). *GT boxes*: the manifest's boxes (one per 8-connected tumour component, "
+    "inclusive pixel XYXY). *End to end*: the detector's boxes on the same slices. "
+    "Brackets: 95 % percentile bootstrap interval resampling patients (a patient's slices stay together)."
+)
+VOLUME_DEFINITION = (
+    "3D per case: each test case's axial slices are segmented and stacked into a volume of the target region. "
+    "GT boxes: one box per 8-connected component of each axial slice's ground truth; end to end: the detector on "
+    "every axial slice, then the segmenter on its boxes. *Volume Dice / HD95*: MONAI `compute_dice` and "
+    "`compute_hausdorff_distance(percentile=95)` (max of the two directed 95th percentiles, mm) on the whole "
+    "volume; HD95 is 374 mm when exactly one of prediction and ground truth is empty. *Lesion-wise Dice / HD95*: "
+    "the BraTS 2023 challenge definition (GT lesions = 26-connected components grouped by a 3-iteration "
+    "18-connectivity dilation; 26-connected prediction components; GT lesions of <= 50 voxels ignored; "
+    "sum over GT lesions / (GT lesions + false-positive components); 374 mm HD95 for each miss or false positive), "
+    "computed for the dataset's single target region. Brackets: bootstrap over patients."
+)
+
+
+def _fmt(x: float, digits: int = 3) -> str:
+    return "n/a" if x is None or not math.isfinite(x) else f"{x:.{digits}f}"
+
+
+def _ci_text(ci: dict, digits: int = 3) -> str:
+    if ci["n_values"] == 0:
+        return "n/a"
+    if ci["n_patients"] < 2:
+        return f"{_fmt(ci['mean'], digits)} (1 patient)"
+    return f"{_fmt(ci['mean'], digits)} [{_fmt(ci['ci_low'], digits)}, {_fmt(ci['ci_high'], digits)}]"
+
+
+def _md_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _source_label(src: str) -> str:
+    return "GT boxes" if src == "gt" else f"end to end ({src})"
+
+
+def table1_markdown(results: dict) -> str:
+    if not results["table1"]:
+        return "No detector was given (`--detector`), so there is no Table 1 and no end-to-end column."
+    rows = [[t["detector"], _fmt(t["precision"]), _fmt(t["recall"]), _fmt(t["map50"]), _fmt(t["map50_95"])]
+            for t in results["table1"]]
+    return _md_table(["detector", "precision", "recall", "mAP50", "mAP50-95"], rows)
+
+
+def table2_markdown(results: dict) -> str:
+    sources = ["gt"] + results["detectors"]
+    header = ["segmenter"]
+    for src in sources:
+        header += [f"{_source_label(src)}: tumour slices", f"{_source_label(src)}: all slices"]
+    rows = []
+    for e in results["table2"]:
+        if e["missing"]:
+            rows.append([e["segmenter"]] + [e["missing"]] * (2 * len(sources)))
+            continue
+        cells = [e["segmenter"]]
+        for src in sources:
+            cells += [_ci_text(e["cells"][src]["tumour"]), _ci_text(e["cells"][src]["all"])]
+        rows.append(cells)
+    return _md_table(header, rows)
+
+
+def volume_markdown(results: dict) -> str:
+    if not results["volume"]:
+        return "3D metrics were not computed (`--no-volumes`, or no segmenter could run)."
+    sources = ["gt"] + results["detectors"]
+    header = ["segmenter", "boxes", "volume Dice", "volume HD95 (mm)", "lesion-wise Dice (BraTS 2023)",
+              "lesion-wise HD95 (mm, BraTS 2023)"]
+    rows = []
+    for e in results["volume"]:
+        if e["missing"]:
+            rows.append([e["segmenter"], "-"] + [e["missing"]] * 4)
+            continue
+        for src in sources:
+            c = e["cells"][src]
+            rows.append([e["segmenter"], _source_label(src), _ci_text(c["volume_dice"]),
+                         _ci_text(c["volume_hd95"], 1), _ci_text(c["lesion_dice"]), _ci_text(c["lesion_hd95"], 1)])
+    return _md_table(header, rows)
+
+
+def report_markdown(results: dict, figures: dict[str, str | None]) -> str:
+    ds = results["dataset"]
+    parts = [
+        "# Evaluation report",
+        f"Dataset `{ds['path']}`, split **{ds['split']}**: {len(ds['cases'])} cases, {ds['n_slices']} slices; "
+        f"target region **{ds['region']}**; channels {', '.join(ds['channels'])}. "
+        f"Evaluation took {results['seconds']} s.",
+        "## Table 1: detectors (test split)",
+        "Precision, recall, mAP50 and mAP50-95 from `detector.evaluate_detector` (ultralytics validation) "
+        "on the test split, as in the paper's Table 1.",
+        table1_markdown(results),
+        "## Table 2 (extended): slice Dice per segmenter",
+        "Mean slice Dice [95 % CI]. A segmenter whose weights were not supplied shows *not supplied*.",
+        table2_markdown(results),
+        SLICE_DEFINITION,
+        "## 3D per case",
+        volume_markdown(results),
+        VOLUME_DEFINITION,
+        "## Figures",
+    ]
+    captions = {
+        "examples": "Best, median and worst tumour slices (GT boxes) of the best row: green = ground truth "
+                    "outline, red = prediction, yellow = box.",
+        "distributions": "Distribution of slice Dice on tumour slices, per segmenter and box source.",
+        "per_case": "Mean slice Dice per test case (tumour slices, GT boxes) and, when computed, 3D Dice.",
+    }
+    for key, rel in figures.items():
+        parts.append(f"![{key}]({rel})\n\n{captions[key]}" if rel else f"*{captions[key]}* (no data to draw)")
+    parts += ["## Files",
+              "`metrics.json` (every table with intervals, settings), `per_case.csv` (case x segmenter x boxes), "
+              "`slices.csv` (one Dice per slice x segmenter x boxes), `figures/`."]
+    return "\n\n".join(parts) + "\n"
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    buf = io.StringIO()
+    if rows:
+        writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    write_text(path, buf.getvalue())
+
+
+def _savefig(fig, target: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    with atomic_path(target) as tmp:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def figure_examples(examples: dict, target: Path) -> bool:
+    if not examples or not examples.get("slices"):
+        return False
+    plt = _plt()
+    from matplotlib.patches import Rectangle
+
+    items = [(k, examples["slices"][k]) for k in ("best", "median", "worst") if k in examples["slices"]]
+    fig, axes = plt.subplots(1, len(items), figsize=(4 * len(items), 4.3), squeeze=False)
+    for ax, (label, s) in zip(axes[0], items):
+        ax.imshow(s["image"])
+        ax.contour(s["gt"].astype(float), levels=[0.5], colors="lime", linewidths=1)
+        overlay = np.zeros((*s["pred"].shape, 4))
+        overlay[s["pred"]] = (1, 0, 0, 0.4)
+        ax.imshow(overlay)
+        for b in np.asarray(s["boxes"]).reshape(-1, 4):
+            ax.add_patch(Rectangle((b[0] - 0.5, b[1] - 0.5), b[2] - b[0] + 1, b[3] - b[1] + 1, fill=False,
+                                   edgecolor="yellow", linewidth=1))
+        ax.set_title(f"{label}: {s['case']} z={s['z']}\nDice {s['dice']:.3f}", fontsize=9)
+        ax.axis("off")
+    fig.suptitle(examples["segmenter"], fontsize=10)
+    _savefig(fig, target)
+    return True
+
+
+def figure_distributions(results: dict, target: Path) -> bool:
+    groups: dict[str, list[float]] = {}
+    for s in results["slices"]:
+        if s["tumour"]:
+            groups.setdefault(f"{s['segmenter']}\n{_source_label(s['boxes'])}", []).append(s["dice"])
+    if not groups:
+        return False
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(groups)), 4.5))
+    ax.boxplot(list(groups.values()), showmeans=True)
+    ax.set_xticks(range(1, len(groups) + 1), list(groups), rotation=30, ha="right", fontsize=7)
+    ax.set_ylabel("slice Dice (tumour slices)")
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(axis="y", alpha=0.3)
+    _savefig(fig, target)
+    return True
+
+
+def figure_per_case(results: dict, target: Path) -> bool:
+    rows = [r for r in results["per_case"] if r["boxes"] == "gt"]
+    if not rows:
+        return False
+    plt = _plt()
+    cases = sorted({r["case"] for r in rows})
+    segs = list(dict.fromkeys(r["segmenter"] for r in rows))
+    have_3d = any(math.isfinite(r["volume_dice"]) for r in rows)
+    panels = [("slice_dice_tumour", "mean slice Dice (tumour slices, GT boxes)")]
+    if have_3d:
+        panels.append(("volume_dice", "3D volume Dice (GT boxes)"))
+    fig, axes = plt.subplots(len(panels), 1, figsize=(max(6, 0.9 * len(cases) * len(segs)), 3.5 * len(panels)),
+                             squeeze=False)
+    width = 0.8 / max(1, len(segs))
+    lookup = {(r["case"], r["segmenter"]): r for r in rows}
+    for ax, (key, title) in zip(axes[:, 0], panels):
+        for i, seg in enumerate(segs):
+            vals = [lookup.get((c, seg), {}).get(key, float("nan")) for c in cases]
+            ax.bar(np.arange(len(cases)) + i * width - 0.4 + width / 2, np.nan_to_num(vals), width, label=seg)
+        ax.set_xticks(range(len(cases)), cases, rotation=30, ha="right", fontsize=7)
+        ax.set_ylim(0, 1)
+        ax.set_title(title, fontsize=9)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0, 0].legend(fontsize=7)
+    _savefig(fig, target)
+    return True
+
+
+def _jsonable(results: dict) -> dict:
+    """metrics.json: everything but the per-slice rows (slices.csv) and the example pixels."""
+    out = {k: v for k, v in results.items() if k not in ("slices", "examples")}
+    ex = results.get("examples") or {}
+    out["examples"] = {"segmenter": ex.get("segmenter"),
+                       "slices": {k: {f: s[f] for f in ("case", "z", "dice")} for k, s in ex.get("slices", {}).items()}}
+    return out
+
+
+def write_report(results: dict, out_dir: str | Path) -> dict[str, Path]:
+    """Write the report folder; returns the written paths by kind."""
+    out = Path(out_dir)
+    (out / "figures").mkdir(parents=True, exist_ok=True)
+    drawn = {
+        "examples": figure_examples(results.get("examples") or {}, out / FIGURES["examples"]),
+        "distributions": figure_distributions(results, out / FIGURES["distributions"]),
+        "per_case": figure_per_case(results, out / FIGURES["per_case"]),
+    }
+    figures = {k: (FIGURES[k] if ok else None) for k, ok in drawn.items()}
+    paths = {"metrics": write_json(out / "metrics.json", _jsonable(results))}
+    _write_csv(out / "per_case.csv", results["per_case"])
+    _write_csv(out / "slices.csv", results["slices"])
+    paths.update(per_case=out / "per_case.csv", slices=out / "slices.csv",
+                 report=write_text(out / "report.md", report_markdown(results, figures)))
+    paths.update({k: out / v for k, v in figures.items() if v})
+    return paths

@@ -1,0 +1,142 @@
+"""Evaluation tables, rows and the report folder (fast: hand-made per-slice results, no models).
+
+The report of a real tiny run is checked in tests/test_reproduce.py (it reuses the quick reproduction).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bratsmedsam.errors import UserError
+from bratsmedsam.evaluate import (GT, EvaluateConfig, SegmenterRow, per_case_rows, resolve_detector,
+                                  segmenter_rows, table2, volume_table)
+from bratsmedsam.report import FIGURES, report_markdown, table2_markdown, write_report
+
+CFG = EvaluateConfig(data=Path("unused"), n_boot=200)
+
+
+def _rows():
+    return [SegmenterRow("SAM ViT-B zero-shot", "sam", "zero-shot", missing="not supplied (--sam-checkpoint)"),
+            SegmenterRow("LiteMedSAM zero-shot", "litemedsam", "zero-shot")]
+
+
+def _slice_rows():
+    """Two patients; LiteMedSAM with GT boxes and with detector 'det' (a false positive on a tumour-free slice)."""
+    out = []
+    for case, dices in (("A", [0.8, 0.6]), ("B", [0.9])):
+        for z, d in enumerate(dices):
+            out.append({"case": case, "z": z, "tumour": True, "segmenter": "LiteMedSAM zero-shot", "boxes": GT,
+                        "n_boxes": 1, "dice": d})
+            out.append({"case": case, "z": z, "tumour": True, "segmenter": "LiteMedSAM zero-shot", "boxes": "det",
+                        "n_boxes": 1, "dice": d / 2})
+        out.append({"case": case, "z": 9, "tumour": False, "segmenter": "LiteMedSAM zero-shot", "boxes": GT,
+                    "n_boxes": 0, "dice": 1.0})
+        out.append({"case": case, "z": 9, "tumour": False, "segmenter": "LiteMedSAM zero-shot", "boxes": "det",
+                    "n_boxes": 1 if case == "A" else 0, "dice": 0.0 if case == "A" else 1.0})
+    return out
+
+
+def _results(tmp_path: Path) -> dict:
+    rows, sources, slices = _rows(), [GT, "det"], _slice_rows()
+    case_rows = [{"case": c, "segmenter": "LiteMedSAM zero-shot", "boxes": s, "volume_dice": 0.7, "volume_hd95": 5.0,
+                  "lesion_dice": 0.6, "lesion_hd95": 40.0, "lesion_n_gt": 1, "lesion_n_fp": 1}
+                 for c in ("A", "B") for s in sources]
+    img = np.zeros((32, 32, 3), np.uint8)
+    gt = np.zeros((32, 32), bool)
+    gt[10:20, 10:20] = True
+    ex = {"case": "A", "z": 0, "dice": 0.8, "image": img, "gt": gt, "pred": gt, "boxes": np.array([[10, 10, 19, 19]])}
+    return {
+        "dataset": {"path": str(tmp_path), "split": "test", "region": "WT", "channels": ["t1c", "t2w", "t2f"],
+                    "studies": None, "cases": ["A", "B"], "n_slices": 5},
+        "rows": [], "detectors": ["det"],
+        "table1": [{"detector": "det", "weights": "w.pt", "precision": 0.5, "recall": 0.4, "map50": 0.3,
+                    "map50_95": 0.1}],
+        "table2": table2(rows, sources, slices, CFG),
+        "volume": volume_table(rows, sources, case_rows, CFG),
+        "slices": slices, "per_case": per_case_rows(slices, case_rows),
+        "examples": {"segmenter": "LiteMedSAM zero-shot", "slices": {"best": ex, "median": ex, "worst": ex}},
+        "seconds": 1.0,
+    }
+
+
+def test_rows_without_vit_checkpoints_are_not_supplied_and_litemedsam_runs():
+    rows = segmenter_rows(EvaluateConfig(data=Path("x")))
+    by = {r.base: r for r in rows}
+    assert by["sam"].missing.startswith("not supplied") and by["medsam"].missing.startswith("not supplied")
+    assert by["litemedsam"].supplied
+
+
+def test_missing_sam_checkpoint_file_is_a_user_error(tmp_path):
+    with pytest.raises(UserError, match="--sam-checkpoint"):
+        segmenter_rows(EvaluateConfig(data=Path("x"), sam_checkpoint=tmp_path / "nope.pth"))
+
+
+def test_detector_run_folder_resolves_to_its_best_weights(tmp_path):
+    (tmp_path / "weights").mkdir()
+    (tmp_path / "weights" / "best.pt").write_bytes(b"x")
+    assert resolve_detector(tmp_path) == tmp_path / "weights" / "best.pt"
+    with pytest.raises(UserError, match="not found"):
+        resolve_detector(tmp_path / "weights" / "missing.pt")
+    (tmp_path / "weights" / "best.pt").unlink()
+    with pytest.raises(UserError, match="no weights/best.pt"):
+        resolve_detector(tmp_path)
+
+
+def test_table2_separates_tumour_slices_from_all_slices():
+    t = {e["segmenter"]: e for e in table2(_rows(), [GT, "det"], _slice_rows(), CFG)}
+    cells = t["LiteMedSAM zero-shot"]["cells"]
+    assert cells[GT]["tumour"]["mean"] == pytest.approx((0.8 + 0.6 + 0.9) / 3)
+    assert cells[GT]["all"]["mean"] == pytest.approx((0.8 + 0.6 + 0.9 + 1 + 1) / 5)
+
+
+def test_end_to_end_false_positive_on_tumour_free_slice_lowers_all_slices_score():
+    t = {e["segmenter"]: e for e in table2(_rows(), [GT, "det"], _slice_rows(), CFG)}
+    cells = t["LiteMedSAM zero-shot"]["cells"]
+    assert cells["det"]["all"]["mean"] == pytest.approx((0.4 + 0.3 + 0.45 + 0.0 + 1.0) / 5)
+
+
+def test_table2_intervals_are_over_patients():
+    t = {e["segmenter"]: e for e in table2(_rows(), [GT, "det"], _slice_rows(), CFG)}
+    assert t["LiteMedSAM zero-shot"]["cells"][GT]["tumour"]["n_patients"] == 2
+
+
+def test_unsupplied_row_shows_not_supplied_and_no_number():
+    md = table2_markdown({"table2": table2(_rows(), [GT], _slice_rows(), CFG), "detectors": []})
+    sam_line = next(line for line in md.splitlines() if line.startswith("| SAM ViT-B"))
+    assert "not supplied" in sam_line
+    assert not any(ch.isdigit() for ch in sam_line.replace("ViT-B", ""))
+
+
+def test_per_case_rows_average_each_patients_tumour_slices():
+    rows = {(r["case"], r["boxes"]): r for r in per_case_rows(_slice_rows(), [])}
+    assert rows[("A", GT)]["slice_dice_tumour"] == pytest.approx(0.7)
+    assert rows[("A", GT)]["n_slices"] == 3 and rows[("A", GT)]["n_tumour_slices"] == 2
+
+
+def test_report_folder_has_every_table_file_and_figure(tmp_path):
+    paths = write_report(_results(tmp_path), tmp_path / "report")
+    for key in ("report", "metrics", "per_case", "slices", "examples", "distributions", "per_case"):
+        assert Path(paths[key]).is_file(), key
+    md = (tmp_path / "report" / "report.md").read_text()
+    for heading in ("Table 1", "Table 2", "3D per case", "lesion-wise Dice (BraTS 2023)", "not supplied"):
+        assert heading in md
+    for rel in FIGURES.values():
+        assert f"({rel})" in md and (tmp_path / "report" / rel).stat().st_size > 1000
+
+
+def test_report_without_detector_says_so():
+    res = {"table1": [], "detectors": [], "table2": [], "volume": {}, "seconds": 0,
+           "dataset": {"path": "d", "split": "test", "region": "WT", "channels": ["t1c"], "cases": [], "n_slices": 0}}
+    md = report_markdown(res, {k: None for k in FIGURES})
+    assert "No detector was given" in md and "no data to draw" in md
+
+
+def test_evaluate_verb_rejects_a_folder_that_is_not_a_dataset(tmp_path, capsys):
+    from bratsmedsam.cli import main
+
+    code = main(["evaluate", "--data", str(tmp_path), "--out", str(tmp_path / "out")])
+    assert code == 2
+    assert "not a prepared dataset" in capsys.readouterr().err
