@@ -105,6 +105,28 @@ def discover_cases(studies_dir: str | Path) -> list[CaseFiles]:
     return found
 
 
+def check_headers(
+    files: CaseFiles, modalities: Sequence[str] = MODALITIES, with_seg: bool = True
+) -> tuple[tuple[int, int, int], np.ndarray]:
+    """Cheap checks that read only the NIfTI headers: files present, 3-D, one shape and one affine.
+
+    Returns ``(shape (X, Y, Z), affine (4, 4))``; raises :class:`CaseError` on the first problem.
+    """
+    cid = files.case_id
+    ref_name, ref_shape, ref_affine = None, None, None
+    for name, path in _wanted(files, modalities, with_seg):
+        img = _open(cid, name, path)
+        shape = _shape3(cid, name, path, tuple(img.shape))
+        affine = np.asarray(img.affine, np.float64)
+        if ref_shape is None:
+            ref_name, ref_shape, ref_affine = name, shape, affine
+        elif shape != ref_shape:
+            raise CaseError(cid, f"{name} has shape {shape}, expected {ref_shape} like {ref_name}")
+        elif not np.allclose(affine, ref_affine, atol=AFFINE_ATOL):
+            raise CaseError(cid, f"{name} has a different affine (voxel-to-world) from {ref_name}")
+    return ref_shape, ref_affine
+
+
 def load_case(files: CaseFiles, modalities: Sequence[str] = MODALITIES, with_seg: bool = True) -> Case:
     """Read and check the requested modalities (and the segmentation when ``with_seg``).
 
@@ -113,30 +135,12 @@ def load_case(files: CaseFiles, modalities: Sequence[str] = MODALITIES, with_seg
     label values in {0,1,2,3} (legacy ET = 4 mapped to 3). Raises :class:`CaseError` on the first problem.
     """
     cid = files.case_id
-    mods = list(dict.fromkeys(modalities))  # unique, in order
-    unknown = [m for m in mods if m not in MODALITIES]
-    if unknown:
-        raise UserError(f"unknown modality {unknown[0]!r}: expected one of {', '.join(MODALITIES)}")
-    if files.problems:
-        raise CaseError(cid, "; ".join(files.problems))
-    missing = [m for m in mods if m not in files.images]
-    if missing:
-        raise CaseError(cid, f"missing modality {', '.join(missing)} (expected {cid}-{missing[0]}.nii.gz)")
-    if with_seg and files.seg is None:
-        raise CaseError(cid, "no segmentation")
-
+    shape, affine = check_headers(files, modalities, with_seg)
     images: dict[str, np.ndarray] = {}
     seg: np.ndarray | None = None
-    ref_name, ref_shape, ref_affine = None, None, None
-    for name, path in [(m, files.images[m]) for m in mods] + ([("seg", files.seg)] if with_seg else []):
-        data, affine = _read(cid, name, path)
-        if ref_shape is None:
-            ref_name, ref_shape, ref_affine = name, data.shape, affine
-        elif data.shape != ref_shape:
-            raise CaseError(cid, f"{name} has shape {data.shape}, expected {ref_shape} like {ref_name}")
-        elif not np.allclose(affine, ref_affine, atol=AFFINE_ATOL):
-            raise CaseError(cid, f"{name} has a different affine (voxel-to-world) from {ref_name}")
-        if not np.all(np.isfinite(data)):
+    for name, path in _wanted(files, modalities, with_seg):
+        data = _read(cid, name, path).reshape(shape)
+        if data.dtype.kind == "f" and not np.all(np.isfinite(data)):
             bad = int(np.size(data) - np.count_nonzero(np.isfinite(data)))
             raise CaseError(cid, f"{name} has {bad} non-finite values (NaN or inf)")
         if name == "seg":
@@ -145,26 +149,55 @@ def load_case(files: CaseFiles, modalities: Sequence[str] = MODALITIES, with_seg
             if data.size == 0 or data.min() == data.max():
                 raise CaseError(cid, f"{name} is constant ({float(data.flat[0]) if data.size else 'empty'}): no image")
             images[name] = data.astype(np.float32, copy=False)
-    if ref_affine is None:
+    return Case(case_id=cid, images=images, seg=seg, affine=affine)
+
+
+def _wanted(files: CaseFiles, modalities: Sequence[str], with_seg: bool) -> list[tuple[str, Path]]:
+    """``(name, path)`` of the requested volumes; :class:`CaseError` if one is missing."""
+    cid = files.case_id
+    mods = list(dict.fromkeys(modalities))  # unique, in order
+    unknown = [m for m in mods if m not in MODALITIES]
+    if unknown:
+        raise UserError(f"unknown modality {unknown[0]!r}: expected one of {', '.join(MODALITIES)}")
+    if not mods and not with_seg:
         raise UserError(f"{cid}: nothing to load (no modality requested and with_seg=False)")
-    return Case(case_id=cid, images=images, seg=seg, affine=ref_affine)
+    if files.problems:
+        raise CaseError(cid, "; ".join(files.problems))
+    missing = [m for m in mods if m not in files.images]
+    if missing:
+        raise CaseError(cid, f"missing modality {', '.join(missing)} (expected {cid}-{missing[0]}.nii.gz)")
+    if with_seg and files.seg is None:
+        raise CaseError(cid, "no segmentation")
+    return [(m, files.images[m]) for m in mods] + ([("seg", files.seg)] if with_seg else [])
 
 
-def _read(cid: str, name: str, path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Whole NIfTI volume (scaled) and its affine; read errors become :class:`CaseError`."""
+_READ_ERRORS = (OSError, EOFError, ValueError, zlib.error)
+
+
+def _open(cid: str, name: str, path: Path):
     import nibabel as nib
 
     try:
-        img = nib.load(str(path))
-        data = np.asanyarray(img.dataobj)
-        affine = np.asarray(img.affine, np.float64)
-    except (OSError, EOFError, ValueError, zlib.error, nib.filebasedimages.ImageFileError) as exc:
+        return nib.load(str(path))
+    except (*_READ_ERRORS, nib.filebasedimages.ImageFileError) as exc:
         raise CaseError(cid, f"cannot read {name} file {path.name} ({type(exc).__name__}: {exc})") from None
-    if data.ndim == 4 and data.shape[3] == 1:
-        data = data[..., 0]
-    if data.ndim != 3:
-        raise CaseError(cid, f"{name} file {path.name} is {data.ndim}-D with shape {data.shape}, expected a 3-D volume")
-    return data, affine
+
+
+def _shape3(cid: str, name: str, path: Path, shape: tuple) -> tuple[int, int, int]:
+    """The 3-D shape of a volume (a trailing singleton axis dropped); :class:`CaseError` otherwise."""
+    if len(shape) == 4 and shape[3] == 1:
+        shape = shape[:3]
+    if len(shape) != 3:
+        raise CaseError(cid, f"{name} file {path.name} is {len(shape)}-D with shape {shape}, expected a 3-D volume")
+    return shape
+
+
+def _read(cid: str, name: str, path: Path) -> np.ndarray:
+    """Whole NIfTI volume (scaled by the header's slope/intercept); read errors become :class:`CaseError`."""
+    try:
+        return np.asanyarray(_open(cid, name, path).dataobj)
+    except _READ_ERRORS as exc:
+        raise CaseError(cid, f"cannot read {name} file {path.name} ({type(exc).__name__}: {exc})") from None
 
 
 def _labels(cid: str, data: np.ndarray) -> np.ndarray:

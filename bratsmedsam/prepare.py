@@ -36,7 +36,7 @@ import numpy as np
 from . import __version__
 from .atomic import save_png, write_json, write_text
 from .boxes import axial_slice, component_boxes_xyxy, xyxy_to_yolo
-from .cases import CaseFiles, discover_cases, load_case
+from .cases import CaseFiles, check_headers, discover_cases, load_case
 from .dataset import COLUMNS, DATA_YAML, INFO, MANIFEST, SPLITS, manifest_row, slice_stem
 from .errors import CaseError, UserError
 from .intensity import compose_channels, parse_channels
@@ -195,9 +195,11 @@ def fingerprint(files: CaseFiles, cfg: PrepareConfig) -> str:
 
 
 def check_case(files: CaseFiles, cfg: PrepareConfig) -> str | None:
-    """Full check of one case for ``prepare`` (reads the data); the reason it is unusable, or None."""
+    """Header-only check of one case for ``prepare`` (files present, 3-D, one shape and affine, a
+    segmentation); the reason it is unusable, or None. The data checks run in :func:`prepare_case`,
+    before any file of the case is written."""
     try:
-        load_case(files, cfg.channels, with_seg=True)
+        check_headers(files, cfg.channels, with_seg=True)
     except CaseError as exc:
         return exc.reason
     return None
@@ -333,30 +335,40 @@ def prepare_dataset(
     markers = {cid: _read_marker(out, cid) for cid in by_id}
     trusted = {cid for cid, f in by_id.items() if _trusted(markers[cid], f, cfg, out)}
     skipped: dict[str, str] = {}
-    pool = ProcessPoolExecutor(max_workers=workers) if workers > 1 and len(found) > 1 else None
-    try:
-        # 1. check every case that is not already done, before writing anything
-        to_check = [(f, cfg) for f in found if f.case_id not in trusted]
-        for f, reason in zip(
-            [f for f, _ in to_check], _ordered(check_case, to_check, pool, "checking cases", progress)
-        ):
+    for f in found:  # 1. cheap header checks, so the split is made over plausible cases
+        if f.case_id not in trusted:
+            reason = check_case(f, cfg)
             if reason:
                 skipped[f.case_id] = reason
-        usable = sorted(cid for cid in by_id if cid not in skipped)
-        if not usable:
-            reasons = "; ".join(f"{c}: {r}" for c, r in sorted(skipped.items()))
-            raise UserError(f"no usable case in {studies} ({len(found)} found): {reasons}")
-        # 2. split by patient, then write the cases whose marker does not match
-        splits = split_cases(usable, cfg.split, cfg.seed)
-        jobs = [(by_id[c], splits[c], cfg, out) for c in usable
-                if not (c in trusted and markers[c]["split"] == splits[c])]
-        reused = [c for c in usable if c in trusted and markers[c]["split"] == splits[c]]
-        results = {c: markers[c] for c in reused}
-        for res in _mapped(prepare_case, jobs, pool, "writing slices", progress):
-            if res["status"] == "ok":
-                results[res["case"]] = res
-            else:
-                skipped[res["case"]] = res["reason"]
+    results: dict[str, dict] = {}
+    reused: list[str] = []
+    pool = ProcessPoolExecutor(max_workers=workers) if workers > 1 and len(found) > 1 else None
+    try:
+        # 2. split by patient and write every case whose marker does not match. A case that fails the
+        # data checks while being read is dropped; the split is then redone over the rest, and the few
+        # cases whose split changed are written again (the ranking makes the split stable).
+        for _ in range(len(found) + 1):
+            usable = sorted(cid for cid in by_id if cid not in skipped)
+            if not usable:
+                reasons = "; ".join(f"{c}: {r}" for c, r in sorted(skipped.items()))
+                raise UserError(f"no usable case in {studies} ({len(found)} found): {reasons}")
+            splits = split_cases(usable, cfg.split, cfg.seed)
+            for c in usable:
+                if c not in results and c in trusted and markers[c]["split"] == splits[c]:
+                    results[c] = markers[c]
+                    reused.append(c)
+            jobs = [(by_id[c], splits[c], cfg, out) for c in usable
+                    if c not in results or results[c]["split"] != splits[c]]
+            if not jobs:
+                break
+            for res in _mapped(prepare_case, jobs, pool, "writing slices", progress):
+                if res["status"] == "ok":
+                    results[res["case"]] = res
+                else:
+                    skipped[res["case"]] = res["reason"]
+                    results.pop(res["case"], None)
+                    _remove_case_files(out, res["case"])
+            reused = [c for c in reused if c in results and results[c] is markers[c]]
     finally:
         if pool is not None:
             pool.shutdown()
@@ -396,16 +408,3 @@ def prepare_dataset(
     write_json(out / INFO, info)
     return {**info, "seconds": seconds, "slices_written": written,
             "slices_per_second": written / seconds if seconds > 0 else float("nan")}
-
-
-def _ordered(fn: Callable, items: list, pool: ProcessPoolExecutor | None, desc: str, progress: bool) -> list:
-    """Like :func:`_mapped` but results in input order."""
-    from tqdm.auto import tqdm
-
-    if pool is None:
-        return list(_mapped(fn, items, None, desc, progress))
-    futures = [pool.submit(fn, *item) for item in items]
-    with tqdm(total=len(items), desc=desc, unit="case", disable=not progress or not items) as bar:
-        for _ in as_completed(futures):
-            bar.update(1)
-    return [f.result() for f in futures]

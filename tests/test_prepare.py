@@ -296,3 +296,16 @@ def test_ultralytics_trains_on_the_prepared_dataset(built, tmp_path):
     assert (tmp_path / "t" / "weights" / "last.pt").is_file()
     metrics = json.loads(json.dumps(model.trainer.metrics, default=float))
     assert "metrics/mAP50(B)" in metrics
+
+
+def test_a_case_failing_the_data_checks_leaves_a_consistent_split(studies, tmp_path):
+    sub = tmp_path / "s"
+    for cid in GOOD[:3] + ["bad-nan", "bad-labels"]:  # headers fine, data bad: found only while reading
+        shutil.copytree(studies / cid, sub / cid)
+    out = tmp_path / "ds"
+    summary = prepare_dataset(sub, out, PrepareConfig(), progress=False)
+    assert sorted(summary["cases_skipped"]) == ["bad-labels", "bad-nan"]
+    assert sorted(summary["splits"].values()) == ["test", "train", "val"]  # 3 cases: one per split
+    assert {r.case: r.split for r in load_manifest(out)} == summary["splits"]
+    listed = {str(p.relative_to(out)) for r in load_manifest(out) for p in (r.image, r.mask, r.label)}
+    assert listed == _files(out)
