@@ -38,10 +38,11 @@ def synthetic_case_id(index: int) -> str:
 
 
 def case_plan(index: int, rng: np.random.Generator) -> dict:
-    """Variety across cases: size spread by a golden-ratio sequence; every 4th case without necrosis
+    """Variety across cases: sizes spread over the range by a golden-ratio sequence (+ jitter), so that
+    any few consecutive cases hold small and large tumours; every 4th case without necrosis
     (index % 4 == 3); every 3rd with a second lesion (index % 3 == 2)."""
     return {
-        "size_quantile": float((index * GOLDEN + rng.uniform(0.0, 0.25)) % 1.0),
+        "size_quantile": float(np.clip((0.3 + index * GOLDEN) % 1.0 + rng.uniform(-0.06, 0.06), 0.0, 1.0)),
         "n_lesions": 2 if index % 3 == 2 else 1,
         "necrosis": index % 4 != 3,
     }
@@ -213,8 +214,9 @@ def write_sample_studies(out, n_cases: int = 8, seed: int = 0, real_dir=DEFAULT,
             meta["seconds"] = round(time.perf_counter() - t0, 2)
             syn_ratios.append(meta["ratios"])
             cases_meta.append(meta)
-            if first is None:
-                first = (cid, images, seg)
+            tumour = sum(meta["voxels"].values())
+            if first is None or tumour > first[0]:  # the montage shows the largest tumour
+                first = (tumour, (cid, images, seg))
         info["seconds_per_case"] = round(float(np.mean([c["seconds"] for c in cases_meta])), 2)
         say(f"{n_cases} synthetic cases, {info['seconds_per_case']:.2f} s per case (generation + writing)")
     else:
@@ -239,8 +241,8 @@ def write_sample_studies(out, n_cases: int = 8, seed: int = 0, real_dir=DEFAULT,
         from .synthetic.montage import save_montage
 
         real_for_montage = (real_arrays[0], real_arrays[1], real_arrays[2]) if real_arrays is not None else None
-        save_montage(out / "sample_montage.png", first, real_for_montage)
-        info["montage"] = "sample_montage.png"
+        save_montage(out / "sample_montage.png", first[1], real_for_montage)
+        info["montage"] = {"file": "sample_montage.png", "synthetic_case": first[1][0]}
     atomic.write_json(out / "sample_info.json", _finite(info))
     return info
 

@@ -34,6 +34,7 @@ REAL_RATIOS = {
 # Normal-brain medians of the real case (int16 units), measured once: the centre of the global scale.
 REAL_NORMAL_MEDIAN = {"t1c": 1976.0, "t1n": 825.0, "t2w": 480.0, "t2f": 981.0}
 RATIO_JITTER = 0.08  # per case, per modality and compartment: ratio * exp(U(-j, j))
+CALIBRATION_PASSES = 4
 # How much of the underlying anatomy's texture shows through each compartment (0 = flat).
 ANATOMY_WEIGHT = {"NCR": 0.15, "ED": 0.5, "ET": 0.3}
 
@@ -119,13 +120,14 @@ def synthesize_images(anatomy: Anatomy, seg: np.ndarray, rng: np.random.Generato
                 texture = anat / np.float32(max(float(np.median(anat[sel])), 1e-3))
                 values[name] = targets[name] * ((1 - w) + w * texture) * (1 + 0.08 * het)
         mixed = _compose(anat, soft, soft_sum, values)
-        # Soft edges pull a thin compartment (e.g. a 2-3 mm rim) towards its neighbours: rescale each
-        # compartment once so that its median hits the target again.
-        for name, lab in COMPARTMENTS.items():
-            if name in values:
-                achieved = float(np.median(mixed[seg_c == lab]))
-                values[name] *= np.float32(targets[name] / max(achieved, 1e-3))
-        mixed = _compose(anat, soft, soft_sum, values)
+        # Soft edges pull a thin compartment (a 2-3 mm rim, a small necrosis) towards its neighbours:
+        # rescale each compartment until its median hits the target again (a few fixed-point passes).
+        for _ in range(CALIBRATION_PASSES):
+            for name, lab in COMPARTMENTS.items():
+                if name in values:
+                    achieved = float(np.median(mixed[seg_c == lab]))
+                    values[name] *= np.float32(targets[name] / max(achieved, 1e-3))
+            mixed = _compose(anat, soft, soft_sum, values)
         vol[box] = np.where(brain[box], mixed, 0)
         # Bias field, global scale, Rician noise: on brain voxels only.
         amp = float(rng.uniform(0.05, 0.15))
