@@ -128,9 +128,11 @@ def segmenter_rows(cfg: EvaluateConfig) -> list[SegmenterRow]:
         rows.append(SegmenterRow(f"{FAMILY_NAMES.get(base, base)} fine-tuned ({label})", base, "fine-tuned",
                                  ckpt, dec, missing))
     names = [r.name for r in rows]
-    for r in rows:   # two runs with the same folder name: number them
-        if names.count(r.name) > 1:
-            r.name = f"{r.name} #{sum(1 for x in rows[:rows.index(r) + 1] if x.name.startswith(r.name))}"
+    seen: dict[str, int] = defaultdict(int)
+    for r, name in zip(rows, names):   # two runs with the same folder name: number them
+        if names.count(name) > 1:
+            seen[name] += 1
+            r.name = f"{name} #{seen[name]}"
     return rows
 
 

@@ -34,12 +34,26 @@ def _check_pair(pred: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return pred, gt
 
 
+def _crop(pred: np.ndarray, gt: np.ndarray, pad: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Both masks cropped to the bounding box of their union grown by ``pad`` voxels (metrics that only
+    look at the masks and their neighbourhood are unchanged; whole 240x240x155 volumes are slow)."""
+    union = pred | gt
+    if not union.any():
+        return pred, gt
+    sl = []
+    for axis in range(union.ndim):
+        other = tuple(a for a in range(union.ndim) if a != axis)
+        idx = np.flatnonzero(union.any(axis=other))
+        sl.append(slice(max(0, idx[0] - pad), idx[-1] + 1 + pad))
+    return pred[tuple(sl)], gt[tuple(sl)]
+
+
 def dice(pred: np.ndarray, gt: np.ndarray) -> float:
     """Dice of two boolean masks of one shape (2D or 3D); both empty -> 1.0 (MONAI ``compute_dice``)."""
     import torch
     from monai.metrics import compute_dice
 
-    pred, gt = _check_pair(pred, gt)
+    pred, gt = _crop(*_check_pair(pred, gt))
     p = torch.from_numpy(pred[None, None].astype(np.float32))
     g = torch.from_numpy(gt[None, None].astype(np.float32))
     return float(compute_dice(p, g, include_background=True, ignore_empty=False)[0, 0])
@@ -108,6 +122,8 @@ def lesion_wise(pred: np.ndarray, gt: np.ndarray, spacing: Sequence[float] = (1.
     pred, gt = _check_pair(pred, gt)
     if pred.ndim != 3:
         raise UserError(f"lesion-wise metrics need 3D masks (X, Y, Z), got shape {pred.shape}")
+    # Crop with a margin wider than the dilation (so no dilation is cut off; outside is all background).
+    pred, gt = _crop(pred, gt, pad=dilation_iterations + 1)
     spacing = tuple(float(s) for s in spacing)
     voxel_volume = float(np.prod(spacing))
     dil = ndimage.generate_binary_structure(3, 2)
@@ -128,7 +144,6 @@ def lesion_wise(pred: np.ndarray, gt: np.ndarray, spacing: Sequence[float] = (1.
         lesion = lesions == lesion_id
         if not lesion.any():
             continue
-        # Only the lesion's neighbourhood matters: crop to its dilated bounding box for speed.
         region = ndimage.binary_dilation(lesion, structure=dil, iterations=dilation_iterations)
         hits = np.unique(pred_cc[region])
         hits = hits[hits != 0]

@@ -238,13 +238,24 @@ def figure_per_case(results: dict, target: Path) -> bool:
     return True
 
 
+def _finite(obj):
+    """NaN/inf -> None so metrics.json is strict JSON."""
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    if isinstance(obj, (float, np.floating)) and not math.isfinite(float(obj)):
+        return None
+    return obj
+
+
 def _jsonable(results: dict) -> dict:
     """metrics.json: everything but the per-slice rows (slices.csv) and the example pixels."""
     out = {k: v for k, v in results.items() if k not in ("slices", "examples")}
     ex = results.get("examples") or {}
     out["examples"] = {"segmenter": ex.get("segmenter"),
                        "slices": {k: {f: s[f] for f in ("case", "z", "dice")} for k, s in ex.get("slices", {}).items()}}
-    return out
+    return _finite(out)
 
 
 def write_report(results: dict, out_dir: str | Path) -> dict[str, Path]:
