@@ -1,0 +1,84 @@
+"""Image-embedding cache: keyed by slice content + encoder weights + preprocessing (never the decoder).
+
+In memory (LRU, bounded by entry count; one entry = a float32 ``(256, 64, 64)`` tensor, 4 MiB) and
+optionally on disk (``<cache_dir>/<encoder key>/<ab>/<key>.pt``, written atomically). A fine-tuned
+decoder reuses the embeddings of its base model because only the decoder changes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+
+
+def image_key(image: np.ndarray) -> str:
+    """Content hash of a slice image (bytes + shape + dtype)."""
+    a = np.ascontiguousarray(image)
+    h = hashlib.sha256(f"{a.shape}|{a.dtype}|".encode())
+    h.update(a.tobytes())
+    return h.hexdigest()
+
+
+class EmbeddingCache:
+    def __init__(self, encoder_id: str, max_items: int = 256, cache_dir: str | Path | None = None):
+        self.encoder_id = encoder_id
+        self.max_items = max(0, int(max_items))
+        self.namespace = hashlib.sha256(encoder_id.encode()).hexdigest()[:16]
+        self.dir = Path(cache_dir) / self.namespace if cache_dir is not None else None
+        self._mem: OrderedDict[str, object] = OrderedDict()
+        self.hits = 0  # memory or disk
+        self.disk_hits = 0
+        self.misses = 0
+
+    def _path(self, key: str) -> Path:
+        return self.dir / key[:2] / f"{key}.pt"
+
+    def get(self, key: str):
+        """The cached embedding (cpu float32 ``(256, 64, 64)``) or None."""
+        import torch
+
+        if key in self._mem:
+            self._mem.move_to_end(key)
+            self.hits += 1
+            return self._mem[key]
+        if self.dir is not None:
+            p = self._path(key)
+            if p.is_file():
+                try:
+                    emb = torch.load(p, map_location="cpu", weights_only=True)
+                except Exception:  # a damaged file is recomputed, not trusted
+                    emb = None
+                if isinstance(emb, torch.Tensor):
+                    self.hits += 1
+                    self.disk_hits += 1
+                    self._remember(key, emb)
+                    return emb
+        self.misses += 1
+        return None
+
+    def put(self, key: str, emb) -> None:
+        from ..atomic import save_torch
+
+        emb = emb.detach().to("cpu", copy=True).float().contiguous()
+        self._remember(key, emb)
+        if self.dir is not None:
+            p = self._path(key)
+            if not p.is_file():
+                save_torch(emb, p)
+
+    def _remember(self, key: str, emb) -> None:
+        if self.max_items == 0:
+            return
+        self._mem[key] = emb
+        self._mem.move_to_end(key)
+        while len(self._mem) > self.max_items:
+            self._mem.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._mem)
+
+    def stats(self) -> dict:
+        return {"hits": self.hits, "disk_hits": self.disk_hits, "misses": self.misses, "in_memory": len(self._mem)}

@@ -1,0 +1,345 @@
+"""Mask-decoder fine-tuning on cached image embeddings (image and prompt encoders frozen).
+
+Recipe (MedSAM's): loss ``DiceLoss(sigmoid=True, squared_pred=True, reduction="mean") + BCEWithLogitsLoss()``,
+AdamW(lr 1e-4, weight decay 0.01). The loss is computed on the decoder logits brought back to the slice's
+own ``(H, W)`` grid with the family's post-processing, so training sees exactly the frame inference uses.
+
+Prompts: ONE BOX PER CONNECTED TUMOUR COMPONENT (the manifest's ``boxes_xyxy``), target = the tumour pixels
+inside that box. Why: the detector is trained on the same per-component boxes (labels/*.txt) and the
+pipeline segments each detected box and unites the masks, so the decoder is trained on the unit it is
+prompted with. Each box is jittered every epoch: each side moves independently by up to
+``jitter_frac`` of the box size plus ``jitter_px`` pixels, which covers shifts, shrinking and growing.
+Validation: GT boxes (no jitter), masks of a slice united, slice Dice against the slice's whole mask;
+epoch 0 in the history is the zero-shot model.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import UserError
+from ..offline import PROJECT_ROOT
+
+
+def default_cache_dir() -> Path:
+    return PROJECT_ROOT / "runs" / "cache" / "embeddings"
+
+
+@dataclass
+class FinetuneConfig:
+    base: str = "litemedsam"
+    checkpoint: str | None = None
+    epochs: int = 100
+    batch_size: int = 8
+    lr: float = 1e-4
+    weight_decay: float = 0.01
+    max_train_slices: int | None = None
+    max_val_slices: int | None = None
+    device: str | None = None
+    seed: int = 0
+    jitter_frac: float = 0.1  # each box side moves by up to this fraction of the box size ...
+    jitter_px: float = 3.0  # ... plus up to this many pixels (both directions: shift, shrink, grow)
+    cache_dir: str | None = field(default_factory=lambda: str(default_cache_dir()))
+    n_overlays: int = 4
+    resume: bool | str = False  # True: out_dir/last.pt; a path: that checkpoint
+    progress: bool = True
+
+
+@dataclass
+class Sample:
+    slice_idx: int  # index into the split's slice list
+    box: np.ndarray  # float32 (4,) pixel XYXY (inclusive), the ground-truth component box
+    target: np.ndarray  # bool (H, W): tumour pixels inside ``box``
+
+
+@dataclass
+class SplitData:
+    keys: list  # embedding cache keys, one per slice
+    images: list  # uint8 (H, W, 3) per slice
+    masks: list  # bool (H, W) per slice
+    boxes: list  # float32 (n, 4) pixel XYXY per slice
+    names: list  # "<case>_z<kkk>"
+
+
+def _select(records, split: str, max_n: int | None, seed: int):
+    recs = [r for r in records if r.split == split and r.area > 0 and len(r.boxes_xyxy)]
+    if max_n is not None and len(recs) > max_n:
+        order = np.random.default_rng(seed).permutation(len(recs))[:max_n]
+        recs = [recs[i] for i in sorted(order)]
+    return recs
+
+
+def load_split(dataset_dir, split: str, max_n: int | None, seed: int) -> SplitData:
+    from ..dataset import load_manifest, read_image, read_mask
+    from .cache import image_key
+
+    recs = _select(load_manifest(dataset_dir), split, max_n, seed)
+    images = [read_image(r.image) for r in recs]
+    return SplitData(keys=[image_key(im) for im in images], images=images, masks=[read_mask(r.mask) for r in recs],
+                     boxes=[np.asarray(r.boxes_xyxy, np.float32) for r in recs],
+                     names=[f"{r.case}_z{r.z:03d}" for r in recs])
+
+
+def make_samples(data: SplitData) -> list[Sample]:
+    out = []
+    for i, (mask, boxes) in enumerate(zip(data.masks, data.boxes)):
+        for b in boxes:
+            x0, y0, x1, y1 = (int(round(v)) for v in b)
+            target = np.zeros_like(mask)
+            target[y0:y1 + 1, x0:x1 + 1] = mask[y0:y1 + 1, x0:x1 + 1]
+            if target.any():
+                out.append(Sample(i, b.astype(np.float32), target))
+    return out
+
+
+def jitter_box(box: np.ndarray, height: int, width: int, rng: np.random.Generator, frac: float, px: float) -> np.ndarray:
+    """Move each side of a pixel-XYXY box independently by ``U(-1, 1) * (frac * side_length + px)``;
+    clipped to the image, never inverted."""
+    b = np.asarray(box, np.float64)
+    w, h = b[2] - b[0] + 1, b[3] - b[1] + 1
+    amp = np.array([frac * w + px, frac * h + px, frac * w + px, frac * h + px])
+    j = b + rng.uniform(-1, 1, 4) * amp
+    j[[0, 2]] = np.clip(j[[0, 2]], 0, width - 1)
+    j[[1, 3]] = np.clip(j[[1, 3]], 0, height - 1)
+    if j[2] < j[0]:
+        j[0] = j[2] = (j[0] + j[2]) / 2
+    if j[3] < j[1]:
+        j[1] = j[3] = (j[1] + j[3]) / 2
+    return j.astype(np.float32)
+
+
+def slice_dices(seg, data: SplitData, progress: bool = False) -> tuple[list[float], list[np.ndarray]]:
+    """Slice Dice with ground-truth boxes: masks of a slice united, compared with the slice's whole mask."""
+    from ..metrics import dice
+
+    results = seg.segment_many(data.images, data.boxes, progress=progress)
+    preds = [r.masks.any(0) if len(r.masks) else np.zeros(m.shape, bool) for r, m in zip(results, data.masks)]
+    return [dice(p, m) for p, m in zip(preds, data.masks)], preds
+
+
+def loss_fn():
+    import torch
+    from monai.losses import DiceLoss
+
+    dice_loss = DiceLoss(sigmoid=True, squared_pred=True, reduction="mean")
+    bce = torch.nn.BCEWithLogitsLoss()
+    return lambda logits, target: dice_loss(logits, target) + bce(logits, target)
+
+
+def train_epoch(seg, decoder, samples: list[Sample], get_embedding, optimizer, cfg: FinetuneConfig,
+                rng: np.random.Generator, scaler=None, criterion=None, progress: bool = False, desc: str = "") -> float:
+    """One pass over ``samples`` in batches of ``cfg.batch_size``; returns the mean loss.
+
+    ``decoder`` is ``seg.net.mask_decoder`` or its DDP wrapper; ``get_embedding(slice_idx)`` returns the
+    ``(1, 256, 64, 64)`` embedding on the device. Decoding loops over the samples of a batch (each has its
+    own image embedding) and accumulates gradients; DDP syncs them once per batch."""
+    import contextlib
+
+    import torch
+    from tqdm import tqdm
+
+    criterion = criterion or loss_fn()
+    dev = seg.device
+    amp = dev.type == "cuda"
+    decoder.train()
+    order = rng.permutation(len(samples))
+    batches = [order[i:i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
+    total, count = 0.0, 0
+    for batch in tqdm(batches, desc=desc or "train", unit="batch", disable=not progress, leave=False):
+        optimizer.zero_grad(set_to_none=True)
+        for n, si in enumerate(batch):
+            s = samples[si]
+            h, w = s.target.shape
+            box = jitter_box(s.box, h, w, rng, cfg.jitter_frac, cfg.jitter_px)
+            frame = seg.fam.frame(h, w)
+            bm = torch.from_numpy(seg.fam.boxes_to_model(box[None], frame)).to(dev)
+            sync = n == len(batch) - 1 or not hasattr(decoder, "no_sync")
+            ctx = contextlib.nullcontext() if sync else decoder.no_sync()
+            with ctx:
+                with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=amp):
+                    with torch.no_grad():  # frozen prompt encoder
+                        sparse, dense = seg.net.prompt_encoder(points=None, boxes=bm[:, None, :], masks=None)
+                        pe = seg.net.prompt_encoder.get_dense_pe()
+                    logits, _ = decoder(image_embeddings=get_embedding(s.slice_idx), image_pe=pe,
+                                        sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
+                                        multimask_output=False)
+                out = seg.fam.logits_to_original(logits.float(), frame)
+                target = torch.from_numpy(s.target[None, None].astype(np.float32)).to(dev)
+                loss = criterion(out, target) / len(batch)
+                if scaler is not None:
+                    scaler.scale(loss).backward()
+                else:
+                    loss.backward()
+            total += float(loss.detach()) * len(batch)
+            count += 1
+        if scaler is not None:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+    return total / max(count, 1)
+
+
+def _dist_env():
+    """(world_size, rank, local_rank) from torchrun's environment."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    return world, int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def _meta(seg, info: dict, dataset_dir, cfg: FinetuneConfig, epoch: int, metrics: dict) -> dict:
+    return {"base": seg.family, "base_checkpoint": str(seg.base_checkpoint), "base_checkpoint_sha256": seg.base_sha256,
+            "preprocess": seg.fam.preprocess_id, "channels": list(info.get("channels") or []),
+            "region": info.get("region"), "dataset": str(Path(dataset_dir).resolve()),
+            "box_prompt": "one box per tumour component; target = tumour pixels inside the box",
+            "epoch": epoch, "metrics": metrics, "config": asdict(cfg)}
+
+
+def train_decoder(dataset_dir, out_dir, cfg: FinetuneConfig) -> dict:
+    """Fine-tune the mask decoder of ``cfg.base`` on a prepared dataset. Writes into ``out_dir``: ``best.pt``
+    (best val Dice), ``last.pt`` (to resume), ``history.json``, ``curves.png``, ``overlays/*.png``.
+    Returns ``{best_checkpoint, best_val_dice, zero_shot_val_dice, history}``."""
+    import torch
+
+    from ..atomic import write_json
+    from ..dataset import load_info
+    from .checkpoint import load_decoder, save_decoder
+    from .model import load_segmenter, pick_device
+    from .plots import save_curves, save_overlays
+
+    if cfg.epochs < 0 or cfg.batch_size < 1 or cfg.lr <= 0:
+        raise UserError(f"epochs must be >= 0, batch size >= 1 and lr > 0, got {cfg.epochs}, {cfg.batch_size}, {cfg.lr}")
+    out_dir = Path(out_dir)
+    info = load_info(dataset_dir)
+    world, rank, local_rank = _dist_env()
+    device = pick_device(cfg.device)
+    if world > 1:
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+        if torch.cuda.is_available():
+            device = torch.device("cuda", local_rank)
+            torch.cuda.set_device(device)
+    main_rank = rank == 0
+    torch.manual_seed(cfg.seed)
+
+    train = load_split(dataset_dir, "train", cfg.max_train_slices, cfg.seed)
+    val = load_split(dataset_dir, "val", cfg.max_val_slices, cfg.seed)
+    if not train.images or not val.images:
+        raise UserError(f"{dataset_dir} has {len(train.images)} train and {len(val.images)} val tumour slices: "
+                        "fine-tuning needs both (prepare more cases)")
+    samples = make_samples(train)
+    # Memory-only caching must hold every training slice; a disk cache keeps memory bounded.
+    seg = load_segmenter(cfg.base, cfg.checkpoint, device=str(device), cache_dir=cfg.cache_dir,
+                         cache_size=256 if cfg.cache_dir else len(train.images) + len(val.images))
+    for p in seg.net.parameters():
+        p.requires_grad_(False)
+    for p in seg.net.mask_decoder.parameters():
+        p.requires_grad_(True)
+
+    # Shard the training samples over ranks (padded so every rank runs the same number of steps).
+    idx = np.arange(len(samples))
+    if world > 1:
+        idx = np.resize(idx, int(np.ceil(len(idx) / world)) * world)[rank::world]
+    my_samples = [samples[i] for i in idx]
+    needed = sorted({s.slice_idx for s in my_samples})
+    seg.embed([train.images[i] for i in needed], progress=cfg.progress and main_rank)
+    if main_rank:
+        seg.embed(val.images, progress=cfg.progress)
+
+    def get_embedding(i: int):
+        emb = seg.cache.get(train.keys[i])
+        if emb is None:
+            emb = seg.embed([train.images[i]])[0]
+        return emb[None].to(device, non_blocking=True)
+
+    decoder = seg.net.mask_decoder
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        decoder = DDP(decoder, device_ids=[local_rank] if device.type == "cuda" else None,
+                      find_unused_parameters=True)  # IoU head and the 3 multimask heads get no gradient
+    optimizer = torch.optim.AdamW(seg.net.mask_decoder.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scaler = torch.amp.GradScaler("cuda") if device.type == "cuda" else None
+
+    history: list[dict] = []
+    start_epoch, best, zero_shot = 1, -1.0, None
+    resume = out_dir / "last.pt" if cfg.resume is True else (Path(cfg.resume) if cfg.resume else None)
+    if resume is not None:
+        ck = load_decoder(resume)
+        if ck["meta"].get("base_checkpoint_sha256") != seg.base_sha256:
+            raise UserError(f"cannot resume from {resume}: it was trained on a different {cfg.base} checkpoint")
+        seg.net.mask_decoder.load_state_dict(ck["decoder"])
+        if ck.get("optimizer"):
+            optimizer.load_state_dict(ck["optimizer"])
+        history = list(ck.get("history") or [])
+        start_epoch = int(ck["meta"]["epoch"]) + 1
+        best = float(ck.get("best_val_dice", -1.0))
+        zero_shot = ck.get("zero_shot_val_dice")
+
+    def checkpoint(path: Path, epoch: int, metrics: dict):
+        save_decoder(path, {k: v.detach().cpu() for k, v in seg.net.mask_decoder.state_dict().items()},
+                     _meta(seg, info, dataset_dir, cfg, epoch, metrics), optimizer.state_dict(),
+                     extra={"history": history, "best_val_dice": best, "zero_shot_val_dice": zero_shot})
+
+    if zero_shot is None:
+        if main_rank:
+            d, _ = slice_dices(seg, val)
+            zero_shot = float(np.mean(d))
+            best = zero_shot
+            history.append({"epoch": 0, "train_loss": None, "val_dice": zero_shot, "seconds": 0.0})
+            checkpoint(out_dir / "best.pt", 0, {"val_dice": zero_shot, "zero_shot_val_dice": zero_shot})
+        if cfg.progress and main_rank:
+            print(f"epoch 0 (zero-shot): val slice Dice {zero_shot:.4f} on {len(val.images)} slices")
+
+    rng = np.random.default_rng(cfg.seed + 1000 * rank + start_epoch)
+    criterion = loss_fn()
+    for epoch in range(start_epoch, cfg.epochs + 1):
+        t0 = time.perf_counter()
+        loss = train_epoch(seg, decoder, my_samples, get_embedding, optimizer, cfg, rng, scaler, criterion,
+                           progress=cfg.progress and main_rank, desc=f"epoch {epoch}/{cfg.epochs}")
+        if world > 1:
+            import torch.distributed as dist
+
+            t = torch.tensor([loss], device=device)
+            dist.all_reduce(t)
+            loss = float(t) / world
+        if main_rank:
+            seg.net.mask_decoder.eval()
+            d, _ = slice_dices(seg, val)
+            vd = float(np.mean(d))
+            history.append({"epoch": epoch, "train_loss": loss, "val_dice": vd,
+                            "seconds": round(time.perf_counter() - t0, 2)})
+            metrics = {"val_dice": vd, "train_loss": loss, "zero_shot_val_dice": zero_shot}
+            if vd > best:
+                best = vd
+                checkpoint(out_dir / "best.pt", epoch, metrics)
+            checkpoint(out_dir / "last.pt", epoch, metrics)
+            write_json(out_dir / "history.json", history)
+            if cfg.progress:
+                print(f"epoch {epoch}: loss {loss:.4f}  val slice Dice {vd:.4f}  (best {best:.4f})")
+        if world > 1:
+            torch.distributed.barrier()
+
+    result = {"best_checkpoint": str(out_dir / "best.pt"), "best_val_dice": best,
+              "zero_shot_val_dice": zero_shot, "history": history}
+    if main_rank:
+        write_json(out_dir / "history.json", history)
+        save_curves(history, out_dir / "curves.png")
+        best_seg = load_segmenter(decoder=out_dir / "best.pt", checkpoint=cfg.checkpoint, device=str(device),
+                                  cache_dir=cfg.cache_dir)
+        best_seg.cache = seg.cache  # same encoder: reuse the embeddings
+        n = min(cfg.n_overlays, len(val.images))
+        pick = np.linspace(0, len(val.images) - 1, n).round().astype(int) if n else []
+        sub = SplitData(*[[getattr(val, f)[i] for i in pick] for f in ("keys", "images", "masks", "boxes", "names")])
+        d, preds = slice_dices(best_seg, sub)
+        save_overlays(sub, preds, d, out_dir / "overlays")
+    if world > 1:
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+    return result

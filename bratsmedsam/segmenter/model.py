@@ -1,0 +1,166 @@
+"""``Segmenter``: slice image(s) + pixel-XYXY boxes -> binary masks at the original resolution.
+
+The image embedding is computed once per slice (through :class:`EmbeddingCache`) and every box on
+that slice is decoded against it in one batched decoder call. Upstream ``MaskDecoder`` repeats the
+image embedding once per prompt, so decoding is batched over the boxes of one image and loops over
+images (:func:`decode`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ..errors import UserError
+from .cache import EmbeddingCache, image_key
+from .checkpoint import file_sha256, load_base, load_decoder
+from .families import FAMILIES, Family, get_family
+
+
+@dataclass
+class SegResult:
+    masks: np.ndarray  # bool (n, H, W), original resolution, one per input box
+    iou: np.ndarray  # float32 (n,), the model's predicted IoU per mask
+
+
+def pick_device(device: str | None = None):
+    import torch
+
+    if device:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def decode(net, decoder, embedding, boxes_model):
+    """Decode boxes of ONE image. ``embedding`` ``(1, 256, 64, 64)``; ``boxes_model`` ``(n, 4)`` XYXY in the
+    model input frame. Returns ``(logits (n, 1, 256, 256), iou (n, 1))``. ``decoder`` is ``net.mask_decoder``
+    or a wrapper of it (DDP)."""
+    sparse, dense = net.prompt_encoder(points=None, boxes=boxes_model[:, None, :], masks=None)
+    return decoder(image_embeddings=embedding, image_pe=net.prompt_encoder.get_dense_pe(),
+                   sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense, multimask_output=False)
+
+
+class Segmenter:
+    """A loaded model of one family (optionally with a fine-tuned decoder) plus its embedding cache."""
+
+    def __init__(self, family: Family, net, base_checkpoint: Path, base_sha256: str, device,
+                 meta: dict | None = None, decoder_sha256: str | None = None, cache_dir=None, cache_size=256,
+                 encode_batch: int | None = None):
+        self.fam = family
+        self.family = family.name
+        self.net = net.to(device).eval()
+        self.device = device
+        self.base_checkpoint = Path(base_checkpoint)
+        self.base_sha256 = base_sha256
+        self.meta = dict(meta or {})
+        self.encoder_id = f"{family.name}:{base_sha256}:{family.preprocess_id}"
+        self.model_id = f"{family.name}-{base_sha256[:12]}" + (f"-dec{decoder_sha256[:12]}" if decoder_sha256 else "")
+        self.cache = EmbeddingCache(self.encoder_id, cache_size, cache_dir)
+        self.encode_batch = encode_batch or (8 if device.type == "cuda" else 1)
+
+    # -- embeddings ---------------------------------------------------------------------------
+    def embed(self, images: Sequence[np.ndarray], progress: bool = False):
+        """Embeddings of uint8 ``(H, W, 3)`` slices: float32 cpu tensor ``(B, 256, 64, 64)``, cached by
+        slice content + encoder weights + preprocessing."""
+        import torch
+        from tqdm import tqdm
+
+        keys = [image_key(im) for im in images]
+        out: dict[str, torch.Tensor] = {}
+        todo: list[int] = []
+        for i, k in enumerate(keys):
+            if k in out:
+                continue
+            emb = self.cache.get(k)
+            if emb is None:
+                if k not in {keys[j] for j in todo}:
+                    todo.append(i)
+            else:
+                out[k] = emb
+        bar = tqdm(total=len(todo), desc=f"encode ({self.family})", unit="slice", disable=not progress or not todo,
+                   leave=False)
+        for start in range(0, len(todo), self.encode_batch):
+            idx = todo[start:start + self.encode_batch]
+            x = torch.stack([torch.from_numpy(self.fam.preprocess(images[i])[0]) for i in idx]).to(self.device)
+            with torch.inference_mode():
+                emb = self.net.image_encoder(x).float().cpu()
+            for j, i in enumerate(idx):
+                e = emb[j].clone()  # a normal tensor (usable in training), not an inference tensor
+                self.cache.put(keys[i], e)
+                out[keys[i]] = e
+            bar.update(len(idx))
+        bar.close()
+        if not keys:
+            return torch.zeros((0, 256, 64, 64))
+        return torch.stack([out[k] for k in keys])
+
+    # -- inference ----------------------------------------------------------------------------
+    def segment(self, image: np.ndarray, boxes_xyxy: np.ndarray) -> SegResult:
+        """One slice uint8 ``(H, W, 3)`` + boxes ``(n, 4)`` pixel XYXY (inclusive) -> :class:`SegResult`."""
+        return self.segment_many([image], [boxes_xyxy])[0]
+
+    def segment_many(self, images: Sequence[np.ndarray], boxes_per_image: Sequence[np.ndarray],
+                     progress: bool = False) -> list[SegResult]:
+        """Many slices, several pixel-XYXY boxes each. Embeddings are computed only for slices with boxes."""
+        import torch
+
+        from ..boxes import clip_xyxy
+        from .families import _check_image
+
+        if len(images) != len(boxes_per_image):
+            raise UserError(f"got {len(images)} images but {len(boxes_per_image)} box lists: expected one per image")
+        images = [_check_image(im) for im in images]
+        boxes = [clip_xyxy(np.asarray(b, np.float32).reshape(-1, 4), *im.shape[:2]) for im, b in
+                 zip(images, boxes_per_image)]
+        need = [i for i, b in enumerate(boxes) if len(b)]
+        embs = self.embed([images[i] for i in need], progress=progress) if need else None
+        results = [SegResult(np.zeros((0, *im.shape[:2]), bool), np.zeros((0,), np.float32)) for im in images]
+        with torch.inference_mode():
+            for j, i in enumerate(need):
+                frame = self.fam.frame(*images[i].shape[:2])
+                bm = torch.from_numpy(self.fam.boxes_to_model(boxes[i], frame)).to(self.device)
+                logits, iou = decode(self.net, self.net.mask_decoder, embs[j:j + 1].to(self.device), bm)
+                results[i] = SegResult(self.fam.masks(logits.float(), frame), iou[:, 0].float().cpu().numpy())
+        return results
+
+
+def load_segmenter(base: str | None = "litemedsam", checkpoint=None, decoder=None, device=None, cache_dir=None,
+                   cache_size: int = 256) -> Segmenter:
+    """Load a family (``litemedsam`` default, ``medsam``, ``sam``), optionally with a fine-tuned ``decoder``
+    checkpoint from :func:`train_decoder`. With a decoder, its metadata names the base family and the SHA-256 of
+    the base checkpoint; the base checkpoint must match it (``checkpoint`` or the path recorded at training)."""
+    dec = load_decoder(decoder) if decoder is not None else None
+    meta = dict(dec["meta"]) if dec else {}
+    if dec:
+        dbase = meta.get("base")
+        if base not in (None, "litemedsam", dbase):  # the default base gives way to the decoder's own
+            raise UserError(f"decoder {decoder} was fine-tuned on base {dbase!r}, not {base!r}")
+        base = dbase
+        if checkpoint is None and dbase != "litemedsam":
+            checkpoint = meta.get("base_checkpoint")
+    base = base or "litemedsam"
+    if base not in FAMILIES:
+        raise UserError(f"unknown segmenter base {base!r}: expected one of {', '.join(FAMILIES)}")
+    net, path, sha = load_base(base, checkpoint)
+    dsha = None
+    if dec:
+        if meta.get("base_checkpoint_sha256") != sha:
+            raise UserError(f"decoder {decoder} was fine-tuned on a {base} checkpoint with SHA-256 "
+                            f"{meta.get('base_checkpoint_sha256')}, but {path} has {sha}")
+        try:
+            net.mask_decoder.load_state_dict(dec["decoder"], strict=True)
+        except RuntimeError:
+            raise UserError(f"decoder {decoder} does not fit the {base} mask decoder") from None
+        dsha = file_sha256(decoder)
+    fam = get_family(base)
+    if meta.get("preprocess") not in (None, fam.preprocess_id):
+        raise UserError(f"decoder {decoder} was trained with preprocessing {meta['preprocess']!r}, "
+                        f"this code has {fam.preprocess_id!r}")
+    return Segmenter(fam, net, path, sha, pick_device(device), meta=meta, decoder_sha256=dsha, cache_dir=cache_dir,
+                     cache_size=cache_size)
+
+
+__all__ = ["SegResult", "Segmenter", "load_segmenter", "decode", "pick_device"]
