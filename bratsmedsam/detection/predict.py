@@ -50,10 +50,10 @@ class Detector:
     """Trained YOLO weights -> per-slice boxes.
 
     ``conf``: minimum confidence kept; ``iou``: NMS IoU threshold. ``device`` None = CUDA when present.
-    The model's training ``imgsz`` (stored in the weights) is used for inference.
+    Inference runs at ``imgsz`` if given, else the model's training ``imgsz`` (stored in the weights), else 256.
     """
 
-    def __init__(self, weights, device=None, conf: float = 0.25, iou: float = 0.5):
+    def __init__(self, weights, device=None, conf: float = 0.25, iou: float = 0.5, imgsz: int | None = None):
         from .training import auto_device
 
         self.weights = Path(weights).expanduser()
@@ -66,7 +66,7 @@ class Detector:
         self.conf = float(conf)
         self.iou = float(iou)
         self.weights_id = file_id(self.weights)
-        self.imgsz = int((self.model.overrides or {}).get("imgsz") or 256)
+        self.imgsz = int(imgsz or (self.model.overrides or {}).get("imgsz") or 256)
 
     def predict(self, images, batch_size: int = 16) -> list[SliceBoxes]:
         """Boxes for each uint8 RGB ``(H, W, 3)`` slice, in order; batches of ``batch_size`` per model call.
