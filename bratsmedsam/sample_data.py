@@ -22,7 +22,7 @@ from . import atomic, paths
 from .errors import UserError
 from .synthetic.anatomy import BRATS_AFFINE, Anatomy, load_anatomy
 from .synthetic.contrast import COMPARTMENTS, MODALITIES, REAL_RATIOS, compartment_ratios, synthesize_images
-from .synthetic.lesions import draw_lesions, render_lesions
+from .synthetic.lesions import draw_lesions, mass_effect, render_lesions
 
 SYNTHETIC_ID_BASE = 90000
 REAL_REFERENCE_CASE = "BraTS-GLI-00000-000"
@@ -55,6 +55,7 @@ def generate_case(anatomy: Anatomy, seed: int, index: int) -> tuple[dict[str, np
     specs = draw_lesions(anatomy, rng, plan["size_quantile"], plan["n_lesions"], plan["necrosis"])
     if not specs:
         raise UserError(f"the {anatomy.name} anatomy has no room for a lesion (is its tissue map empty?)")
+    anatomy = mass_effect(anatomy, specs)
     seg = render_lesions(anatomy, specs, rng)
     images, settings = synthesize_images(anatomy, seg, rng)
     labels, counts = np.unique(seg, return_counts=True)

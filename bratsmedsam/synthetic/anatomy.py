@@ -60,7 +60,11 @@ class Anatomy:
     def depth(self) -> np.ndarray:
         """float32 distance (mm) from each brain voxel to the brain's outside."""
         if "depth" not in self._cache:
-            self._cache["depth"] = ndimage.distance_transform_edt(self.brain).astype(np.float32)
+            idx = np.argwhere(self.brain)
+            box = tuple(slice(max(0, a - 1), b + 2) for a, b in zip(idx.min(0), idx.max(0)))  # + background margin
+            depth = np.zeros(self.brain.shape, np.float32)
+            depth[box] = ndimage.distance_transform_edt(self.brain[box])
+            self._cache["depth"] = depth
         return self._cache["depth"]
 
     @property
@@ -113,15 +117,19 @@ def _load_sri24_cached(atlas_dir: str) -> Anatomy:
     return load_sri24(atlas_dir)
 
 
-def _to_brats_grid(vol: np.ndarray, mask: np.ndarray, order: int = 1) -> np.ndarray:
-    """Resample an MNI152 (RAS, +i = +x) volume onto the BraTS grid by centroid/spread matching."""
+def _mni_to_brats_map(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(diagonal, offset): BraTS voxel b -> MNI152 voxel ``diagonal * b + offset``, matching the MNI brain's
+    centroid and spread to SRI24's. Axes i and j point the other way (BraTS x = -i, y = 239 - j)."""
     idx = np.argwhere(mask)
     c_mni, s_mni = idx.mean(0), idx.std(0)
     scale = s_mni / SRI24_BRAIN_STD
-    # BraTS voxel b -> MNI voxel: axes i and j point the other way (BraTS x = -i, y = 239 - j).
-    matrix = np.array([-scale[0], -scale[1], scale[2]])
-    offset = c_mni - matrix * SRI24_BRAIN_CENTROID
-    return ndimage.affine_transform(vol, matrix, offset=offset, output_shape=BRATS_SHAPE, order=order, mode="constant", cval=0.0)
+    diagonal = np.array([-scale[0], -scale[1], scale[2]])
+    return diagonal, c_mni - diagonal * SRI24_BRAIN_CENTROID
+
+
+def _to_brats_grid(vol: np.ndarray, diagonal: np.ndarray, offset: np.ndarray) -> np.ndarray:
+    """Trilinear resampling of an MNI152 volume onto the BraTS grid, 0 outside."""
+    return ndimage.affine_transform(vol, diagonal, offset=offset, output_shape=BRATS_SHAPE, order=1, mode="constant", cval=0.0)
 
 
 def load_mni152() -> Anatomy:
@@ -132,8 +140,9 @@ def load_mni152() -> Anatomy:
     gm = np.asarray(datasets.load_mni152_gm_template(resolution=1).dataobj, dtype=np.float32)
     wm = np.asarray(datasets.load_mni152_wm_template(resolution=1).dataobj, dtype=np.float32)
     mask = np.asarray(datasets.load_mni152_brain_mask(resolution=1).dataobj) > 0
-    t1, gm, wm = (_to_brats_grid(np.where(mask, a, 0).astype(np.float32), mask) for a in (t1, gm, wm))
-    brain = _to_brats_grid(mask.astype(np.float32), mask) > 0.5
+    diagonal, offset = _mni_to_brats_map(mask)
+    t1, gm, wm = (_to_brats_grid(np.where(mask, a, 0).astype(np.float32), diagonal, offset) for a in (t1, gm, wm))
+    brain = _to_brats_grid(mask.astype(np.float32), diagonal, offset) > 0.5
     csf = np.clip(1.0 - gm - wm, 0.0, 1.0)
     probs = np.stack([csf, gm, wm])
     tissues = np.where(brain, probs.argmax(0) + 1, 0).astype(np.uint8)

@@ -68,11 +68,21 @@ def _normal_brain(anatomy: Anatomy, rng: np.random.Generator) -> dict[str, np.nd
     if "vessels" not in anatomy._cache:
         anatomy._cache["vessels"] = vessel_map(anatomy.tissues.shape) * anatomy.brain
     vessels = anatomy._cache["vessels"]
-    t1, t2 = anatomy.t1, anatomy.t2
+    brain = anatomy.brain
+    t1, t2 = anatomy.t1[brain], anatomy.t2[brain]  # brain voxels only: 1/6 of the grid
     g = rng.uniform(0.85, 1.15, 4).astype(np.float32)
-    t1c = t1 ** (0.75 * g[0]) * (1 + np.float32(rng.uniform(0.6, 1.2)) * vessels)
-    t2f = t2 ** g[3] * (1 - 0.85 * anatomy.csf_fraction)
-    return {"t1c": t1c, "t1n": t1 ** g[1], "t2w": t2 ** g[2], "t2f": t2f}
+    vectors = {
+        "t1c": t1 ** (0.75 * g[0]) * (1 + np.float32(rng.uniform(0.6, 1.2)) * vessels[brain]),
+        "t1n": t1 ** g[1],
+        "t2w": t2 ** g[2],
+        "t2f": t2 ** g[3] * (1 - 0.85 * anatomy.csf_fraction[brain]),
+    }
+    out = {}
+    for m, v in vectors.items():
+        vol = np.zeros(brain.shape, np.float32)
+        vol[brain] = v
+        out[m] = vol
+    return out
 
 
 def _compose(anat, soft, soft_sum, values):

@@ -5,6 +5,8 @@ A lesion is a randomly rotated ellipsoid whose radius is perturbed by a smooth r
 perturbed radius, at least ~2.5 mm inside the core's edge, leaves an enhancing rim; oedema extends
 ``oedema_factor`` times further, spreads less into grey matter, never into CSF, never outside the brain.
 All shapes are drawn on a crop around the lesion, so a case costs a fraction of a full-volume pass.
+``mass_effect`` first pushes the healthy anatomy around each lesion outwards a little (displaced
+ventricles and sulci), as a growing tumour does.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import numpy as np
+
+from scipy import ndimage
 
 from .anatomy import CSF, GM, Anatomy
 from .fields import smooth_field
@@ -33,12 +37,13 @@ class LesionSpec:
     necrosis_fraction: float  # necrotic radius / core radius; 0 = no necrosis
     axes: tuple[float, float, float]  # ellipsoid semi-axis scales
     rotation: list  # 3x3 rotation matrix (nested list, JSON-friendly)
+    push: float = 0.0  # mass effect: peak fraction by which nearby anatomy is pushed outwards (< 1)
 
     def to_json(self) -> dict:
         d = asdict(self)
         d["centre"] = [round(float(v), 1) for v in self.centre]
         d["rotation"] = [[round(float(v), 4) for v in row] for row in self.rotation]
-        for key in ("core_radius", "oedema_factor", "necrosis_fraction"):
+        for key in ("core_radius", "oedema_factor", "necrosis_fraction", "push"):
             d[key] = round(float(d[key]), 3)
         d["axes"] = [round(float(v), 3) for v in self.axes]
         return d
@@ -99,6 +104,7 @@ def draw_lesions(anatomy: Anatomy, rng: np.random.Generator, size_quantile: floa
             centre=centre, core_radius=r, oedema_factor=oedema, necrosis_fraction=nf,
             axes=tuple(float(a) for a in rng.uniform(0.75, 1.3, 3)),
             rotation=_random_rotation(rng).tolist(),
+            push=float(rng.uniform(0.15, 0.4) * min(1.0, r / 15.0)),
         ))
     return specs
 
@@ -147,3 +153,49 @@ def render_lesions(anatomy: Anatomy, specs: list[LesionSpec], rng: np.random.Gen
     seg[ncr] = NCR
     seg[et] = ET
     return seg
+
+
+def mass_effect(anatomy: Anatomy, specs: list[LesionSpec]) -> Anatomy:
+    """A copy of ``anatomy`` warped away from each lesion centre; the brain outline stays where it is.
+
+    Backward map: the voxel at x shows the anatomy at ``x - push * exp(-|x - c|^2 / w^2) * (x - c)``
+    with ``w = 1.2 * core_radius``; monotone along each ray for push < 1, so nothing folds.
+    """
+    specs = [s for s in specs if s.push > 0]
+    if not specs:
+        return anatomy
+    shape = anatomy.tissues.shape
+    boxes = []
+    for spec in specs:
+        reach = 2.5 * 1.2 * spec.core_radius
+        boxes.append([(max(0, int(c - reach)), min(n, int(np.ceil(c + reach)) + 1)) for c, n in zip(spec.centre, shape)])
+    box = tuple(slice(min(b[a][0] for b in boxes), max(b[a][1] for b in boxes)) for a in range(3))
+    grid = np.stack(np.meshgrid(*[np.arange(s.start, s.stop, dtype=np.float32) for s in box], indexing="ij"))
+    src = grid.copy()
+    for spec in specs:
+        rel = grid - np.asarray(spec.centre, np.float32)[:, None, None, None]
+        w2 = np.float32((1.2 * spec.core_radius) ** 2)
+        src -= rel * (np.float32(spec.push) * np.exp(-(rel ** 2).sum(0) / w2))
+    del grid
+    brain = anatomy.brain[box]
+    tissues = anatomy.tissues.copy()
+    warped_t = ndimage.map_coordinates(anatomy.tissues, src, order=0)
+    warped_t = np.where(brain & (warped_t == 0), CSF, warped_t)  # brain edge pulled inwards: sulcal CSF
+    tissues[box] = np.where(brain, warped_t, 0)
+    images = []
+    for img in (anatomy.t1, anatomy.t2):
+        csf_value = np.float32(np.median(img[anatomy.tissues == CSF]))
+        w = ndimage.map_coordinates(img, src, order=1)
+        w = np.where(brain & (w <= 0), csf_value, w)
+        out = img.copy()
+        out[box] = np.where(brain, w, 0)
+        images.append(out)
+    deformed = Anatomy(name=anatomy.name, source=anatomy.source, tissues=tissues, t1=images[0], t2=images[1])
+    deformed._cache["brain"] = anatomy.brain
+    if "vessels" in anatomy._cache:
+        deformed._cache["vessels"] = anatomy._cache["vessels"]
+    csf = anatomy.csf_fraction.copy()
+    pad = tuple(slice(max(0, s.start - 3), min(n, s.stop + 3)) for s, n in zip(box, shape))
+    csf[pad] = ndimage.gaussian_filter((tissues[pad] == CSF).astype(np.float32), 0.7)
+    deformed._cache["csf"] = csf
+    return deformed
