@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -101,17 +102,63 @@ def find_real_cases(real_dir: Path) -> list[Path]:
     return cases
 
 
+def _partial_dir(out: Path, case_id: str) -> Path:
+    """A hidden staging folder (``discover_cases`` skips dot-folders) for one case's files."""
+    tmp = out / f".{case_id}.partial"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    return tmp
+
+
+def _publish_dir(tmp: Path, dest: Path) -> None:
+    """Move a finished staging folder into place, replacing ``dest``: a killed run leaves either the old
+    case folder or the new one, never a case with some of its files missing."""
+    old = dest.with_name(f".{dest.name}.old")
+    if old.exists():
+        shutil.rmtree(old)
+    if dest.exists():
+        os.replace(dest, old)
+    os.replace(tmp, dest)
+    if old.exists():
+        shutil.rmtree(old)
+
+
 def copy_real_case(case_dir: Path, out: Path) -> dict:
-    """Copy every file of ``case_dir`` into ``out/<id>/`` byte for byte (atomically); returns their SHA-256."""
+    """Copy every NIfTI file of ``case_dir`` into ``out/<id>/`` byte for byte; returns their SHA-256.
+
+    Skipped when ``out/<id>/`` already holds identical files (a re-run)."""
     dest = out / case_dir.name
-    files = {}
-    for src in sorted(case_dir.glob("*.nii.gz")):
-        target = dest / src.name
-        digest = _sha256(src)
-        if not (target.is_file() and _sha256(target) == digest):
-            atomic.write_bytes(target, src.read_bytes())
-        files[src.name] = digest
+    sources = sorted(case_dir.glob("*.nii.gz"))
+    files = {src.name: _sha256(src) for src in sources}
+    present = sorted(p.name for p in dest.glob("*.nii.gz")) if dest.is_dir() else []
+    if present != sorted(files) or any(_sha256(dest / n) != d for n, d in files.items()):
+        tmp = _partial_dir(out, case_dir.name)
+        for src in sources:
+            atomic.write_bytes(tmp / src.name, src.read_bytes())
+        _publish_dir(tmp, dest)
     return {"case_id": case_dir.name, "source": str(case_dir), "sha256": files}
+
+
+def _remove_stale_synthetic_cases(out: Path, keep: set[str]) -> list[str]:
+    """Delete synthetic case folders that an earlier run into ``out`` listed in its sample_info.json
+    and this run does not write (e.g. a re-run with fewer cases); nothing else is touched."""
+    info_path = out / "sample_info.json"
+    if not info_path.is_file():
+        return []
+    try:
+        import json
+
+        earlier = [c["case_id"] for c in json.loads(info_path.read_text()).get("cases", [])]
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return []
+    removed = []
+    for cid in earlier:
+        folder = out / cid
+        if cid not in keep and cid.startswith("BraTS-GLI-9") and folder.is_dir():
+            shutil.rmtree(folder)
+            removed.append(cid)
+    return removed
 
 
 def load_real_case(case_dir: Path) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
@@ -208,9 +255,11 @@ def write_sample_studies(out, n_cases: int = 8, seed: int = 0, real_dir=DEFAULT,
             t0 = time.perf_counter()
             images, seg, meta = generate_case(anatomy, seed, index)
             cid = meta["case_id"]
+            tmp = _partial_dir(out, cid)
             for m in MODALITIES:
-                atomic.save_nifti(_nifti(images[m], affine), out / cid / f"{cid}-{m}.nii.gz")
-            atomic.save_nifti(_nifti(seg, affine), out / cid / f"{cid}-seg.nii.gz")
+                atomic.save_nifti(_nifti(images[m], affine), tmp / f"{cid}-{m}.nii.gz")
+            atomic.save_nifti(_nifti(seg, affine), tmp / f"{cid}-seg.nii.gz")
+            _publish_dir(tmp, out / cid)
             meta["ratios"] = compartment_ratios(images, seg)
             meta["seconds"] = round(time.perf_counter() - t0, 2)
             syn_ratios.append(meta["ratios"])
@@ -223,6 +272,9 @@ def write_sample_studies(out, n_cases: int = 8, seed: int = 0, real_dir=DEFAULT,
     else:
         info["anatomy"] = None
     info["cases"] = cases_meta
+    removed = _remove_stale_synthetic_cases(out, {c["case_id"] for c in cases_meta})
+    if removed:
+        say(f"removed {len(removed)} synthetic case(s) of an earlier run: {', '.join(removed)}")
 
     if real_arrays is not None:
         real_ratios = compartment_ratios(real_arrays[1], real_arrays[2])

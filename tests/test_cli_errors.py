@@ -56,3 +56,10 @@ def test_sample_data_with_a_non_numeric_case_count_exits_with_usage_not_a_traceb
     res = run_cli("sample-data", "--out", str(tmp_path / "o"), "--cases", "many", cwd=tmp_path)
     assert res.returncode == 2
     assert "Traceback" not in res.stderr and "--cases" in res.stderr
+
+
+def test_sample_data_with_an_atlas_dir_lacking_the_sri24_files_fails_cleanly(tmp_path):
+    (tmp_path / "atlas").mkdir()
+    res = run_cli("sample-data", "--out", str(tmp_path / "o"), "--cases", "1", "--no-real", "--atlas",
+                  str(tmp_path / "atlas"), cwd=tmp_path)
+    assert_clean_failure(res, "tissues.nii.gz")

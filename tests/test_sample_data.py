@@ -197,3 +197,29 @@ def test_explicit_missing_atlas_or_real_dir_is_a_user_error(tmp_path):
 def test_negative_case_count_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match=">= 0"):
         write_sample_studies(tmp_path / "c", n_cases=-1)
+
+
+def test_mass_effect_moves_anatomy_near_the_lesion_only():
+    from bratsmedsam.synthetic.lesions import LesionSpec, mass_effect
+
+    anatomy = load_anatomy(paths.sri24_dir() if HAVE_SRI24 else None)
+    centre = (80.0, 120.0, 80.0)
+    spec = LesionSpec(centre=centre, core_radius=15.0, oedema_factor=1.5, necrosis_fraction=0.5,
+                      axes=(1.0, 1.0, 1.0), rotation=np.eye(3).tolist(), push=0.4)
+    moved = mass_effect(anatomy, [spec])
+    assert np.array_equal(moved.brain, anatomy.brain)  # the brain outline (skull) stays
+    near = (slice(65, 96), slice(105, 136), slice(65, 96))
+    assert (moved.tissues[near] != anatomy.tissues[near]).mean() > 0.05
+    assert np.array_equal(moved.tissues[160:], anatomy.tissues[160:])  # the other hemisphere is untouched
+    assert anatomy.t1.flags.writeable is False  # the cached anatomy itself is never modified
+
+
+def test_a_rerun_removes_synthetic_cases_of_the_earlier_run_only(tmp_path):
+    # An earlier run with more cases: its sample_info.json lists BraTS-GLI-90005-000.
+    (tmp_path / "BraTS-GLI-90005-000").mkdir()
+    (tmp_path / "sample_info.json").write_text(json.dumps({"cases": [{"case_id": "BraTS-GLI-90005-000"}]}))
+    (tmp_path / "BraTS-GLI-90007-000").mkdir()  # not listed: not ours to delete
+    anatomy_dir = paths.sri24_dir() if HAVE_SRI24 else None
+    write_sample_studies(tmp_path, n_cases=1, seed=SEED, real_dir=None, atlas_dir=anatomy_dir, montage=False, verbose=False)
+    folders = sorted(p.name for p in tmp_path.iterdir() if p.is_dir())
+    assert folders == ["BraTS-GLI-90000-000", "BraTS-GLI-90007-000"]  # no staging folders left either
