@@ -221,6 +221,10 @@ def write_sample_studies(out, n_cases: int = 8, seed: int = 0, real_dir=DEFAULT,
     if int(n_cases) != n_cases or n_cases < 0:
         raise UserError(f"number of synthetic cases must be a whole number >= 0, got {n_cases}")
     n_cases = int(n_cases)
+    if n_cases > 10000:
+        raise UserError(f"at most 10000 synthetic cases fit the reserved ids BraTS-GLI-9xxxx-000, got {n_cases}")
+    if int(seed) != seed or seed < 0:
+        raise UserError(f"seed must be a whole number >= 0, got {seed}")
     out = Path(out)
     real = _resolve(real_dir, paths.real_cases_dir)
     atlas = _resolve(atlas_dir, paths.sri24_dir)
