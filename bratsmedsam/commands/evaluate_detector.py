@@ -7,6 +7,10 @@ import argparse
 from pathlib import Path
 
 
+def _conf(value: str) -> float | None:
+    return None if value == "auto" else float(value)
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate-detector", help="precision / recall / mAP50 / mAP50-95 of a trained detector",
                        description="Evaluate YOLO weights on a prepared dataset split (default test). Writes "
@@ -15,7 +19,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weights", required=True, type=Path)
     p.add_argument("--data", required=True, help="prepared dataset folder (or its dataset.yaml)")
     p.add_argument("--split", default="test")
-    p.add_argument("--conf", type=float, default=0.25, help="operating confidence for per-case counts")
+    p.add_argument("--conf", type=_conf, default=0.25,
+                   help="operating confidence for per-case counts and the post-processing comparison; "
+                   "'auto' = this split's max-F1 confidence (for the validation split)")
     p.add_argument("--iou", type=float, default=0.5, help="NMS IoU threshold")
     p.add_argument("--postprocess", action="store_true", help="headline P/R and per-case counts after post-processing")
     p.add_argument("--batch", type=int, default=16)
@@ -37,7 +43,7 @@ def run(args) -> int:
     print(f"{res['split']}: {res['n_slices']} slices, {res['n_cases']} cases")
     print(f"{'precision':>10} {'recall':>8} {'mAP50':>8} {'mAP50-95':>9}")
     print(f"{res['precision']:10.3f} {res['recall']:8.3f} {res['map50']:8.3f} {res['map50_95']:9.3f}")
-    print(f"at conf {res['conf']}:        {'P':>6} {'R':>6} {'F1':>6} {'AP50':>6} {'missed':>7} {'false':>6}")
+    print(f"at conf {res['conf']:.3f}:        {'P':>6} {'R':>6} {'F1':>6} {'AP50':>6} {'missed':>7} {'false':>6}")
     for name, m in res["operating"].items():
         print(f"  {name:<20} {m['precision']:6.3f} {m['recall']:6.3f} {m['f1']:6.3f} {m['ap50']:6.3f} "
               f"{m['tumour_slices_without_box']:7d} {m['tumour_free_slices_with_box']:6d}")

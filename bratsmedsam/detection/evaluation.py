@@ -86,12 +86,14 @@ def box_metrics(preds: list[SliceBoxes], gts: list[np.ndarray]) -> dict:
     n_gt = int(sum(len(g) for g in gts))
     conf = np.concatenate([p.conf for p in preds]) if preds else np.zeros(0)
     if n_gt == 0 or conf.size == 0:
-        return {"precision": 0.0, "recall": 0.0, "map50": 0.0, "map50_95": 0.0, "n_boxes": int(conf.size),
+        return {"precision": 0.0, "recall": 0.0, "map50": 0.0, "map50_95": 0.0, "best_f1_conf": None,
+                "n_boxes": int(conf.size),
                 "n_targets": n_gt}
     tp = np.concatenate(tps)
-    _, _, p, r, _, ap, *_ = ap_per_class(tp, conf, np.zeros(conf.size), np.zeros(n_gt))
+    _, _, p, r, _, ap, _, _, _, f1_curve, x, _ = ap_per_class(tp, conf, np.zeros(conf.size), np.zeros(n_gt))
     return {"precision": float(p[0]), "recall": float(r[0]), "map50": float(ap[0, 0]),
-            "map50_95": float(ap[0].mean()), "n_boxes": int(conf.size), "n_targets": n_gt}
+            "map50_95": float(ap[0].mean()), "best_f1_conf": float(x[int(f1_curve.mean(0).argmax())]),
+            "n_boxes": int(conf.size), "n_targets": n_gt}
 
 
 def operating_metrics(preds: list[SliceBoxes], gts: list[np.ndarray]) -> dict:
@@ -112,42 +114,45 @@ def _above(b: SliceBoxes, conf: float) -> SliceBoxes:
     return SliceBoxes(b.xyxy[k], b.conf[k])
 
 
-def evaluate_detector(weights, data_yaml, split: str = "test", conf: float = 0.25, iou: float = 0.5,
+def evaluate_detector(weights, data_yaml, split: str = "test", conf: float | None = 0.25, iou: float = 0.5,
                       postprocess: bool = False, device=None, batch_size: int = 16,
                       detector: Detector | None = None) -> dict:
     """Evaluate ``weights`` on ``split`` of a YOLO dataset (a prepared dataset folder or its yaml).
 
     Returns ``{split, weights_id, conf, postprocess, n_cases, n_slices, precision, recall, map50,
-    map50_95, operating: {raw, postprocessed}, per_case: {case: {...}}}``. The headline mAP columns
+    map50_95, operating: {raw, postprocessed}, per_case: {case: {...}}}``. ``conf=None``: operate at
+    this split's max-F1 confidence (use it on the validation split only). The headline mAP columns
     come from the raw low-confidence boxes (ultralytics' protocol); ``postprocess=True`` makes the
     headline precision/recall the post-processed ones at ``conf``.
     """
     cases = split_slices(data_yaml, split)
     det = detector or Detector(weights, device=device, conf=0.001, iou=iou)
-    all_preds, all_gts, raw_op, post_op, post_gts = [], [], [], [], []
-    per_case = {}
+    by_case = {}
     for case, items in tqdm(cases.items(), desc=f"evaluate {split}", unit="case"):
         images = [np.asarray(Image.open(f).convert("RGB")) for _, f, _ in items]
         gts = [read_yolo_label(lab, im.shape[1], im.shape[0]) for (_, _, lab), im in zip(items, images)]
-        preds = det.predict(images, batch_size=batch_size)
+        by_case[case] = (items, gts, det.predict(images, batch_size=batch_size))
+    all_preds = [p for _, _, preds in by_case.values() for p in preds]
+    all_gts = [g for _, gts, _ in by_case.values() for g in gts]
+    table = box_metrics(all_preds, all_gts)
+    if conf is None:
+        conf = table["best_f1_conf"] if table["best_f1_conf"] is not None else 0.25
+    raw_op, post_op, per_case = [], [], {}
+    for case, (items, gts, preds) in by_case.items():
         op = [_above(p, conf) for p in preds]
         post = postprocess_volume(op, z=[z for z, _, _ in items])
-        all_preds += preds
-        all_gts += gts
         raw_op += op
         post_op += post
-        post_gts += gts
         chosen = post if postprocess else op
         per_case[case] = {
             "slices": len(items), "tumour_slices": sum(1 for g in gts if len(g)),
             **{k: v for k, v in operating_metrics(chosen, gts).items()
                if k in ("tumour_slices_without_box", "tumour_free_slices_with_box", "tp", "fp", "fn")},
         }
-    table = box_metrics(all_preds, all_gts)
     raw = operating_metrics(raw_op, all_gts)
-    pp = operating_metrics(post_op, post_gts)
+    pp = operating_metrics(post_op, all_gts)
     raw["ap50"] = box_metrics(raw_op, all_gts)["map50"]
-    pp["ap50"] = box_metrics(post_op, post_gts)["map50"]
+    pp["ap50"] = box_metrics(post_op, all_gts)["map50"]
     head = pp if postprocess else None
     return {
         "split": split, "weights": str(weights), "weights_id": det.weights_id, "conf": conf, "iou": iou,
