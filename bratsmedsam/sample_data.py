@@ -25,6 +25,14 @@ from .synthetic.anatomy import BRATS_AFFINE, Anatomy, load_anatomy
 from .synthetic.contrast import COMPARTMENTS, MODALITIES, REAL_RATIOS, compartment_ratios, synthesize_images
 from .synthetic.lesions import draw_lesions, mass_effect, render_lesions
 
+ATTRIBUTION = {
+    "SRI24": "SRI24 atlas, CC BY-SA 3.0: T. Rohlfing, N. M. Zahr, E. V. Sullivan, A. Pfefferbaum, "
+             "Human Brain Mapping 31(5):798-819, 2010",
+    "MNI152": "ICBM 2009a nonlinear symmetric MNI152 template (as shipped by nilearn): V. Fonov et al., "
+              "NeuroImage 54(1):313-327, 2011",
+    "BraTS": "BraTS 2023 GLI data terms; cite U. Baid et al. arXiv:2107.02314; B. H. Menze et al. IEEE TMI 34(10) 2015; "
+             "S. Bakas et al. Sci. Data 4:170117 2017",
+}
 SYNTHETIC_ID_BASE = 90000
 REAL_REFERENCE_CASE = "BraTS-GLI-00000-000"
 DEFAULT = "default"  # sentinel: the shared data folder when it exists, else None
@@ -246,13 +254,15 @@ def write_sample_studies(out, n_cases: int = 8, seed: int = 0, real_dir=DEFAULT,
         real_arrays = (ref_dir.name,) + load_real_case(ref_dir)
         affine = np.asarray(real_arrays[3], dtype=np.float64)
     info["real_cases"] = real_info
+    if real_info:
+        info["real_attribution"] = ATTRIBUTION["BraTS"]
     info["affine"] = affine.tolist()
 
     cases_meta, syn_ratios, first = [], [], None
     if n_cases:
         t0 = time.perf_counter()
         anatomy = load_anatomy(atlas)
-        info["anatomy"] = anatomy.describe()
+        info["anatomy"] = anatomy.describe() | {"attribution": ATTRIBUTION[anatomy.name]}
         info["anatomy_load_seconds"] = round(time.perf_counter() - t0, 2)
         say(f"anatomy: {anatomy.name} ({anatomy.source})")
         for index in tqdm(range(n_cases), desc="synthetic cases", unit="case", disable=not verbose):

@@ -104,6 +104,8 @@ def synthesize_images(anatomy: Anatomy, seg: np.ndarray, rng: np.random.Generato
     tumour = seg > 0
     # Work on the tumour's bounding box (+ margin) for the compartments.
     idx = np.argwhere(tumour)
+    if not len(idx):
+        raise ValueError("synthesize_images needs a label map with at least one tumour voxel")
     lo = np.maximum(idx.min(0) - 3, 0)
     hi = np.minimum(idx.max(0) + 4, seg.shape)
     box = tuple(slice(a, b) for a, b in zip(lo, hi))
