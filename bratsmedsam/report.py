@@ -129,8 +129,8 @@ def report_markdown(results: dict, figures: dict[str, str | None]) -> str:
         "## Figures",
     ]
     captions = {
-        "examples": "Best, median and worst tumour slices (GT boxes) of the best row: green = ground truth "
-                    "outline, red = prediction, yellow = box.",
+        "examples": "Best, median and worst tumour slices (GT boxes) of the best row, zoomed on the tumour: "
+                    "cyan = ground-truth outline, red = prediction, yellow = box.",
         "distributions": "Distribution of slice Dice on tumour slices, per segmenter and box source.",
         "per_case": "Mean slice Dice per test case (tumour slices, GT boxes) and, when computed, 3D Dice.",
     }
@@ -168,6 +168,21 @@ def _plt():
     return plt
 
 
+def _zoom(s: dict, margin: int = 24, min_size: int = 96) -> tuple[int, int, int, int]:
+    """A square-ish pixel window around the ground truth, prediction and boxes of one example slice."""
+    h, w = s["gt"].shape
+    ys, xs = np.nonzero(s["gt"] | s["pred"])
+    b = np.asarray(s["boxes"]).reshape(-1, 4)
+    xs = np.concatenate([xs, b[:, 0], b[:, 2]])
+    ys = np.concatenate([ys, b[:, 1], b[:, 3]])
+    if xs.size == 0:
+        return 0, 0, w - 1, h - 1
+    cx, cy = (xs.min() + xs.max()) / 2, (ys.min() + ys.max()) / 2
+    half = max(min_size, xs.max() - xs.min() + 2 * margin, ys.max() - ys.min() + 2 * margin) / 2
+    x0, y0 = int(max(0, cx - half)), int(max(0, cy - half))
+    return x0, y0, int(min(w - 1, cx + half)), int(min(h - 1, cy + half))
+
+
 def figure_examples(examples: dict, target: Path) -> bool:
     if not examples or not examples.get("slices"):
         return False
@@ -178,13 +193,19 @@ def figure_examples(examples: dict, target: Path) -> bool:
     fig, axes = plt.subplots(1, len(items), figsize=(4 * len(items), 4.3), squeeze=False)
     for ax, (label, s) in zip(axes[0], items):
         ax.imshow(s["image"])
-        ax.contour(s["gt"].astype(float), levels=[0.5], colors="lime", linewidths=1)
         overlay = np.zeros((*s["pred"].shape, 4))
-        overlay[s["pred"]] = (1, 0, 0, 0.4)
+        overlay[s["pred"]] = (1, 0, 0, 0.35)
         ax.imshow(overlay)
+        if s["pred"].any():
+            ax.contour(s["pred"].astype(float), levels=[0.5], colors="red", linewidths=1)
+        if s["gt"].any():
+            ax.contour(s["gt"].astype(float), levels=[0.5], colors="cyan", linewidths=1)
         for b in np.asarray(s["boxes"]).reshape(-1, 4):
             ax.add_patch(Rectangle((b[0] - 0.5, b[1] - 0.5), b[2] - b[0] + 1, b[3] - b[1] + 1, fill=False,
                                    edgecolor="yellow", linewidth=1))
+        x0, y0, x1, y1 = _zoom(s)
+        ax.set_xlim(x0 - 0.5, x1 + 0.5)
+        ax.set_ylim(y1 + 0.5, y0 - 0.5)
         ax.set_title(f"{label}: {s['case']} z={s['z']}\nDice {s['dice']:.3f}", fontsize=9)
         ax.axis("off")
     fig.suptitle(examples["segmenter"], fontsize=10)
