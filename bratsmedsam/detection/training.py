@@ -24,9 +24,11 @@ from . import ultra
 PAPER = {"model": "yolov5s", "epochs": 100, "imgsz": 256, "batch": 16, "optimizer": "SGD", "lr0": 0.01}
 # --quick: a CPU profile that learns real boxes in a few minutes on the ~9-case sample dataset.
 # nbs = batch: one optimiser step per batch (ultralytics accumulates to 64 images otherwise, so a
-# short run would take only a few dozen steps); warmup is then max(1 epoch, 100 steps).
-QUICK = {"model": "yolov5n", "epochs": 12, "imgsz": 160, "batch": 16, "optimizer": "SGD", "lr0": 0.01,
-         "nbs": 16, "warmup_epochs": 1, "close_mosaic": 2}
+# short run would take only a few dozen steps); no warmup (ultralytics' minimum is 100 steps, a third
+# of this run). On the 9-case sample set (403 training slices) this gave val mAP50 0.29 vs 0.20 with
+# batch 16 / nbs 16 / 1 warmup epoch, for the same ~3 CPU minutes.
+QUICK = {"model": "yolov5n", "epochs": 12, "imgsz": 160, "batch": 8, "optimizer": "SGD", "lr0": 0.01,
+         "nbs": 8, "warmup_epochs": 0, "close_mosaic": 2}
 SPLIT_KEYS = ("train", "val", "test")
 
 
