@@ -117,6 +117,13 @@ def test_unknown_ultralytics_argument_is_refused_before_training(tmp_path):
         train_detector(tmp_path / "nowhere", tmp_path / "run", lr_zero=0.1)
 
 
+def test_run_location_arguments_cannot_be_overridden(tmp_path):
+    from bratsmedsam.detector import train_detector
+
+    with pytest.raises(UserError, match="project"):
+        train_detector(tmp_path / "nowhere", tmp_path / "run", project=str(tmp_path / "elsewhere"))
+
+
 def test_missing_data_file_is_a_user_error(tmp_path):
     from bratsmedsam.detector import train_detector
 

@@ -138,7 +138,8 @@ def train_detector(data_yaml, out_dir, model: str | None = None, epochs: int | N
     check_overrides({k: v for k, v in profile.items() if k != "model"})
     forbidden = {"data", "project", "name", "save_dir"} & set(ultralytics_overrides)
     if forbidden:
-        raise UserError(f"{', '.join(sorted(forbidden))} are set by train-detector itself (use DATA and --out)")
+        raise UserError(f"train-detector sets {', '.join(sorted(forbidden))} itself: give the dataset as DATA "
+                        "and the run folder as --out / out_dir")
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     local_yaml = run_local_data(data_yaml, out_dir)
