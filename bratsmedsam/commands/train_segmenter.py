@@ -50,8 +50,11 @@ def run(args) -> int:
     from ..errors import UserError
     from ..segmenter import FinetuneConfig, train_decoder
 
+    from ..dataset import load_info
+
     if args.resume and args.out is None:
         raise UserError("--resume needs --out pointing at the run folder to continue")
+    load_info(args.data)  # a missing or unfinished dataset fails here, before the run folder is made
     name = args.name or f"{args.base}-{time.strftime('%Y%m%d-%H%M%S')}"
     out = args.out or PROJECT_ROOT / "runs" / "segmenter" / name
     cfg = FinetuneConfig(

@@ -97,7 +97,8 @@ def make_samples(data: SplitData) -> list[Sample]:
     return out
 
 
-def jitter_box(box: np.ndarray, height: int, width: int, rng: np.random.Generator, frac: float, px: float) -> np.ndarray:
+def jitter_box(box: np.ndarray, height: int, width: int, rng: np.random.Generator, frac: float,
+               px: float) -> np.ndarray:
     """Move each side of a pixel-XYXY box independently by ``U(-1, 1) * (frac * side_length + px)``;
     clipped to the image, never inverted."""
     b = np.asarray(box, np.float64)
@@ -113,11 +114,14 @@ def jitter_box(box: np.ndarray, height: int, width: int, rng: np.random.Generato
     return j.astype(np.float32)
 
 
-def slice_dices(seg, data: SplitData, progress: bool = False) -> tuple[list[float], list[np.ndarray]]:
+def slice_dices(seg, data: SplitData, progress: bool = False,
+                chunk: int = 32) -> tuple[list[float], list[np.ndarray]]:
     """Slice Dice with ground-truth boxes: masks of a slice united, compared with the slice's whole mask."""
     from ..metrics import dice
 
-    results = seg.segment_many(data.images, data.boxes, progress=progress)
+    results = []
+    for i in range(0, len(data.images), chunk):  # chunks keep the stacked embeddings small
+        results += seg.segment_many(data.images[i:i + chunk], data.boxes[i:i + chunk], progress=progress)
     preds = [r.masks.any(0) if len(r.masks) else np.zeros(m.shape, bool) for r, m in zip(results, data.masks)]
     return [dice(p, m) for p, m in zip(preds, data.masks)], preds
 
@@ -212,7 +216,8 @@ def train_decoder(dataset_dir, out_dir, cfg: FinetuneConfig) -> dict:
     from .plots import save_curves, save_overlays
 
     if cfg.epochs < 0 or cfg.batch_size < 1 or cfg.lr <= 0:
-        raise UserError(f"epochs must be >= 0, batch size >= 1 and lr > 0, got {cfg.epochs}, {cfg.batch_size}, {cfg.lr}")
+        raise UserError(f"epochs must be >= 0, batch size >= 1 and lr > 0, "
+                        f"got {cfg.epochs}, {cfg.batch_size}, {cfg.lr}")
     out_dir = Path(out_dir)
     info = load_info(dataset_dir)
     world, rank, local_rank = _dist_env()
@@ -248,9 +253,9 @@ def train_decoder(dataset_dir, out_dir, cfg: FinetuneConfig) -> dict:
         idx = np.resize(idx, int(np.ceil(len(idx) / world)) * world)[rank::world]
     my_samples = [samples[i] for i in idx]
     needed = sorted({s.slice_idx for s in my_samples})
-    seg.embed([train.images[i] for i in needed], progress=cfg.progress and main_rank)
-    if main_rank:
-        seg.embed(val.images, progress=cfg.progress)
+    todo = [train.images[i] for i in needed] + (val.images if main_rank else [])
+    for i in range(0, len(todo), 32):  # fill the cache; chunks keep the returned stacks small
+        seg.embed(todo[i:i + 32], progress=cfg.progress and main_rank)
 
     def get_embedding(i: int):
         emb = seg.cache.get(train.keys[i])

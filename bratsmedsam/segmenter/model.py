@@ -71,13 +71,14 @@ class Segmenter:
         keys = [image_key(im) for im in images]
         out: dict[str, torch.Tensor] = {}
         todo: list[int] = []
+        queued: set[str] = set()
         for i, k in enumerate(keys):
-            if k in out:
+            if k in out or k in queued:
                 continue
             emb = self.cache.get(k)
             if emb is None:
-                if k not in {keys[j] for j in todo}:
-                    todo.append(i)
+                todo.append(i)
+                queued.add(k)
             else:
                 out[k] = emb
         bar = tqdm(total=len(todo), desc=f"encode ({self.family})", unit="slice", disable=not progress or not todo,
