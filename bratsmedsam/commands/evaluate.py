@@ -15,7 +15,7 @@ def register(subparsers) -> None:
             "of every --detector. Table 2: slice Dice of SAM, MedSAM and LiteMedSAM zero-shot and of every "
             "fine-tuned --segmenter, with ground-truth boxes and end to end with each detector's boxes, on "
             "tumour slices and on all test slices. 3D: each test case's slices stacked into a volume -> "
-            "volume Dice/HD95 and BraTS 2023 lesion-wise Dice/HD95. 95 %% bootstrap intervals over patients. "
+            "volume Dice/HD95 and BraTS 2023 lesion-wise Dice/HD95. 95 % bootstrap intervals over patients. "
             "Writes report.md, metrics.json, per_case.csv, slices.csv and figures/ into --out."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
@@ -35,7 +35,7 @@ def register(subparsers) -> None:
     p.add_argument("--det-conf", type=float, default=0.25, help="detector confidence threshold (end to end)")
     p.add_argument("--n-boot", type=int, default=2000, help="bootstrap replicates (over patients)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
-    p.add_argument("--device", help="cpu, cuda, cuda:0 ... (default: CUDA when present)")
+    p.add_argument("--device", help="cpu, cuda, cuda:0 ... (None: CUDA when present)")
     p.add_argument("--cache-dir", type=Path, help="keep slice embeddings on disk here (reused between runs)")
     p.add_argument("--out", type=Path, help="report folder (default runs/evaluate/<dataset name>)")
     p.set_defaults(func=run)

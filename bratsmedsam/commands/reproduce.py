@@ -25,7 +25,7 @@ def register(subparsers) -> None:
     p.add_argument("--out", type=Path, help="run folder (default runs/reproduce/<profile>)")
     p.add_argument("--sam-checkpoint", type=Path, help="SAM ViT-B weights for the zero-shot SAM row")
     p.add_argument("--medsam-checkpoint", type=Path, help="MedSAM ViT-B weights (zero-shot row; base of 'paper')")
-    p.add_argument("--device", help="cpu, cuda, cuda:0 ... (default: CUDA when present)")
+    p.add_argument("--device", help="cpu, cuda, cuda:0 ... (None: CUDA when present)")
     p.set_defaults(func=run)
 
 
