@@ -62,6 +62,7 @@ def main() -> int:
     p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--max-train-slices", type=int, default=40)
     p.add_argument("--max-val-slices", type=int, default=20)
+    p.add_argument("--max-test-slices", type=int, default=20)
     p.add_argument("--timing-samples", type=int, default=8, help="samples in the cached vs re-encoding comparison")
     p.add_argument("--cache-dir", default=str(PROJECT_ROOT / "runs" / "cache" / "embeddings"))
     p.add_argument("--threads", type=int, default=2)
@@ -77,7 +78,7 @@ def main() -> int:
     t0 = time.perf_counter()
     fit = train_decoder(ds, out, cfg)
     res["finetune_seconds"] = time.perf_counter() - t0
-    test = load_split(ds, "test", args.max_val_slices, 0)
+    test = load_split(ds, "test", args.max_test_slices, 0)
     base = load_segmenter("litemedsam", device="cpu", cache_dir=args.cache_dir)
     tuned = load_segmenter(decoder=fit["best_checkpoint"], device="cpu", cache_dir=args.cache_dir)
     zs_test = float(np.mean(slice_dices(base, test, progress=True)[0]))
