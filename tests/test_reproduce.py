@@ -64,6 +64,7 @@ def quick_run(sample_studies, tmp_path_factory) -> Path:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)  # the module's quick run (about 7 CPU minutes) is set up inside the first of these
 def test_quick_reproduction_fine_tuned_beats_zero_shot_with_gt_boxes(quick_run):
     metrics = json.loads((quick_run / "evaluation" / "metrics.json").read_text())
     t2 = {e["segmenter"]: e for e in metrics["table2"]}
@@ -73,6 +74,7 @@ def test_quick_reproduction_fine_tuned_beats_zero_shot_with_gt_boxes(quick_run):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)  # the module's quick run (about 7 CPU minutes) is set up inside the first of these
 def test_quick_reproduction_saves_its_profile_and_timings(quick_run):
     assert load_profile(quick_run / "profile.yaml") == QUICK
     timings = json.loads((quick_run / "timings.json").read_text())
@@ -80,6 +82,7 @@ def test_quick_reproduction_saves_its_profile_and_timings(quick_run):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)  # the module's quick run (about 7 CPU minutes) is set up inside the first of these
 def test_quick_reproduction_report_has_every_table_and_figure(quick_run):
     report = quick_run / "evaluation"
     md = (report / "report.md").read_text()
@@ -92,6 +95,7 @@ def test_quick_reproduction_report_has_every_table_and_figure(quick_run):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)  # the module's quick run (about 7 CPU minutes) is set up inside the first of these
 def test_quick_reproduction_marks_missing_vit_checkpoints_not_supplied(quick_run):
     md = (quick_run / "evaluation" / "report.md").read_text()
     sam = next(line for line in md.splitlines() if line.startswith("| SAM ViT-B zero-shot"))
