@@ -30,3 +30,13 @@ def test_temp_keeps_the_target_suffix_for_format_sniffing_writers(tmp_path):
     with atomic.atomic_path(tmp_path / "v.nii.gz") as tmp:
         assert tmp.name.endswith(".nii.gz")
         tmp.write_bytes(b"x")
+
+
+def test_written_files_get_ordinary_permissions_not_mkstemp_0600(tmp_path):
+    import os
+    import stat
+
+    p = atomic.write_text(tmp_path / "r.md", "x")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(p.stat().st_mode) == 0o666 & ~umask
