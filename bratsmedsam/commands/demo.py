@@ -50,5 +50,7 @@ def run(args) -> int:
     if args.no_serve:
         print(f"demo ready: studies {studies}, detector {weights}")
         return 0
-    _step("serve", ["serve", "--studies", str(studies), "--detector", str(weights), "--port", str(args.port)])
+    # The BraTS segmentations go in as "original" labels: every study starts unlabelled for the annotation loop.
+    _step("serve", ["serve", "--studies", str(studies), "--detector", str(weights), "--port", str(args.port),
+                    "--seg-tag", "original"])
     return 0
