@@ -187,3 +187,68 @@ def test_weights_id_follows_the_file_content(untrained_weights, tmp_path):
     other = tmp_path / "other.pt"
     yolo("yolov5n").save(other)  # another random initialisation
     assert Detector(other).weights_id != Detector(untrained_weights).weights_id
+
+
+def test_detector_operates_at_the_confidence_stored_in_its_weights(untrained_weights, tmp_path):
+    from bratsmedsam.detection.threshold import store_threshold
+    from bratsmedsam.detector import Detector
+
+    tuned = tmp_path / "tuned.pt"
+    tuned.write_bytes(untrained_weights.read_bytes())
+    store_threshold(tuned, {"conf": 0.123, "split": "val"})
+    published = tmp_path / "published.pt"  # the app copies the .pt alone: the threshold must travel inside it
+    published.write_bytes(tuned.read_bytes())
+    assert Detector(published).conf == pytest.approx(0.123)
+    assert Detector(published, conf=0.6).conf == pytest.approx(0.6)  # an explicit conf wins
+    assert Detector(untrained_weights).conf == pytest.approx(0.25)  # nothing stored: the default
+
+
+def test_a_stored_threshold_of_none_falls_back_to_the_default(untrained_weights, tmp_path):
+    from bratsmedsam.detection.threshold import store_threshold
+    from bratsmedsam.detector import Detector
+
+    w = tmp_path / "w.pt"
+    w.write_bytes(untrained_weights.read_bytes())
+    store_threshold(w, {"conf": None, "split": "val"})
+    assert Detector(w).conf == pytest.approx(0.25)
+
+
+def _slices(root, cases, n, tumour_z):
+    img, lab = root / "images" / "train", root / "labels" / "train"
+    img.mkdir(parents=True)
+    lab.mkdir(parents=True)
+    for c in cases:
+        for z in range(n):
+            (img / f"{c}_z{z:03d}.png").write_bytes(b"")
+            (lab / f"{c}_z{z:03d}.txt").write_text("0 0.5 0.5 0.1 0.1\n" if z in tumour_z else "")
+    return sorted(img.iterdir()), lab
+
+
+def test_subsampling_keeps_every_kth_slice_per_case(tmp_path):
+    from bratsmedsam.detection.training import subsample_slices
+
+    files, lab = _slices(tmp_path, ["A", "B"], 10, range(10))
+    kept = subsample_slices(files, lab, slice_step=3)
+    assert [f.stem for f in kept] == [f"{c}_z{z:03d}" for c in "AB" for z in (0, 3, 6, 9)]
+    assert subsample_slices(files, lab) == files
+
+
+def test_subsampling_caps_the_background_fraction_and_keeps_every_tumour_slice(tmp_path):
+    from bratsmedsam.detection.training import is_background, subsample_slices
+
+    files, lab = _slices(tmp_path, ["A", "B"], 20, range(5, 15))  # 20 tumour + 20 background slices
+    kept = subsample_slices(files, lab, background=0.2)
+    bg = [f for f in kept if is_background(lab / f"{f.stem}.txt")]
+    assert len(kept) - len(bg) == 20 and len(bg) == 5  # 5 / 25 = 0.2
+    assert len({f.stem[0] for f in bg}) == 2  # spread over both cases, not the first ones only
+    assert subsample_slices(files, lab, background=0.0) == [f for f in files if not is_background(lab / f"{f.stem}.txt")]
+
+
+def test_subsampling_options_are_checked(tmp_path):
+    from bratsmedsam.detection.training import subsample_slices
+
+    files, lab = _slices(tmp_path, ["A"], 4, range(2))
+    with pytest.raises(UserError, match="train_slice_step"):
+        subsample_slices(files, lab, slice_step=0)
+    with pytest.raises(UserError, match="train_background"):
+        subsample_slices(files, lab, background=1.0)

@@ -22,16 +22,38 @@ def synthetic_data(tmp_path_factory):
                                         slices_per_case=20, seed=0)
 
 
-@pytest.mark.slow
-def test_short_quick_training_reaches_the_map50_bar_on_held_out_synthetic_cases(synthetic_data, tmp_path):
-    from bratsmedsam.detector import evaluate_detector, train_detector
+@pytest.fixture(scope="module")
+def synthetic_run(synthetic_data, tmp_path_factory):
+    """One short quick-profile training on the synthetic set: (run folder, best weights)."""
+    from bratsmedsam.detector import train_detector
 
-    best = train_detector(synthetic_data, tmp_path / "run", quick=True, epochs=10, batch=16, nbs=16,
-                          warmup_epochs=1, plots=False)
-    res = evaluate_detector(best, synthetic_data, split="test")
+    run = tmp_path_factory.mktemp("run")
+    best = train_detector(synthetic_data, run, quick=True, epochs=10, imgsz=160, batch=16, nbs=16,
+                          warmup_epochs=1, close_mosaic=2, val=True, train_slice_step=1, train_background=None,
+                          plots=False)
+    return run, best
+
+
+@pytest.mark.slow
+def test_short_quick_training_reaches_the_map50_bar_on_held_out_synthetic_cases(synthetic_data, synthetic_run):
+    from bratsmedsam.detector import evaluate_detector
+
+    res = evaluate_detector(synthetic_run[1], synthetic_data, split="test")
     assert res["map50"] >= MAP50_BAR, res["table"]
     assert res["map50_95"] <= res["map50"]
     assert res["n_slices"] == 60 and res["n_cases"] == 3
+
+
+@pytest.mark.slow
+def test_training_stores_the_validation_max_f1_confidence_in_the_best_weights(synthetic_data, synthetic_run):
+    from bratsmedsam.detector import Detector, evaluate_detector
+
+    run, best = synthetic_run
+    stored = json.loads((run / "train_detector.json").read_text())["operating_threshold"]
+    expected = evaluate_detector(best, synthetic_data, split="val", conf=None)["table"]["best_f1_conf"]
+    assert stored["split"] == "val" and expected is not None
+    assert stored["conf"] == pytest.approx(expected, abs=1e-4)
+    assert Detector(best).conf == pytest.approx(stored["conf"], abs=1e-4)
 
 
 @pytest.mark.slow
@@ -43,6 +65,8 @@ def test_cli_trains_predicts_and_evaluates_on_the_sample_dataset(sample_dataset,
     meta = json.loads((run / "train_detector.json").read_text())
     assert best.is_file() and (run / "args.yaml").is_file()
     assert meta["epochs_run"] == 2 and meta["arguments"]["optimizer"] == "SGD" and meta["arguments"]["lr0"] == 0.01
+    train_slices = json.loads((sample_dataset / "prepare.json").read_text())["slices_per_split"]["train"]
+    assert 0 < meta["images"]["train"] < train_slices  # the quick profile subsamples the training slices
 
     assert main(["predict-detector", "--weights", str(best), "--data", str(sample_dataset), "--split", "test",
                  "--conf", "0.01", "--yolo-txt", "--out", str(pred)]) == 0

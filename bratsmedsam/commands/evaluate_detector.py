@@ -7,8 +7,8 @@ import argparse
 from pathlib import Path
 
 
-def _conf(value: str) -> float | None:
-    return None if value == "auto" else float(value)
+def _conf(value: str) -> float | str | None:
+    return None if value == "auto" else value if value == "stored" else float(value)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -19,9 +19,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weights", required=True, type=Path)
     p.add_argument("--data", required=True, help="prepared dataset folder (or its dataset.yaml)")
     p.add_argument("--split", default="test")
-    p.add_argument("--conf", type=_conf, default=0.25,
-                   help="operating confidence for per-case counts and the post-processing comparison; "
-                   "'auto' = this split's max-F1 confidence (for the validation split)")
+    p.add_argument("--conf", type=_conf, default="stored",
+                   help="operating confidence for per-case counts and the post-processing comparison: a number, "
+                   "'stored' (default: the validation max-F1 confidence train-detector stored in the weights, "
+                   "else 0.25) or 'auto' (this split's own max-F1 confidence; for the validation split)")
     p.add_argument("--iou", type=float, default=0.5, help="NMS IoU threshold")
     p.add_argument("--postprocess", action="store_true", help="headline P/R and per-case counts after post-processing")
     p.add_argument("--batch", type=int, default=16)

@@ -19,7 +19,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--case", action="append", default=[], help="with --studies: only these case ids (repeatable)")
     p.add_argument("--channels", default="t1c,t2w,t2f",
                    help="with --studies: modalities stacked as RGB, as the detector was trained (default t1c,t2w,t2f)")
-    p.add_argument("--conf", type=float, default=0.25)
+    p.add_argument("--conf", type=float, default=None,
+                   help="minimum confidence (default: the validation max-F1 confidence train-detector stored "
+                   "in the weights, else 0.25)")
     p.add_argument("--iou", type=float, default=0.5, help="NMS IoU threshold")
     p.add_argument("--postprocess", action="store_true",
                    help="volume-aware clean-up (fill one-slice gaps, drop boxes isolated in z); off by default")
@@ -87,7 +89,7 @@ def run(args) -> int:
                 atomic.write_text(args.out / "labels" / f"{case}_z{z:03d}.txt", "".join(s + "\n" for s in lines))
     atomic.write_json(args.out / "boxes.json", result)
     atomic.write_json(args.out / "predict_detector.json", {
-        "weights": str(args.weights), "weights_id": det.weights_id, "conf": args.conf, "iou": args.iou,
+        "weights": str(args.weights), "weights_id": det.weights_id, "conf": det.conf, "iou": args.iou,
         "postprocess": args.postprocess, "source": str(args.data or args.studies),
         "split": args.split if args.data else None, "cases": len(result), "boxes": n_boxes})
     print(f"{n_boxes} boxes on {len(result)} cases -> {args.out / 'boxes.json'}")

@@ -21,6 +21,7 @@ from ..boxes import box_iou_xyxy, yolo_to_xyxy
 from ..errors import UserError
 from .postprocess import postprocess_volume
 from .predict import Detector, SliceBoxes
+from .threshold import DEFAULT_CONF
 from .training import labels_dir, read_data_yaml
 
 IOUV = np.linspace(0.5, 0.95, 10)
@@ -114,14 +115,15 @@ def _above(b: SliceBoxes, conf: float) -> SliceBoxes:
     return SliceBoxes(b.xyxy[k], b.conf[k])
 
 
-def evaluate_detector(weights, data_yaml, split: str = "test", conf: float | None = 0.25, iou: float = 0.5,
+def evaluate_detector(weights, data_yaml, split: str = "test", conf: float | str | None = "stored", iou: float = 0.5,
                       postprocess: bool = False, device=None, batch_size: int = 16,
                       detector: Detector | None = None) -> dict:
     """Evaluate ``weights`` on ``split`` of a YOLO dataset (a prepared dataset folder or its yaml).
 
     Returns ``{split, weights_id, conf, postprocess, n_cases, n_slices, precision, recall, map50,
-    map50_95, operating: {raw, postprocessed}, per_case: {case: {...}}}``. ``conf=None``: operate at
-    this split's max-F1 confidence (use it on the validation split only). The headline mAP columns
+    map50_95, operating: {raw, postprocessed}, per_case: {case: {...}}}``. ``conf="stored"``: operate at
+    the confidence stored in the weights by train-detector (else 0.25); ``conf=None``: at this split's
+    max-F1 confidence (use it on the validation split only). The headline mAP columns
     come from the raw low-confidence boxes (ultralytics' protocol); ``postprocess=True`` makes the
     headline precision/recall the post-processed ones at ``conf``.
     """
@@ -135,8 +137,11 @@ def evaluate_detector(weights, data_yaml, split: str = "test", conf: float | Non
     all_preds = [p for _, _, preds in by_case.values() for p in preds]
     all_gts = [g for _, gts, _ in by_case.values() for g in gts]
     table = box_metrics(all_preds, all_gts)
-    if conf is None:
-        conf = table["best_f1_conf"] if table["best_f1_conf"] is not None else 0.25
+    if conf == "stored":
+        stored = getattr(det, "stored_conf", None)
+        conf = stored if stored is not None else DEFAULT_CONF
+    elif conf is None:
+        conf = table["best_f1_conf"] if table["best_f1_conf"] is not None else DEFAULT_CONF
     raw_op, post_op, per_case = [], [], {}
     for case, (items, gts, preds) in by_case.items():
         op = [_above(p, conf) for p in preds]

@@ -49,11 +49,15 @@ def file_id(path: Path) -> str:
 class Detector:
     """Trained YOLO weights -> per-slice boxes.
 
-    ``conf``: minimum confidence kept; ``iou``: NMS IoU threshold. ``device`` None = CUDA when present.
-    Inference runs at ``imgsz`` if given, else the model's training ``imgsz`` (stored in the weights), else 256.
+    ``conf``: minimum confidence kept; None (default) = the operating confidence that train-detector
+    stored in the weights (max F1 on the validation split, see :mod:`.threshold`), else 0.25.
+    ``iou``: NMS IoU threshold. ``device`` None = CUDA when present. Inference runs at ``imgsz`` if
+    given, else the model's training ``imgsz`` (stored in the weights), else 256.
     """
 
-    def __init__(self, weights, device=None, conf: float = 0.25, iou: float = 0.5, imgsz: int | None = None):
+    def __init__(self, weights, device=None, conf: float | None = None, iou: float = 0.5,
+                 imgsz: int | None = None):
+        from .threshold import DEFAULT_CONF, stored_threshold
         from .training import auto_device
 
         self.weights = Path(weights).expanduser()
@@ -63,7 +67,9 @@ class Detector:
         if getattr(self.model, "task", "detect") != "detect":
             raise UserError(f"{weights} holds a YOLO {self.model.task} model, expected a detection model")
         self.device = auto_device(device)
-        self.conf = float(conf)
+        self.stored_conf = stored_threshold(getattr(self.model, "ckpt", None))
+        self.conf = float(conf if conf is not None else self.stored_conf if self.stored_conf is not None
+                          else DEFAULT_CONF)
         self.iou = float(iou)
         self.weights_id = file_id(self.weights)
         self.imgsz = int(imgsz or (self.model.overrides or {}).get("imgsz") or 256)

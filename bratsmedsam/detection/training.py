@@ -1,19 +1,22 @@
 """YOLO training with the paper's recipe (III.B): YOLOv5s, 100 epochs, SGD, lr0 0.01, from scratch offline.
 
 The run folder holds everything: ultralytics' ``args.yaml``, ``results.csv``, curves, ``weights/``,
-our ``train_detector.json`` (arguments, device, time, final metrics) and a run-local view of the
-dataset (``data/``: links to the dataset's image/label folders) so that ultralytics' label cache
-lands in the run folder, not in the dataset.
+our ``train_detector.json`` (arguments, device, wall and CPU time, final metrics, the operating
+threshold) and a run-local view of the dataset (``data/``: links to the dataset's image/label
+folders, the training slices possibly subsampled) so that ultralytics' label cache lands in the run
+folder, not in the dataset.
 """
 
 from __future__ import annotations
 
 import os
 import platform
+import re
 import shutil
 import time
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 from .. import atomic
@@ -22,13 +25,19 @@ from . import ultra
 
 # The paper's recipe: the defaults of train_detector.
 PAPER = {"model": "yolov5s", "epochs": 100, "imgsz": 256, "batch": 16, "optimizer": "SGD", "lr0": 0.01}
-# --quick: a CPU profile that learns real boxes in a few minutes on the ~9-case sample dataset.
-# nbs = batch: one optimiser step per batch (ultralytics accumulates to 64 images otherwise, so a
-# short run would take only a few dozen steps); no warmup (ultralytics' minimum is 100 steps, a third
-# of this run). On the 9-case sample set (403 training slices) this gave val mAP50 0.29 vs 0.20 with
-# batch 16 / nbs 16 / 1 warmup epoch, for the same ~3 CPU minutes.
-QUICK = {"model": "yolov5n", "epochs": 12, "imgsz": 160, "batch": 8, "optimizer": "SGD", "lr0": 0.01,
-         "nbs": 8, "warmup_epochs": 0, "close_mosaic": 2}
+# --quick: a CPU profile for the ~9-case sample dataset (5 training cases), measured on 2 shared cores
+# (runs of the table in the train-detector help). Training from scratch here is bound by the number
+# of optimiser steps, so: every 2nd training slice per case and at most 10% tumour-free ones (128 of
+# 343 images; neighbouring slices are near-duplicates), batch 8 with nbs 8 (one step per batch, no
+# accumulation), 30 epochs (480 steps), no warmup, validation only after the last epoch (best.pt =
+# last.pt). imgsz 224 (not 160: a quarter of the boxes are under 10 pixels wide; 256/320/384 cost
+# more per step and did worse for the same CPU time). About 4 CPU minutes; val mAP50 0.29-0.48 over
+# two seeds (0.37 with 256/20 epochs); 45 epochs reached val 0.55 once but test 0.08 (overfits 5 cases).
+QUICK = {"model": "yolov5n", "epochs": 30, "imgsz": 224, "batch": 8, "optimizer": "SGD", "lr0": 0.01,
+         "nbs": 8, "warmup_epochs": 0, "close_mosaic": 3, "val": False,
+         "train_slice_step": 2, "train_background": 0.1}
+# Our own training options (not ultralytics'): subsampling of the training slices, see subsample_slices.
+OWN_KEYS = ("train_slice_step", "train_background")
 SPLIT_KEYS = ("train", "val", "test")
 
 
@@ -79,11 +88,52 @@ def labels_dir(images_dir: Path) -> Path:
     return Path(s[:i] + f"{os.sep}labels{os.sep}" + s[i + len("/images/"):])
 
 
-def run_local_data(data_yaml: str | Path, run_dir: Path) -> Path:
-    """Write ``run_dir/data/dataset.yaml`` whose split folders link to the dataset's; returns its path."""
+_STEM = re.compile(r"^(?P<case>.+)_z(?P<z>\d+)$")
+
+
+def is_background(label: Path) -> bool:
+    """A slice without tumour: its YOLO label file is missing or holds no box line."""
+    return not label.is_file() or not any(line.strip() for line in label.read_text().splitlines())
+
+
+def subsample_slices(images: list[Path], labels: Path, slice_step: int = 1,
+                     background: float | None = None) -> list[Path]:
+    """The training images kept by the subsampling options (all of them with the defaults).
+
+    ``slice_step`` k: per case (names ``<case>_z<kkk>``), every k-th slice in z order (neighbouring
+    axial slices are near-duplicates). ``background`` f: then at most a fraction f of the kept images
+    are tumour-free ones, evenly spaced among them. Deterministic: same inputs, same subset.
+    """
+    if slice_step < 1:
+        raise UserError(f"train_slice_step must be >= 1, got {slice_step}")
+    if background is not None and not 0 <= background < 1:
+        raise UserError(f"train_background must be in [0, 1), got {background}")
+    cases: dict[str, list[tuple[int, Path]]] = {}
+    for f in images:
+        m = _STEM.match(f.stem)
+        case, z = (m["case"], int(m["z"])) if m else (f.stem, 0)
+        cases.setdefault(case, []).append((z, f))
+    kept = [f for items in cases.values() for n, (_, f) in enumerate(sorted(items)) if n % slice_step == 0]
+    if background is None:
+        return sorted(kept)
+    bg = [f for f in kept if is_background(labels / f"{f.stem}.txt")]
+    fg = [f for f in kept if not is_background(labels / f"{f.stem}.txt")]
+    n_bg = min(len(bg), int(round(background / (1 - background) * len(fg))))
+    pick = np.linspace(0, len(bg) - 1, n_bg).round().astype(int) if n_bg else []
+    return sorted(fg + [bg[i] for i in pick])
+
+
+def run_local_data(data_yaml: str | Path, run_dir: Path, slice_step: int = 1,
+                   background: float | None = None) -> tuple[Path, dict[str, int]]:
+    """Write ``run_dir/data/dataset.yaml`` whose split folders link to the dataset's.
+
+    The train split is subsampled by :func:`subsample_slices` (``slice_step``, ``background``); val and
+    test are linked whole. Returns (its path, {split: images linked}).
+    """
     data, dirs = read_data_yaml(data_yaml)
     view = run_dir / "data"
     local = {"path": str(view.resolve()), "names": data.get("names") or {0: "tumour"}}
+    counts = {}
     for split, d in dirs.items():
         labels = labels_dir(d)
         if not labels.is_dir():
@@ -97,16 +147,19 @@ def run_local_data(data_yaml: str | Path, run_dir: Path) -> Path:
         elif images.is_dir():
             shutil.rmtree(images)
         images.mkdir(parents=True)
-        for f in sorted(d.iterdir()):
-            if f.is_file():
-                (images / f.name).symlink_to(f.resolve())
+        files = sorted(f for f in d.iterdir() if f.is_file())
+        if split == "train":
+            files = subsample_slices(files, labels, slice_step, background)
+        for f in files:
+            (images / f.name).symlink_to(f.resolve())
+        counts[split] = len(files)
         link = view / "labels" / split
         link.parent.mkdir(parents=True, exist_ok=True)
         if link.is_symlink() or link.exists():
             link.unlink()
         link.symlink_to(labels.resolve(), target_is_directory=True)
         local[split] = f"images/{split}"
-    return atomic.write_text(view / "dataset.yaml", yaml.safe_dump(local, sort_keys=False))
+    return atomic.write_text(view / "dataset.yaml", yaml.safe_dump(local, sort_keys=False)), counts
 
 
 def check_overrides(overrides: dict) -> None:
@@ -122,44 +175,59 @@ def check_overrides(overrides: dict) -> None:
 
 def train_detector(data_yaml, out_dir, model: str | None = None, epochs: int | None = None,
                    imgsz: int | None = None, batch: int | None = None, quick: bool = False,
-                   device: str | None = None, **ultralytics_overrides) -> Path:
+                   device: str | None = None, **overrides) -> Path:
     """Train a YOLO detector; returns the path of ``out_dir/weights/best.pt``.
 
     Defaults are the paper's recipe (:data:`PAPER`: yolov5s, 100 epochs, imgsz 256, batch 16, SGD,
-    lr0 0.01); ``quick=True`` swaps in :data:`QUICK` for every argument left as None. Any other
-    ultralytics training argument passes through ``ultralytics_overrides`` (checked by name).
-    ``model`` is a name (built from its yaml, random init: no pretrained weights exist offline),
-    a model yaml, or a weights file to start from.
+    lr0 0.01, every training slice); ``quick=True`` swaps in :data:`QUICK` for every argument left
+    as None. ``overrides``: our own :data:`OWN_KEYS` (training-slice subsampling) or any ultralytics
+    training argument (checked by name). ``model`` is a name (built from its yaml, random init: no
+    pretrained weights exist offline), a model yaml, or a weights file to start from.
+
+    After training, the validation split's max-F1 confidence is stored in the best weights
+    (:func:`bratsmedsam.detection.threshold.store_threshold`): ``Detector(weights)`` operates there.
     """
     profile = dict(QUICK if quick else PAPER)
     given = {"model": model, "epochs": epochs, "imgsz": imgsz, "batch": batch}
     profile.update({k: v for k, v in given.items() if v is not None})
-    profile.update(ultralytics_overrides)
+    profile.update(overrides)
+    own = {k: profile.pop(k) for k in OWN_KEYS if k in profile}
     check_overrides({k: v for k, v in profile.items() if k != "model"})
-    forbidden = {"data", "project", "name", "save_dir"} & set(ultralytics_overrides)
+    forbidden = {"data", "project", "name", "save_dir"} & set(overrides)
     if forbidden:
         raise UserError(f"train-detector sets {', '.join(sorted(forbidden))} itself: give the dataset as DATA "
                         "and the run folder as --out / out_dir")
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
-    local_yaml = run_local_data(data_yaml, out_dir)
+    local_yaml, counts = run_local_data(data_yaml, out_dir, slice_step=int(own.get("train_slice_step") or 1),
+                                        background=own.get("train_background"))
     model_name = profile.pop("model")
     dev = auto_device(device)
     args = {**profile, "data": str(local_yaml), "project": str(out_dir.parent), "name": out_dir.name,
             "exist_ok": True, "device": dev, "plots": profile.get("plots", True)}
     net = ultra.yolo(model_name)
-    started = time.time()
+    started, cpu0 = time.time(), _cpu_seconds()
     net.train(**args)
-    elapsed = time.time() - started
+    elapsed, cpu = time.time() - started, _cpu_seconds() - cpu0
     trainer = net.trainer
     best = Path(trainer.best)
     if not best.is_file():
         best = Path(trainer.last)
     metrics = {k: float(v) for k, v in (trainer.metrics or {}).items()}
+    from .threshold import select_threshold
+
+    operating = select_threshold(best, local_yaml, device=dev)
     atomic.write_json(out_dir / "train_detector.json", {
         "data": str(Path(data_yaml).resolve()), "model": model_name, "quick": quick, "device": dev,
-        "arguments": args, "seconds": round(elapsed, 1), "epochs_run": int(trainer.epoch) + 1,
-        "best": str(best), "final_val_metrics": metrics,
+        "arguments": args, "subsampling": own, "images": counts, "seconds": round(elapsed, 1),
+        "cpu_seconds": round(cpu, 1), "epochs_run": int(trainer.epoch) + 1,
+        "best": str(best), "final_val_metrics": metrics, "operating_threshold": operating,
         "host": {"cpu_count": os.cpu_count(), "machine": platform.machine(), "python": platform.python_version()},
     })
     return best
+
+
+def _cpu_seconds() -> float:
+    """CPU seconds of this process and its finished children (ultralytics' data-loader workers)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
