@@ -47,7 +47,7 @@ class EvaluateConfig:
     split: str = "test"
     volumes: bool = True            # 3D per-case metrics (reads the studies folder from prepare.json)
     max_cases: int | None = None    # evaluate only the first N test cases (sorted by id)
-    det_conf: float = 0.25
+    det_conf: float | str = "stored"  # "stored": the val max-F1 threshold train-detector saved in the weights
     n_boot: int = 2000
     seed: int = 0
     device: str | None = None
@@ -290,7 +290,7 @@ def _load_detectors(weights: list[Path], names: list[str], cfg: EvaluateConfig) 
         return {}
     from .detector import Detector
 
-    return {n: Detector(w, device=cfg.device, conf=cfg.det_conf) for w, n in zip(weights, names)}
+    return {n: Detector(w, device=cfg.device, conf=None if cfg.det_conf == "stored" else cfg.det_conf) for w, n in zip(weights, names)}
 
 
 def _evaluate_volume(files: dict, case: str, channels_order, region: str, min_box: int, percentiles,

@@ -6,6 +6,10 @@ import argparse
 from pathlib import Path
 
 
+def _conf(v: str):
+    return v if v == "stored" else float(v)
+
+
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "evaluate",
@@ -32,7 +36,8 @@ def register(subparsers) -> None:
     p.add_argument("--split", default="test", choices=["train", "val", "test"])
     p.add_argument("--no-volumes", action="store_true", help="skip the 3D per-case metrics")
     p.add_argument("--max-cases", type=int, help="evaluate only the first N cases of the split (sorted by id)")
-    p.add_argument("--det-conf", type=float, default=0.25, help="detector confidence threshold (end to end)")
+    p.add_argument("--det-conf", type=_conf, default="stored",
+                   help="detector confidence threshold end to end (default: the val max-F1 value stored in the weights)")
     p.add_argument("--n-boot", type=int, default=2000, help="bootstrap replicates (over patients)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     p.add_argument("--device", help="cpu, cuda, cuda:0 ... (None: CUDA when present)")

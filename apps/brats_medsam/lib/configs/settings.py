@@ -29,7 +29,7 @@ class AppSettings:
     uncertainty_max_slices: int = 6
     train_epochs: int = 5
     train_max_slices: int | None = None
-    detector_epochs: int = 3
+    detector_epochs: int | None = None  # None: the quick profile's epochs (bratsmedsam.detection.training.QUICK)
 
     @property
     def labels(self) -> dict[str, int]:
@@ -69,5 +69,5 @@ class AppSettings:
             uncertainty_max_slices=int(conf.get("uncertainty_max_slices", 6)),
             train_epochs=int(conf.get("train_epochs", 5)),
             train_max_slices=int(conf["train_max_slices"]) if conf.get("train_max_slices") else None,
-            detector_epochs=int(conf.get("detector_epochs", 3)),
+            detector_epochs=int(conf["detector_epochs"]) if conf.get("detector_epochs") else None,
         )

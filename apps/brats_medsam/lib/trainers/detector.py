@@ -13,7 +13,9 @@ class DetectorTrain(TrainTask):
         self.cfg = cfg
 
     def config(self):
-        return {"max_epochs": self.cfg.detector_epochs}
+        from bratsmedsam.detection.training import QUICK
+
+        return {"max_epochs": self.cfg.detector_epochs or QUICK["epochs"]}
 
     def __call__(self, request, datastore):
         from bratsmedsam.pipeline import detector_api
@@ -26,7 +28,7 @@ class DetectorTrain(TrainTask):
         prepare_dataset(studies, run / "dataset", PrepareConfig(channels=cfg.channels, region=cfg.region,
                                                                split=split_for(n)), workers=1)
         best = detector_api().train_detector(run / "dataset" / "dataset.yaml", run / "yolo", quick=True,
-                                             epochs=int(request.get("max_epochs") or cfg.detector_epochs),
+                                             epochs=int(request.get("max_epochs") or cfg.detector_epochs or 0) or None,
                                              device=cfg.device)
         publish(best, cfg.detector_path)
         return {"published": str(cfg.detector_path), "cases": n}
