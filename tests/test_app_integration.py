@@ -29,7 +29,7 @@ LATENCIES: dict[str, list[float]] = {}
 # Bars on the real case (LiteMedSAM zero-shot, RGB stack t1c,t2w,t2f; FIELD_NOTES reference ~0.74 mean).
 DICE_BAR_ROI_2D = 0.70
 DICE_BAR_ROI_3D = 0.60
-DICE_BAR_PIPELINE = 0.30  # a 3-epoch CPU detector: the bar checks the chain, not the detector's quality
+DICE_BAR_PIPELINE = 0.30  # a quick CPU detector that misses small fragments: the bar checks the chain
 
 
 def _free_port() -> int:
@@ -42,7 +42,9 @@ def _free_port() -> int:
 def detector_weights(sample_dataset, tmp_path_factory):
     from bratsmedsam.detector import train_detector
 
-    return train_detector(sample_dataset / "dataset.yaml", tmp_path_factory.mktemp("det"), quick=True, epochs=3)
+    # The README's quick profile (~4 CPU minutes). The real case lies in this dataset's training split, so the
+    # pipeline bar below checks the detector -> segmenter chain, not how the detector generalises.
+    return train_detector(sample_dataset / "dataset.yaml", tmp_path_factory.mktemp("det"), quick=True)
 
 
 @pytest.fixture(scope="module")
@@ -182,23 +184,27 @@ def test_detector_returns_markups_rois_in_physical_space(server, real):
         assert all(s > 0 for s in m["size"])
 
 
+@pytest.fixture(scope="module")
+def pipeline_result(server, real):
+    """One automatic run on the real case (a few minutes on a CPU), shared by the tests below."""
+    path, res = _infer(server, "pipeline", REAL_CASE_ID, {}, "pipeline")
+    return _read_ijk(path), res
+
+
 @needs_real
-def test_pipeline_returns_a_label_with_the_input_geometry_on_the_detected_slices_only(server, real):
+def test_pipeline_returns_a_label_with_the_input_geometry_on_the_detected_slices_only(pipeline_result, real):
     import SimpleITK as sitk
 
-    path, res = _infer(server, "pipeline", REAL_CASE_ID, {}, "pipeline")
-    img, lab = _read_ijk(path)
+    (img, lab), res = pipeline_result
     assert _same_geometry(img, sitk.ReadImage(str(real["image"])))
     assert set(lab.sum(axis=(0, 1)).nonzero()[0].tolist()) <= set(res["slices"])
     assert res["detector_id"] and res["model_id"]
 
 
 @needs_real
-@pytest.mark.xfail(reason="the 3-epoch CPU test detector has zero recall (val mAP50 0.0 measured); "
-                          "passes with a detector trained for the paper's recipe", strict=False)
-def test_pipeline_dice_on_the_real_case_beats_the_bar(server, real):
-    path, res = _infer(server, "pipeline", REAL_CASE_ID, {}, "pipeline")
-    assert _dice(_read_ijk(path)[1], real["wt"]) > DICE_BAR_PIPELINE, res
+def test_pipeline_dice_on_the_real_case_beats_the_bar(pipeline_result, real):
+    (_, lab), res = pipeline_result
+    assert _dice(lab, real["wt"]) > DICE_BAR_PIPELINE, res
 
 
 def test_a_submitted_label_is_saved_as_final(server, studies):

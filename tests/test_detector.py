@@ -252,3 +252,23 @@ def test_subsampling_options_are_checked(tmp_path):
         subsample_slices(files, lab, slice_step=0)
     with pytest.raises(UserError, match="train_background"):
         subsample_slices(files, lab, background=1.0)
+
+
+def test_a_near_zero_stored_threshold_is_floored_so_slices_are_not_flooded(untrained_weights, tmp_path):
+    from bratsmedsam.detection.predict import MIN_STORED_CONF
+    from bratsmedsam.detection.threshold import store_threshold
+    from bratsmedsam.detector import Detector
+
+    w = tmp_path / "w.pt"
+    w.write_bytes(untrained_weights.read_bytes())
+    store_threshold(w, {"conf": 0.001, "split": "val"})
+    assert Detector(w).conf == pytest.approx(MIN_STORED_CONF)
+
+
+def test_predict_keeps_at_most_max_det_boxes_per_slice(untrained_weights):
+    from bratsmedsam.detector import Detector
+
+    rng = np.random.default_rng(0)
+    img = rng.integers(1, 255, (128, 128, 3), dtype=np.uint8)
+    boxes = Detector(untrained_weights, conf=0.0, max_det=2).predict([img])[0]
+    assert len(boxes) <= 2

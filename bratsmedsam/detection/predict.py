@@ -46,17 +46,23 @@ def file_id(path: Path) -> str:
     return h.hexdigest()[:12]
 
 
+MIN_STORED_CONF = 0.05
+
+
 class Detector:
     """Trained YOLO weights -> per-slice boxes.
 
     ``conf``: minimum confidence kept; None (default) = the operating confidence that train-detector
     stored in the weights (max F1 on the validation split, see :mod:`.threshold`), else 0.25.
+    A stored confidence is floored at :data:`MIN_STORED_CONF`: a barely trained model's max-F1 point can
+    sit near 0, where it would flood every slice with boxes (each one a segmenter call downstream).
+    ``max_det``: at most this many boxes per slice (a BraTS slice rarely shows more than a few lesions).
     ``iou``: NMS IoU threshold. ``device`` None = CUDA when present. Inference runs at ``imgsz`` if
     given, else the model's training ``imgsz`` (stored in the weights), else 256.
     """
 
     def __init__(self, weights, device=None, conf: float | None = None, iou: float = 0.5,
-                 imgsz: int | None = None):
+                 imgsz: int | None = None, max_det: int = 5):
         from .threshold import DEFAULT_CONF, stored_threshold
         from .training import auto_device
 
@@ -68,8 +74,13 @@ class Detector:
             raise UserError(f"{weights} holds a YOLO {self.model.task} model, expected a detection model")
         self.device = auto_device(device)
         self.stored_conf = stored_threshold(getattr(self.model, "ckpt", None))
-        self.conf = float(conf if conf is not None else self.stored_conf if self.stored_conf is not None
-                          else DEFAULT_CONF)
+        if conf is not None:
+            self.conf = float(conf)
+        elif self.stored_conf is not None:
+            self.conf = max(float(self.stored_conf), MIN_STORED_CONF)
+        else:
+            self.conf = DEFAULT_CONF
+        self.max_det = int(max_det)
         self.iou = float(iou)
         self.weights_id = file_id(self.weights)
         self.imgsz = int(imgsz or (self.model.overrides or {}).get("imgsz") or 256)
@@ -93,7 +104,7 @@ class Detector:
             # ultralytics reads in-memory numpy images as BGR (OpenCV order): flip RGB -> BGR.
             batch = [np.ascontiguousarray(images[i][..., ::-1]) for i in idx]
             results = self.model.predict(batch, imgsz=self.imgsz, conf=self.conf, iou=self.iou,
-                                         device=self.device, batch=len(batch), verbose=False, save=False)
+                                         max_det=self.max_det, device=self.device, batch=len(batch), verbose=False, save=False)
             for i, res in zip(idx, results):
                 b = res.boxes
                 if b is None or len(b) == 0:
