@@ -8,6 +8,7 @@ reference case keeps it as its ``final`` label). The reference case is the real 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -231,10 +232,13 @@ def test_training_medsam_publishes_a_decoder_the_next_infer_uses(server, real, s
         if status.get("status") not in ("SUBMITTED", "RUNNING"):
             break
     assert status.get("status") == "DONE", status
-    assert (studies / ".brats_medsam" / "model" / "medsam_decoder.pt").is_file()
+    published = studies / ".brats_medsam" / "model" / "medsam_decoder.pt"
+    assert published.is_file()
     _, after = _infer(server, "medsam", REF_CASE, roi, "medsam 2D (new decoder)")
-    assert after["model_id"] != before["model_id"] and "-dec" in after["model_id"]
-    assert after["iou"] != before["iou"]
+    # The infer reports the SHA-256 of the decoder it ran: it must be the file the trainer just published.
+    # (Masks/IoU after one epoch on 8 slices can agree to the 4 reported digits, so they prove nothing.)
+    assert "-dec" not in before["model_id"]
+    assert after["model_id"].endswith("-dec" + hashlib.sha256(published.read_bytes()).hexdigest()[:12])
 
 
 @pytest.mark.parametrize("image, params, code", [
