@@ -26,9 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
         importlib.import_module(f"{commands.__name__}.{info.name}").register(sub)
     # argparse lists choices in insertion order; reorder to the pipeline's order.
-    known = {a.dest: a for a in sub._choices_actions}
     sub._choices_actions.sort(key=lambda a: ORDER.index(a.dest) if a.dest in ORDER else len(ORDER))
-    del known
     return parser
 
 
