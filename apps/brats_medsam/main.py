@@ -45,7 +45,8 @@ class BratsMedSamApp(MONAILabelApp):
                          version="0.1", labels=self.cfg.labels)
 
     def init_datastore(self):
-        return SafeDatastore(self.studies, extensions=settings.MONAI_LABEL_DATASTORE_FILE_EXT,
+        return SafeDatastore(self.studies, label_values=self.cfg.labels.values(), max_voxels=self.cfg.max_voxels,
+                             extensions=settings.MONAI_LABEL_DATASTORE_FILE_EXT,
                              auto_reload=settings.MONAI_LABEL_DATASTORE_AUTO_RELOAD,
                              read_only=settings.MONAI_LABEL_DATASTORE_READ_ONLY)
 
@@ -63,16 +64,23 @@ class BratsMedSamApp(MONAILabelApp):
         return {"uncertainty": UncertaintyScoring(self.models, self.cfg)}
 
     def infer(self, request, datastore=None):
-        """Only datastore ids or the server's own upload temp files are accepted as images."""
+        """The image is a datastore id, or a file the server itself stored for this request (an upload or a
+        session, both kept under the store's parent folder); any other path is refused."""
         image = request.get("image")
-        uploaded = isinstance(image, str) and os.path.dirname(image) == os.path.realpath(__import__("tempfile").gettempdir()) \
-            and os.path.basename(image).startswith("tmp") and os.path.isfile(image)
-        if not uploaded:
+        if isinstance(image, str) and os.path.isabs(image):
+            state = os.path.realpath(os.path.dirname(self.studies))
+            real = os.path.realpath(image)
+            if not any(real.startswith(os.path.join(state, d) + os.sep) for d in ("uploads", "sessions")) \
+                    or not os.path.exists(real):
+                raise HTTPException(status_code=400, detail="the image must be a datastore id or an uploaded file")
+        else:
             check_name("image id", image)
             if not self.datastore().get_image_uri(image):
                 raise HTTPException(status_code=404, detail=f"image {image!r} is not in the datastore")
         task = self._infers.get(request.get("model"))
-        if task is not None and not task.is_valid():
+        if task is None:
+            raise HTTPException(status_code=404, detail=f"model {request.get('model')!r} does not exist")
+        if not task.is_valid():
             raise HTTPException(status_code=409, detail=f"model {request.get('model')!r} is not available now "
                                                         "(weights missing or invalid)")
         return super().infer(request, datastore)

@@ -24,6 +24,8 @@ class AppSettings:
     device: str | None = None
     embedding_cache_dir: str | None = None
     flat_roi_max_depth: int = 3
+    max_roi_depth: int = 64  # slices a 3D ROI may span (each costs an encoder pass): beyond it 422
+    max_voxels: int = 64_000_000  # an image (upload or study) above this is refused (413)
     postprocess: bool = False
     uncertainty_z_step: int = 2
     uncertainty_max_slices: int = 6
@@ -64,6 +66,8 @@ class AppSettings:
             device=opt("device"),
             embedding_cache_dir=opt("embedding_cache_dir"),
             flat_roi_max_depth=int(conf.get("flat_roi_max_depth", 3)),
+            max_roi_depth=int(conf.get("max_roi_depth", 64)),
+            max_voxels=int(conf.get("max_voxels", 64_000_000)),
             postprocess=_bool(conf.get("postprocess", "false")),
             uncertainty_z_step=int(conf.get("uncertainty_z_step", 2)),
             uncertainty_max_slices=int(conf.get("uncertainty_max_slices", 6)),

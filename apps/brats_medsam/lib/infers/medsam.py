@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from fastapi import HTTPException
 from monailabel.interfaces.tasks.infer_v2 import InferType
 
 from bratsmedsam.boxes import RoiIJK
@@ -28,6 +29,9 @@ class MedSamInfer(StudyInferTask):
         fg = request.get("foreground") or []
         if roi not in (None, [], ""):
             r = RoiIJK.from_slicer(roi, shape)
+            if r.depth > self.cfg.max_roi_depth:
+                raise HTTPException(status_code=422, detail=f"the ROI spans {r.depth} slices; this server segments "
+                                                            f"at most {self.cfg.max_roi_depth} per request")
             sl = request.get("slice")
             k = int(sl) if isinstance(sl, (int, float)) and not isinstance(sl, bool) else None
             res = segment_roi(study.channels, r, seg, slice_index=k, flat_max_depth=self.cfg.flat_roi_max_depth)

@@ -1,0 +1,315 @@
+"""Endpoints that replace MONAI Label's where its own would block the server, accept bad input or write unsafely.
+
+- ``POST /infer/{model}``: parameters validated first (422), the image must be a datastore id or a file uploaded
+  in this request (kept in our own upload folder), the work runs on a bounded worker pool with a queue limit
+  (503 when full) and a timeout (504), never on the event loop.
+- ``POST /train/{model}``: the model and every training parameter checked before the job is queued.
+- ``PUT /session/``: archives extracted with ``bratsmedsam.archive.safe_extract`` inside the session folder.
+- ``/auth/``: the 3D Slicer login flow (username + password -> the identity provider's token), unchanged for the
+  client, with wrong credentials answered 401 instead of 500.
+Every other MONAI Label endpoint is kept but moved off the event loop (``offload``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import inspect
+import json
+import logging
+import math
+import os
+import shutil
+import tempfile
+import threading
+import uuid
+from pathlib import Path
+from typing import List, Optional
+
+from fastapi import BackgroundTasks, Depends, File, Form, HTTPException, UploadFile
+from fastapi.routing import APIRoute
+from fastapi.security import OAuth2PasswordRequestForm
+from monailabel.endpoints.infer import ResultType, run_inference
+from monailabel.interfaces.utils.app import app_instance
+from monailabel.utils.others.generic import remove_file
+
+from bratsmedsam.errors import UserError
+from bratsmedsam.validation import check_image_file
+
+from .auth import AuthError, IdentityProviderError, OidcVerifier
+from .settings import ServerSettings
+
+logger = logging.getLogger(__name__)
+RESERVED = ("image", "model", "label", "session", "session_id", "file", "output")
+RESULT_EXTENSIONS = (".nrrd", ".nii.gz", ".nii")
+RESULT_DTYPES = ("uint8", "uint16", "int16", "int32", "float32")
+MAX_POINTS = 1000
+
+
+def _bad(detail: str, code: int = 422):
+    raise HTTPException(status_code=code, detail=detail)
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def check_infer_params(raw: str) -> dict:
+    """``params`` as sent by Slicer, checked for type and shape (ranges are the task's to check: 400)."""
+    try:
+        p = json.loads(raw) if raw else {}
+    except (ValueError, RecursionError):
+        _bad("params is not valid JSON")
+    if not isinstance(p, dict):
+        _bad("params must be a JSON object")
+    for k in RESERVED:
+        if k in p:
+            _bad(f"params may not set {k!r}: name the image in the request itself")
+    if p.get("roi") not in (None, "", []):
+        roi = p["roi"]
+        if not isinstance(roi, list) or len(roi) != 6 or not all(_number(v) for v in roi):
+            _bad("roi must be 6 finite numbers [i0, i1, j0, j1, k0, k1]")
+    for key in ("foreground", "background"):
+        pts = p.get(key)
+        if pts in (None, []):
+            continue
+        if not isinstance(pts, list) or len(pts) > MAX_POINTS or not all(
+                isinstance(q, list) and len(q) == 3 and all(_number(v) for v in q) for q in pts):
+            _bad(f"{key} must be a list of at most {MAX_POINTS} points [i, j, k] of finite numbers")
+    if p.get("slice") is not None and not _number(p["slice"]):
+        _bad("slice must be a finite number or null")
+    if p.get("result_extension", ".nrrd") not in RESULT_EXTENSIONS:
+        _bad(f"result_extension must be one of {RESULT_EXTENSIONS}")
+    if p.get("result_dtype", "uint8") not in RESULT_DTYPES:
+        _bad(f"result_dtype must be one of {RESULT_DTYPES}")
+    if not isinstance(p.get("result_compress", False), bool):
+        _bad("result_compress must be true or false")
+    return p
+
+
+def check_image_id(image: str) -> str:
+    from lib.datastore import check_name  # the app's own rule (the app dir is on sys.path)
+
+    return check_name("image id", image)
+
+
+class InferGate:
+    """A bounded pool for inference: ``workers`` run, ``queue`` wait, the rest get 503; each waits ``timeout``."""
+
+    def __init__(self, workers: int, queue: int, timeout: float):
+        self.pool = concurrent.futures.ThreadPoolExecutor(max(1, workers), thread_name_prefix="infer")
+        self.capacity, self.timeout = max(1, workers) + max(0, queue), timeout
+        self.pending, self._lock = 0, threading.Lock()
+
+    def run(self, fn, *args):
+        with self._lock:
+            if self.pending >= self.capacity:
+                raise HTTPException(status_code=503, detail=f"the server is busy ({self.pending} requests running or "
+                                                            "queued); try again shortly", headers={"Retry-After": "5"})
+            self.pending += 1
+        fut = self.pool.submit(fn, *args)
+        fut.add_done_callback(lambda _: self._done())
+        try:
+            return fut.result(timeout=self.timeout)
+        except concurrent.futures.TimeoutError:
+            raise HTTPException(status_code=504, detail=f"inference took longer than {self.timeout:.0f} s; "
+                                                        "try a smaller ROI") from None
+
+    def _done(self):
+        with self._lock:
+            self.pending -= 1
+
+
+def _save_upload(upload: UploadFile, folder: str, background_tasks: BackgroundTasks) -> str:
+    name = upload.filename or "upload.nii.gz"
+    ext = next((e for e in (".nii.gz", ".nii", ".nrrd") if name.lower().endswith(e)), None)
+    if ext is None:
+        _bad(f"uploaded file {os.path.basename(name)!r}: expected .nii.gz, .nii or .nrrd", 415)
+    os.makedirs(folder, mode=0o700, exist_ok=True)
+    fd, path = tempfile.mkstemp(prefix="upload-", suffix=ext, dir=folder)
+    with os.fdopen(fd, "wb") as out:
+        shutil.copyfileobj(upload.file, out)
+    background_tasks.add_task(remove_file, path)
+    return path
+
+
+# MONAI Label's routes that ours replace (the rest of its routers is kept, moved off the event loop).
+REPLACED = {("POST", "/infer/{model}"), ("POST", "/train/{model}"), ("POST", "/train/"), ("PUT", "/session/")}
+
+
+def install(app, s: ServerSettings, verifier: OidcVerifier | None) -> None:
+    """Our endpoints on ``app`` (MONAI Label's routers are included by ``asgi.build``)."""
+    gate = InferGate(s.infer_workers, s.infer_queue, s.infer_timeout_s)
+
+    def infer(background_tasks: BackgroundTasks, model: str, image: str = "", session_id: str = "",
+              params: str = Form("{}"), file: UploadFile = File(None), label: UploadFile = File(None),
+              output: Optional[ResultType] = None):
+        instance = app_instance()
+        if model not in instance.info()["models"]:
+            _bad(f"model {model!r} is not available here (see GET /info/)", 404)
+        p = check_infer_params(params)
+        if output == ResultType.dicom_seg:
+            _bad("output dicom_seg needs a DICOM datastore; this server stores NIfTI")
+        if label is not None:
+            _bad("this server's models take no label input")
+        if session_id:
+            if not s.sessions:
+                _bad("sessions are off on this server", 404)
+            check_image_id(session_id)
+            if instance.sessions() is None or instance.sessions().get_session(session_id) is None:
+                _bad(f"session {session_id!r} not found", 404)
+            image = ""
+        elif file is not None:
+            image = _save_upload(file, s.upload_dir, background_tasks)
+            try:
+                check_image_file(image, instance.cfg.max_voxels)
+            except UserError as exc:
+                _bad(str(exc), 413 if "voxels" in str(exc) else 422)
+        else:
+            check_image_id(image)
+            if not instance.datastore().get_image_uri(image):
+                _bad(f"image {image!r} is not in the datastore", 404)
+        return gate.run(run_inference, background_tasks, model, image, session_id, json.dumps(p), None, None, output)
+
+    def train(model: str, params: Optional[dict] = None, run_sync: Optional[bool] = False,
+              enqueue: Optional[bool] = False):
+        from monailabel.endpoints.train import run_model
+
+        if run_sync:
+            _bad("run_sync is not offered: training runs in the background (GET /train/ for its status)")
+        trainers = app_instance().info()["trainers"]
+        if model not in trainers:
+            _bad(f"trainer {model!r} does not exist; trainers: {', '.join(sorted(trainers))}", 404)
+        return run_model(model, check_train_params(params, trainers[model].get("config", {})), False, bool(enqueue))
+
+    def train_all(params: Optional[dict] = None, run_sync: Optional[bool] = False):
+        from monailabel.endpoints.train import run
+
+        if run_sync:
+            _bad("run_sync is not offered: training runs in the background (GET /train/ for its status)")
+        trainers = app_instance().info()["trainers"]
+        params = params or {}
+        unknown = sorted(set(params) - set(trainers))
+        if unknown:
+            _bad(f"unknown trainers in params: {', '.join(unknown)}")
+        return run({m: check_train_params(params.get(m), trainers[m].get("config", {})) for m in trainers})
+
+    def create_session(background_tasks: BackgroundTasks, uncompress: bool = False, expiry: int = 0,
+                       files: List[UploadFile] = File(...)):
+        from bratsmedsam.archive import safe_extract
+
+        sessions = app_instance().sessions()
+        if sessions is None:
+            _bad("sessions are off on this server", 404)
+        if not files:
+            _bad("no file uploaded")
+        incoming = os.path.join(s.session_dir, f".incoming-{uuid.uuid4().hex}")
+        os.makedirs(incoming, mode=0o700)
+        background_tasks.add_task(remove_file, incoming)
+        saved = []
+        for f in files:
+            name = os.path.basename((f.filename or "").replace("\\", "/")) or "upload"
+            check_image_id(name)
+            path = os.path.join(incoming, name)
+            with open(path, "xb") as out:
+                shutil.copyfileobj(f.file, out)
+            saved.append(path)
+        src = saved[0] if len(saved) == 1 else incoming
+        if uncompress:
+            if len(saved) != 1:
+                _bad("uncompress takes exactly one archive")
+            target = os.path.join(incoming, "unpacked")
+            try:
+                safe_extract(saved[0], target, max_bytes=s.max_upload_bytes * 4)
+            except UserError as exc:
+                shutil.rmtree(incoming, ignore_errors=True)
+                _bad(f"archive refused: {exc}")
+            src = target
+        sid, info = sessions.add_session(src, max(0, min(int(expiry), s.session_expiry_s)), False)
+        return {"session_id": sid, "session_info": info.to_json()}
+
+    async def auth_enabled():
+        return {"enabled": verifier is not None, "client_id": s.client_id if verifier else None,
+                "realm": s.realm_uri if verifier else None}
+
+    def auth_token(form: OAuth2PasswordRequestForm = Depends()):
+        if verifier is None:
+            return {"access_token": None, "token_type": None}
+        try:
+            return verifier.password_grant(form.username, form.password)
+        except AuthError as exc:
+            _bad(str(exc), 401)
+        except IdentityProviderError as exc:
+            logger.error(str(exc))
+            _bad("the identity provider cannot be reached; try again later", 503)
+
+    async def auth_valid():
+        return {"valid": True}
+
+    app.add_api_route("/infer/{model}", infer, methods=["POST"], summary="Run a model (validated, pooled)")
+    app.add_api_route("/train/{model}", train, methods=["POST"], summary="Start training (validated)")
+    app.add_api_route("/train/", train_all, methods=["POST"], include_in_schema=False)
+    app.add_api_route("/session/", create_session, methods=["PUT"], summary="Upload a volume as a session")
+    app.add_api_route("/auth/", auth_enabled, methods=["GET"], summary="Is authentication on")
+    app.add_api_route("/auth/token", auth_token, methods=["POST"], summary="Username + password -> token")
+    app.add_api_route("/auth/token/valid", auth_valid, methods=["GET"], summary="Check a token")
+
+
+def check_train_params(params, config: dict) -> dict:
+    """Only the trainer's own settings (``config()`` in its info), each of its default's type; counts 0..100000."""
+    if params is None:
+        return {}
+    if not isinstance(params, dict):
+        _bad("training params must be a JSON object")
+    out = {}
+    for k, v in params.items():
+        if k not in config:
+            _bad(f"training parameter {k!r} is not known; known: {', '.join(sorted(config)) or 'none'}")
+        want = config[k]
+        if isinstance(want, bool):
+            ok = isinstance(v, bool)
+        elif isinstance(want, int):
+            ok = isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 100_000
+        elif isinstance(want, float):
+            ok = _number(v)
+        elif isinstance(want, str):
+            ok = isinstance(v, str) and len(v) < 200
+        else:
+            ok = False
+        if not ok:
+            _bad(f"training parameter {k!r}={v!r}: expected {type(want).__name__} like {want!r}")
+        out[k] = v
+    return out
+
+
+def offload(router, skip: set = REPLACED):
+    """``router`` (one of MONAI Label's) without the routes in ``skip``, and with every ``async def`` endpoint
+    (they run synchronous work, which would freeze the event loop) turned into a function FastAPI runs in its
+    thread pool. Changes the router in place, before it is included; returns it."""
+    keep, threaded = [], []
+    for r in router.routes:
+        if isinstance(r, APIRoute):
+            if any((m, r.path) in skip for m in r.methods):
+                continue
+            if asyncio.iscoroutinefunction(r.endpoint):
+                threaded.append(r)
+                continue
+        keep.append(r)
+    router.routes[:] = keep
+    for r in threaded:
+        router.add_api_route(r.path[len(router.prefix):], _in_thread(r.endpoint), methods=sorted(r.methods), name=r.name,
+                             summary=r.summary, include_in_schema=r.include_in_schema, response_class=r.response_class,
+                             responses=r.responses, deprecated=r.deprecated, tags=r.tags,
+                             dependencies=r.dependencies, response_model=r.response_model)
+    return router
+
+
+def _in_thread(fn):
+    """A plain function with ``fn``'s signature (FastAPI reads it for parameters) that runs the coroutine in the
+    worker thread's own event loop. Not ``functools.wraps``: FastAPI would unwrap it and see a coroutine again."""
+    def call(*args, **kwargs):
+        return asyncio.run(fn(*args, **kwargs))
+
+    call.__signature__ = inspect.signature(fn)
+    call.__name__, call.__doc__ = fn.__name__, fn.__doc__
+    return call
