@@ -23,7 +23,6 @@ import shutil
 import tempfile
 import threading
 import uuid
-from pathlib import Path
 from typing import List, Optional
 
 from fastapi import BackgroundTasks, Depends, File, Form, HTTPException, UploadFile
@@ -134,7 +133,9 @@ def _save_upload(upload: UploadFile, folder: str, background_tasks: BackgroundTa
 
 
 # MONAI Label's routes that ours replace (the rest of its routers is kept, moved off the event loop).
-REPLACED = {("POST", "/infer/{model}"), ("POST", "/train/{model}"), ("POST", "/train/"), ("PUT", "/session/")}
+REPLACED = {("POST", "/infer/{model}"), ("POST", "/train/{model}"), ("POST", "/train/"), ("PUT", "/session/"),
+            ("POST", "/activelearning/{strategy}"), ("POST", "/scoring/{method}"), ("POST", "/scoring/"),
+            ("PUT", "/datastore/image/info"), ("PUT", "/datastore/label/info"), ("PUT", "/datastore/updatelabelinfo")}
 
 
 def install(app, s: ServerSettings, verifier: OidcVerifier | None) -> None:
@@ -164,12 +165,19 @@ def install(app, s: ServerSettings, verifier: OidcVerifier | None) -> None:
             try:
                 check_image_file(image, instance.cfg.max_voxels)
             except UserError as exc:
+                remove_file(image)
                 _bad(str(exc), 413 if "voxels" in str(exc) else 422)
         else:
             check_image_id(image)
             if not instance.datastore().get_image_uri(image):
                 _bad(f"image {image!r} is not in the datastore", 404)
-        return gate.run(run_inference, background_tasks, model, image, session_id, json.dumps(p), None, None, output)
+        try:
+            return gate.run(run_inference, background_tasks, model, image, session_id, json.dumps(p), None, None,
+                            output)
+        except BaseException:
+            if file is not None:  # an error response runs no background task: the upload goes now
+                remove_file(image)
+            raise
 
     def train(model: str, params: Optional[dict] = None, run_sync: Optional[bool] = False,
               enqueue: Optional[bool] = False):
@@ -194,10 +202,8 @@ def install(app, s: ServerSettings, verifier: OidcVerifier | None) -> None:
             _bad(f"unknown trainers in params: {', '.join(unknown)}")
         return run({m: check_train_params(params.get(m), trainers[m].get("config", {})) for m in trainers})
 
-    def create_session(background_tasks: BackgroundTasks, uncompress: bool = False, expiry: int = 0,
+    def create_session(uncompress: bool = False, expiry: int = 0,
                        files: List[UploadFile] = File(...)):
-        from bratsmedsam.archive import safe_extract
-
         sessions = app_instance().sessions()
         if sessions is None:
             _bad("sessions are off on this server", 404)
@@ -205,28 +211,34 @@ def install(app, s: ServerSettings, verifier: OidcVerifier | None) -> None:
             _bad("no file uploaded")
         incoming = os.path.join(s.session_dir, f".incoming-{uuid.uuid4().hex}")
         os.makedirs(incoming, mode=0o700)
-        background_tasks.add_task(remove_file, incoming)
-        saved = []
-        for f in files:
-            name = os.path.basename((f.filename or "").replace("\\", "/")) or "upload"
-            check_image_id(name)
-            path = os.path.join(incoming, name)
-            with open(path, "xb") as out:
-                shutil.copyfileobj(f.file, out)
-            saved.append(path)
-        src = saved[0] if len(saved) == 1 else incoming
-        if uncompress:
-            if len(saved) != 1:
-                _bad("uncompress takes exactly one archive")
-            target = os.path.join(incoming, "unpacked")
-            try:
-                safe_extract(saved[0], target, max_bytes=s.max_upload_bytes * 4)
-            except UserError as exc:
-                shutil.rmtree(incoming, ignore_errors=True)
-                _bad(f"archive refused: {exc}")
-            src = target
-        sid, info = sessions.add_session(src, max(0, min(int(expiry), s.session_expiry_s)), False)
+        try:
+            src = _receive_session_files(files, incoming, uncompress, s.max_upload_bytes * 4)
+            sid, info = sessions.add_session(src, max(0, min(int(expiry), s.session_expiry_s)), False)
+        finally:
+            shutil.rmtree(incoming, ignore_errors=True)  # add_session moved what it keeps into the session
         return {"session_id": sid, "session_info": info.to_json()}
+
+    def next_sample(strategy: str, params: Optional[dict] = None):
+        from monailabel.endpoints.activelearning import sample
+
+        if strategy not in app_instance().info()["strategies"]:
+            _bad(f"strategy {strategy!r} does not exist (see GET /info/)", 404)
+        return sample(strategy, _plain_params(params))
+
+    def score(method: str, params: Optional[dict] = None):
+        from monailabel.endpoints.scoring import run_method
+
+        if method not in app_instance().info()["scoring"]:
+            _bad(f"scoring method {method!r} does not exist (see GET /info/)", 404)
+        return run_method(method, _plain_params(params), False)
+
+    def image_info(image: str, info: str = Form("{}")):
+        app_instance().datastore().update_image_info(check_image_id(image), _json_object(info, "info"))
+        return {}
+
+    def label_info(label: str, tag: str, info: str = Form("{}")):
+        app_instance().datastore().update_label_info(check_image_id(label), tag, _json_object(info, "info"))
+        return {}
 
     async def auth_enabled():
         return {"enabled": verifier is not None, "client_id": s.client_id if verifier else None,
@@ -250,9 +262,57 @@ def install(app, s: ServerSettings, verifier: OidcVerifier | None) -> None:
     app.add_api_route("/train/{model}", train, methods=["POST"], summary="Start training (validated)")
     app.add_api_route("/train/", train_all, methods=["POST"], include_in_schema=False)
     app.add_api_route("/session/", create_session, methods=["PUT"], summary="Upload a volume as a session")
+    app.add_api_route("/activelearning/{strategy}", next_sample, methods=["POST"], summary="Next study to annotate")
+    app.add_api_route("/scoring/{method}", score, methods=["POST"], summary="Score unlabelled studies")
+    app.add_api_route("/datastore/image/info", image_info, methods=["PUT"], summary="Update an image's info")
+    app.add_api_route("/datastore/label/info", label_info, methods=["PUT"], summary="Update a label's info")
     app.add_api_route("/auth/", auth_enabled, methods=["GET"], summary="Is authentication on")
     app.add_api_route("/auth/token", auth_token, methods=["POST"], summary="Username + password -> token")
     app.add_api_route("/auth/token/valid", auth_valid, methods=["GET"], summary="Check a token")
+
+
+def _receive_session_files(files: List[UploadFile], folder: str, uncompress: bool, max_bytes: int) -> str:
+    """The uploaded file (or the folder of several, or the unpacked archive) inside ``folder``."""
+    from bratsmedsam.archive import safe_extract
+
+    saved = []
+    for f in files:
+        name = check_image_id(os.path.basename((f.filename or "").replace("\\", "/")) or "upload")
+        path = os.path.join(folder, name)
+        if os.path.exists(path):
+            _bad(f"file {name!r} is uploaded twice")
+        with open(path, "xb") as out:
+            shutil.copyfileobj(f.file, out)
+        saved.append(path)
+    if not uncompress:
+        return saved[0] if len(saved) == 1 else folder
+    if len(saved) != 1:
+        _bad("uncompress takes exactly one archive")
+    target = os.path.join(folder, "unpacked")
+    try:
+        safe_extract(saved[0], target, max_bytes=max_bytes)
+    except UserError as exc:
+        _bad(f"archive refused: {exc}")
+    return target
+
+
+def _json_object(raw: str, what: str) -> dict:
+    try:
+        obj = json.loads(raw) if raw else {}
+    except (ValueError, RecursionError):
+        _bad(f"{what} is not valid JSON")
+    if not isinstance(obj, dict):
+        _bad(f"{what} must be a JSON object")
+    return obj
+
+
+def _plain_params(params) -> dict:
+    """Strategy/scoring params: a small JSON object of plain values (Slicer sends only its client id)."""
+    params = params or {}
+    if len(json.dumps(params)) > 10_000 or not all(isinstance(v, (str, int, float, bool, type(None)))
+                                                   for v in params.values()):
+        _bad("params must be a small JSON object of plain values")
+    return params
 
 
 def check_train_params(params, config: dict) -> dict:

@@ -11,41 +11,36 @@ from pathlib import Path
 import numpy as np
 
 from bratsmedsam.atomic import atomic_path, save_nifti
-from bratsmedsam.errors import CaseError, UserError
+from bratsmedsam.errors import UserError
 from bratsmedsam.pipeline import find_case_files
 from bratsmedsam.regions import REGIONS
+from bratsmedsam.validation import check_label_file
 
 logger = logging.getLogger(__name__)
 
 
-def read_label_ijk(path: str | Path) -> np.ndarray:
-    """A label file (NIfTI or NRRD, as Slicer submits) -> uint8 ``(X, Y, Z)`` in voxel order ``[i, j, k]``."""
-    import SimpleITK as sitk
-
-    arr = sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
-    return np.ascontiguousarray(np.squeeze(arr).transpose(2, 1, 0)).astype(np.uint8)
-
-
-def labelled_studies(datalist: list[dict], out: Path, channels, region: str) -> Path:
+def labelled_studies(datalist: list[dict], out: Path, channels, region: str,
+                     label_values=(1,)) -> tuple[Path, list[dict]]:
     """Write a BraTS-layout studies folder for ``prepare_dataset``: per datastore item, the configured
     modalities (symlinks to the case's files; the image itself where a modality is missing) and a
-    ``seg`` whose foreground carries a label value inside ``region`` (so the region mask is the label)."""
+    ``seg`` whose foreground carries a label value inside ``region`` (so the region mask is the label).
+    A label that is unusable (unreadable, off the image's grid, unknown values) is skipped, not fatal:
+    returns ``(folder, [{"image": id, "reason": ...}, ...])``."""
     import nibabel as nib
 
     fg_value = REGIONS[region][-1]
     out.mkdir(parents=True, exist_ok=True)
-    written = 0
+    written, skipped = 0, []
     for item in datalist:
         image, label = Path(item["image"]), Path(item["label"])
         files = find_case_files(image)
         cid = re.sub(r"[^A-Za-z0-9_.-]", "_", files.case_id if files else image.name.split(".")[0])
         try:
             ref = nib.load(str(image))
-            seg = read_label_ijk(label)
-            if seg.shape != ref.shape[:3]:
-                raise CaseError(cid, f"label {label.name} has shape {seg.shape}, the image {ref.shape[:3]}")
-        except CaseError as exc:
-            logger.warning(f"skipped: {exc}")
+            seg = check_label_file(label, image, label_values, what=f"label {label.name}")
+        except (UserError, OSError, ValueError) as exc:
+            logger.warning(f"{cid}: label skipped: {exc}")
+            skipped.append({"image": cid, "reason": str(exc)})
             continue
         case_dir = out / cid
         case_dir.mkdir(exist_ok=True)
@@ -58,13 +53,15 @@ def labelled_studies(datalist: list[dict], out: Path, channels, region: str) -> 
         save_nifti(seg_img, case_dir / f"{cid}-seg.nii.gz")
         written += 1
     if not written:
-        raise UserError("no usable final label in the datastore: submit a label (tag 'final') first")
+        why = "; ".join(f"{s['image']}: {s['reason']}" for s in skipped[:5])
+        raise UserError("no usable final label in the datastore: submit a label (tag 'final') first"
+                        + (f" (skipped: {why})" if why else ""))
     if written == 1:  # fine-tuning keeps the best epoch by validation Dice: one labelled study serves as both
         only = next(p for p in out.iterdir() if p.is_dir() and not p.is_symlink())
         alias = out / f"{only.name}__val"
         if not alias.exists():
             alias.symlink_to(only.resolve(), target_is_directory=True)
-    return out
+    return out, skipped
 
 
 def split_for(n_cases: int) -> tuple[float, float, float]:

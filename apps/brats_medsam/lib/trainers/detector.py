@@ -23,7 +23,8 @@ class DetectorTrain(TrainTask):
 
         cfg = self.cfg
         run = run_dir(cfg.model_dir, "detector")
-        studies = labelled_studies(datastore.datalist(), run / "studies", cfg.channels, cfg.region)
+        studies, skipped = labelled_studies(datastore.datalist(), run / "studies", cfg.channels, cfg.region,
+                                            cfg.labels.values())
         n = sum(1 for p in studies.iterdir() if p.is_dir())
         prepare_dataset(studies, run / "dataset", PrepareConfig(channels=cfg.channels, region=cfg.region,
                                                                split=split_for(n)), workers=1)
@@ -31,4 +32,4 @@ class DetectorTrain(TrainTask):
                                              epochs=int(request.get("max_epochs") or cfg.detector_epochs or 0) or None,
                                              device=cfg.device)
         publish(best, cfg.detector_path)
-        return {"published": str(cfg.detector_path), "cases": n}
+        return {"published": str(cfg.detector_path), "cases": n, "skipped_labels": skipped}

@@ -26,7 +26,8 @@ class MedSamTrain(TrainTask):
         cfg = self.cfg
         items = datastore.datalist()
         run = run_dir(cfg.model_dir, "medsam")
-        studies = labelled_studies(items, run / "studies", cfg.channels, cfg.region)
+        studies, skipped = labelled_studies(items, run / "studies", cfg.channels, cfg.region,
+                                            cfg.labels.values())
         n = sum(1 for p in studies.iterdir() if p.is_dir())
         prepare_dataset(studies, run / "dataset", PrepareConfig(channels=cfg.channels, region=cfg.region,
                                                                split=split_for(n)), workers=1)
@@ -37,4 +38,4 @@ class MedSamTrain(TrainTask):
             max_val_slices=max_slices, device=request.get("device") if request.get("device") not in (None, "cuda") else cfg.device))
         publish(result["best_checkpoint"], cfg.decoder_path)
         return {"published": str(cfg.decoder_path), "cases": n, "best_val_dice": result.get("best_val_dice"),
-                "zero_shot_val_dice": result.get("zero_shot_val_dice")}
+                "zero_shot_val_dice": result.get("zero_shot_val_dice"), "skipped_labels": skipped}
