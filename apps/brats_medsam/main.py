@@ -22,6 +22,8 @@ from monailabel.interfaces.app import MONAILabelApp  # noqa: E402
 from monailabel.tasks.activelearning.first import First  # noqa: E402
 from monailabel.tasks.activelearning.random import Random  # noqa: E402
 
+from bratsmedsam.errors import UserError  # noqa: E402
+from bratsmedsam.segmenter.checkpoint import file_sha256  # noqa: E402
 from lib.activelearning.uncertainty import MostUncertain, UncertaintyScoring  # noqa: E402
 from lib.configs.models import ModelStore  # noqa: E402
 from lib.configs.settings import AppSettings  # noqa: E402
@@ -30,6 +32,7 @@ from lib.infers.detector import DetectorInfer  # noqa: E402
 from lib.infers.medsam import MedSamInfer  # noqa: E402
 from lib.infers.pipeline import PipelineInfer  # noqa: E402
 from lib.trainers.detector import DetectorTrain  # noqa: E402
+from lib.trainers.common import publish  # noqa: E402
 from lib.trainers.medsam import MedSamTrain  # noqa: E402
 
 logger = logging.getLogger(__name__)
@@ -62,6 +65,36 @@ class BratsMedSamApp(MONAILabelApp):
 
     def init_scoring_methods(self):
         return {"uncertainty": UncertaintyScoring(self.models, self.cfg)}
+
+    def model_file(self, model, validate=True):
+        """The published file behind a model name (``GET /model/{model}``); None for names without one."""
+        path = {"medsam": self.cfg.decoder_path, "detector": self.cfg.detector_path}.get(model)
+        return str(path) if path is not None and (path.exists() or not validate) else None
+
+    def publish_model(self, model: str, upload: str) -> str:
+        """``PUT /model/{model}``: the upload must load as that model (a decoder that fits the base segmenter,
+        YOLO weights the detector reads), then replaces the served file atomically. Returns its SHA-256."""
+        target = self.model_file(model, validate=False)
+        if target is None:
+            raise HTTPException(status_code=404, detail=f"model {model!r} has no uploadable file (medsam, detector)")
+        try:
+            self.models.check_file(model, upload)
+        except UserError as exc:
+            raise HTTPException(status_code=422, detail=f"not a usable {model} model: {exc}") from None
+        publish(upload, Path(target))
+        return file_sha256(target)
+
+    def retire_model(self, model: str) -> str:
+        """``DELETE /model/{model}``: the served file is moved aside (kept), so medsam falls back to the base
+        checkpoint's decoder and the detector becomes unavailable. Returns where the file went."""
+        import time
+
+        target = self.model_file(model)
+        if target is None:
+            raise HTTPException(status_code=404, detail=f"model {model!r} has no published file")
+        aside = f"{target}.deleted-{time.strftime('%Y%m%d-%H%M%S')}"
+        os.replace(target, aside)
+        return aside
 
     def infer(self, request, datastore=None):
         """The image is a datastore id, or a file the server itself stored for this request (an upload or a

@@ -135,7 +135,7 @@ def _save_upload(upload: UploadFile, folder: str, background_tasks: BackgroundTa
 # MONAI Label's routes that ours replace (the rest of its routers is kept, moved off the event loop).
 REPLACED = {("POST", "/infer/{model}"), ("POST", "/train/{model}"), ("POST", "/train/"), ("PUT", "/session/"),
             ("POST", "/activelearning/{strategy}"), ("POST", "/scoring/{method}"), ("POST", "/scoring/"),
-            ("PUT", "/datastore/image/info"), ("PUT", "/datastore/label/info"), ("PUT", "/datastore/updatelabelinfo")}
+            ("PUT", "/model/{model}"), ("DELETE", "/model/{model}"), ("PUT", "/datastore/image/info"), ("PUT", "/datastore/label/info"), ("PUT", "/datastore/updatelabelinfo")}
 
 
 def install(app, s: ServerSettings, verifier: OidcVerifier | None) -> None:
@@ -240,6 +240,22 @@ def install(app, s: ServerSettings, verifier: OidcVerifier | None) -> None:
         app_instance().datastore().update_label_info(check_image_id(label), tag, _json_object(info, "info"))
         return {}
 
+    def upload_model(model: str, file: UploadFile = File(...)):
+        instance = app_instance()
+        if instance.model_file(model, validate=False) is None:
+            _bad(f"model {model!r} has no uploadable file (medsam, detector)", 404)
+        os.makedirs(s.upload_dir, mode=0o700, exist_ok=True)
+        fd, path = tempfile.mkstemp(prefix="model-", suffix=".pt", dir=s.upload_dir)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                shutil.copyfileobj(file.file, out)
+            return {"model": model, "sha256": instance.publish_model(model, path)}
+        finally:
+            remove_file(path)
+
+    def delete_model(model: str):
+        return {"model": model, "moved_to": os.path.basename(app_instance().retire_model(model))}
+
     async def auth_enabled():
         return {"enabled": verifier is not None, "client_id": s.client_id if verifier else None,
                 "realm": s.realm_uri if verifier else None}
@@ -266,6 +282,8 @@ def install(app, s: ServerSettings, verifier: OidcVerifier | None) -> None:
     app.add_api_route("/scoring/{method}", score, methods=["POST"], summary="Score unlabelled studies")
     app.add_api_route("/datastore/image/info", image_info, methods=["PUT"], summary="Update an image's info")
     app.add_api_route("/datastore/label/info", label_info, methods=["PUT"], summary="Update a label's info")
+    app.add_api_route("/model/{model}", upload_model, methods=["PUT"], summary="Publish a model file (checked)")
+    app.add_api_route("/model/{model}", delete_model, methods=["DELETE"], summary="Retire a model file (kept aside)")
     app.add_api_route("/auth/", auth_enabled, methods=["GET"], summary="Is authentication on")
     app.add_api_route("/auth/token", auth_token, methods=["POST"], summary="Username + password -> token")
     app.add_api_route("/auth/token/valid", auth_valid, methods=["GET"], summary="Check a token")
@@ -290,10 +308,10 @@ def _receive_session_files(files: List[UploadFile], folder: str, uncompress: boo
         _bad("uncompress takes exactly one archive")
     target = os.path.join(folder, "unpacked")
     try:
-        safe_extract(saved[0], target, max_bytes=max_bytes)
+        extracted = safe_extract(saved[0], target, max_bytes=max_bytes)
     except UserError as exc:
         _bad(f"archive refused: {exc}")
-    return target
+    return str(extracted[0]) if len(extracted) == 1 else target  # one volume: the session's image is that file
 
 
 def _json_object(raw: str, what: str) -> dict:

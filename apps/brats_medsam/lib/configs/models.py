@@ -74,6 +74,27 @@ class ModelStore:
                 raise UserError(f"the detector is not available: {self.det_error}")
             return self._det
 
+    def check_file(self, model: str, path: str) -> None:
+        """Raise ``UserError`` unless ``path`` loads as ``model`` (``medsam`` decoder or ``detector`` weights)."""
+        if model == "medsam":
+            from bratsmedsam.segmenter import load_segmenter
+
+            try:
+                load_segmenter(self.cfg.segmenter_base, self.cfg.segmenter_checkpoint, decoder=path, device="cpu")
+            except (OSError, RuntimeError, ValueError, KeyError, TypeError) as exc:
+                raise UserError(f"{type(exc).__name__}: {exc}") from None
+        elif model == "detector":
+            from bratsmedsam.pipeline import detector_api
+
+            try:
+                detector_api().Detector(path, device="cpu")
+            except UserError:
+                raise
+            except Exception as exc:  # ultralytics raises many kinds on a bad file
+                raise UserError(f"{type(exc).__name__}: {str(exc)[:200]}") from None
+        else:
+            raise UserError(f"no model file for {model!r}")
+
     def has_segmenter(self) -> bool:
         try:
             self.segmenter()
