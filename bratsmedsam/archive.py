@@ -55,18 +55,22 @@ def safe_extract(archive: str | os.PathLike, dest: str | os.PathLike, max_bytes:
         with tarfile.open(archive) as tf:
             plan = _plan_tar(tf)
             sizes = [m.size for m, _ in plan if m.isfile()]
-            _check_size(plan, sizes, max_bytes, max_members)
+            _check_plan(plan, sizes, max_bytes, max_members)
             return _write(dest, plan, lambda m: tf.extractfile(m), lambda m: m.isdir())
     if zipfile.is_zipfile(archive):
         with zipfile.ZipFile(archive) as zf:
             plan = _plan_zip(zf)
             sizes = [m.file_size for m, _ in plan if not m.is_dir()]
-            _check_size(plan, sizes, max_bytes, max_members)
+            _check_plan(plan, sizes, max_bytes, max_members)
             return _write(dest, plan, lambda m: zf.open(m), lambda m: m.is_dir())
     raise UserError(f"{archive.name} is not a tar or zip archive")
 
 
-def _check_size(plan, sizes, max_bytes: int, max_members: int) -> None:
+def _check_plan(plan, sizes, max_bytes: int, max_members: int) -> None:
+    names = [str(p) for _, p in plan]
+    if len(set(names)) != len(names):
+        dup = next(n for n in names if names.count(n) > 1)
+        raise UserError(f"archive member {dup!r} appears twice")
     if len(plan) > max_members:
         raise UserError(f"the archive has {len(plan)} members, more than the limit of {max_members}")
     if sum(sizes) > max_bytes:
@@ -85,10 +89,7 @@ def _write(dest: Path, plan, open_member, is_dir) -> list[Path]:
             target.mkdir(parents=True, exist_ok=True)
             continue
         target.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            with open_member(m) as src, open(target, "xb") as dst:
-                shutil.copyfileobj(src, dst)
-        except FileExistsError:
-            raise UserError(f"archive member {str(p)!r} appears twice") from None
+        with open_member(m) as src, open(target, "xb") as dst:
+            shutil.copyfileobj(src, dst)
         out.append(target)
     return out

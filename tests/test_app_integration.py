@@ -10,12 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
-import signal
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -23,6 +18,7 @@ import numpy as np
 import pytest
 
 from conftest import HAVE_REAL, REAL_CASE_ID
+from serverkit import Server, tree_digest
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,12 +29,6 @@ REF_CASE = REAL_CASE_ID if HAVE_REAL else "BraTS-GLI-90000-000"
 DICE_BAR_ROI_2D = 0.70
 DICE_BAR_ROI_3D = 0.60
 DICE_BAR_PIPELINE = 0.30  # a quick CPU detector that misses small fragments: the bar checks the chain
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -64,29 +54,14 @@ def studies(sample_studies, tmp_path_factory):
 def server(studies, detector_weights, tmp_path_factory):
     from monailabel.client import MONAILabelClient
 
-    port = _free_port()
-    log = open(tmp_path_factory.mktemp("log") / "server.log", "w")
-    cmd = [sys.executable, "main.py", "serve", "--studies", str(studies), "--detector", str(detector_weights),
-           "--port", str(port), "--conf", "uncertainty_max_slices", "2", "--conf", "uncertainty_z_step", "4"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    client = MONAILabelClient(f"http://127.0.0.1:{port}", tmpdir=str(tmp_path_factory.mktemp("client")))
-    deadline = time.time() + 240
-    while True:
-        try:
-            client.info()
-            break
-        except Exception:
-            if proc.poll() is not None or time.time() > deadline:
-                os.killpg(proc.pid, signal.SIGKILL)
-                raise RuntimeError(f"server did not start; see {log.name}")
-            time.sleep(2)
-    yield client
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(20)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-    log.close()
+    log = tmp_path_factory.mktemp("log") / "server.log"
+    srv = Server(studies, log, "--detector", str(detector_weights), "--conf", "uncertainty_max_slices", "2",
+                 "--conf", "uncertainty_z_step", "4").start()
+    before = tree_digest(studies)
+    yield MONAILabelClient(srv.url, tmpdir=str(tmp_path_factory.mktemp("client")))
+    srv.stop()
+    # The whole session (inference, label saves, training, publishing) never touched the original scans.
+    assert tree_digest(studies) == before
     print("\nlatencies (s, server-side total; 2-core shared CPU):")
     for k, v in LATENCIES.items():
         print(f"  {k:<22} " + ", ".join(f"{x:.2f}" for x in v))

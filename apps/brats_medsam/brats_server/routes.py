@@ -277,7 +277,8 @@ def install(app, s: ServerSettings, verifier: OidcVerifier | None) -> None:
     app.add_api_route("/infer/{model}", infer, methods=["POST"], summary="Run a model (validated, pooled)")
     app.add_api_route("/train/{model}", train, methods=["POST"], summary="Start training (validated)")
     app.add_api_route("/train/", train_all, methods=["POST"], include_in_schema=False)
-    app.add_api_route("/session/", create_session, methods=["PUT"], summary="Upload a volume as a session")
+    if s.sessions:
+        app.add_api_route("/session/", create_session, methods=["PUT"], summary="Upload a volume as a session")
     app.add_api_route("/activelearning/{strategy}", next_sample, methods=["POST"], summary="Next study to annotate")
     app.add_api_route("/scoring/{method}", score, methods=["POST"], summary="Score unlabelled studies")
     app.add_api_route("/datastore/image/info", image_info, methods=["PUT"], summary="Update an image's info")
