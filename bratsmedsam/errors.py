@@ -5,6 +5,10 @@ class UserError(Exception):
     """A bad input or setting, described in one sentence that names the file/case and what was expected."""
 
 
+class LimitError(UserError):
+    """An input larger than a configured limit (the server answers 413)."""
+
+
 class CaseError(UserError):
     """One study is unusable; the batch it belongs to goes on without it."""
 

@@ -13,7 +13,7 @@ from typing import Iterable
 
 import numpy as np
 
-from .errors import UserError
+from .errors import LimitError, UserError
 
 READABLE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".seg.nrrd")
 
@@ -71,7 +71,7 @@ def check_image_file(path: str | os.PathLike, max_voxels: int, what: str = "the 
         raise UserError(f"{what} has {img.GetNumberOfComponentsPerPixel()} values per voxel: expected a scalar volume")
     n = int(np.prod(size[:3]))
     if n > max_voxels:
-        raise UserError(f"{what} has {n:,} voxels, more than this server's limit of {max_voxels:,}")
+        raise LimitError(f"{what} has {n:,} voxels, more than this server's limit of {max_voxels:,}")
     arr = sitk.GetArrayViewFromImage(img)
     if arr.dtype.kind == "f" and not np.isfinite(arr).all():
         raise UserError(f"{what} contains NaN or infinite values")

@@ -220,8 +220,8 @@ def test_training_medsam_publishes_a_decoder_the_next_infer_uses(server, real, s
     ("BraTS-GLI-77777-000", {"roi": [1, 2, 1, 2, 1, 1]}, 404),
     ("../../etc/passwd", {"roi": [1, 2, 1, 2, 1, 1]}, 400),
     (REF_CASE, {"roi": [900, 950, 1, 2, 1, 1]}, 400),
-    (REF_CASE, {"roi": [1, 2, 3]}, 400),
-    (REF_CASE, {"roi": "not a roi"}, 400),
+    (REF_CASE, {"roi": [1, 2, 3]}, 422),
+    (REF_CASE, {"roi": "not a roi"}, 422),
 ])
 def test_bad_requests_get_a_4xx_with_a_message_and_the_server_keeps_serving(server, image, params, code):
     from monailabel.client.client import MONAILabelClientException

@@ -96,6 +96,8 @@ def files(ref, tmp_path_factory):
     f["nan"] = d / "nan.nrrd"
     sitk.WriteImage(sitk.ReadImage(str(ref["image"])), str(d / "image.nii.gz"))
     f["image"] = d / "image.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((420, 420, 420), np.uint8), img.affine), d / "huge.nii.gz")  # 74 M voxels
+    f["voxels"] = d / "huge.nii.gz"
     (d / "big.bin").write_bytes(np.random.default_rng(0).bytes((MAX_UPLOAD_MB + 1) * 1024 * 1024))
     f["big"] = d / "big.bin"
     return f
@@ -164,6 +166,10 @@ def corpus(ref, files):
         ("image: id with ..", "PUT", "/datastore/image?image=../../x", {"files": _up(files["image"], field="file")}, 400),
         ("image: body over the limit", "PUT", "/datastore/image?image=huge",
          {"files": _up(files["big"], "huge.nii.gz", field="file")}, 413),
+        ("image: more voxels than the limit", "PUT", "/datastore/image?image=huge",
+         {"files": _up(files["voxels"], field="file")}, 413),
+        ("infer: uploaded image over the voxel limit", "POST", "/infer/medsam?image=x",
+         {**P({"roi": roi}), "files": _up(files["voxels"], field="file")}, 413),
         ("image: delete unknown id", "DELETE", "/datastore/image?id=BraTS-GLI-77777-000", {}, 404),
         ("image: delete id with ..", "DELETE", "/datastore/image?id=../x", {}, 400),
         ("label: delete unknown", "DELETE", "/datastore/label?id=BraTS-GLI-77777-000&tag=final", {}, 404),

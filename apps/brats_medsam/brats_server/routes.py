@@ -32,7 +32,7 @@ from monailabel.endpoints.infer import ResultType, run_inference
 from monailabel.interfaces.utils.app import app_instance
 from monailabel.utils.others.generic import remove_file
 
-from bratsmedsam.errors import UserError
+from bratsmedsam.errors import LimitError, UserError
 from bratsmedsam.validation import check_image_file
 
 from .auth import AuthError, IdentityProviderError, OidcVerifier
@@ -166,7 +166,7 @@ def install(app, s: ServerSettings, verifier: OidcVerifier | None) -> None:
                 check_image_file(image, instance.cfg.max_voxels)
             except UserError as exc:
                 remove_file(image)
-                _bad(str(exc), 413 if "voxels" in str(exc) else 422)
+                _bad(str(exc), 413 if isinstance(exc, LimitError) else 422)
         else:
             check_image_id(image)
             if not instance.datastore().get_image_uri(image):
@@ -342,6 +342,10 @@ def check_train_params(params, config: dict) -> dict:
         _bad("training params must be a JSON object")
     out = {}
     for k, v in params.items():
+        if k == "client_id":  # every MONAI Label client adds its id (or null)
+            if v is not None and not (isinstance(v, str) and len(v) < 200):
+                _bad("client_id must be a short string")
+            continue
         if k not in config:
             _bad(f"training parameter {k!r} is not known; known: {', '.join(sorted(config)) or 'none'}")
         want = config[k]

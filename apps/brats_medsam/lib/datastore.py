@@ -24,7 +24,7 @@ from filelock import FileLock
 from monailabel.datastore.local import LocalDatastore, LocalDatastoreModel
 
 from bratsmedsam.atomic import atomic_path, write_text
-from bratsmedsam.errors import UserError
+from bratsmedsam.errors import LimitError, UserError
 from bratsmedsam.validation import check_image_file, check_label_file
 
 logger = logging.getLogger(__name__)
@@ -101,7 +101,7 @@ class SafeDatastore(LocalDatastore):
         try:
             check_image_file(image_filename, self.max_voxels)
         except UserError as exc:
-            raise HTTPException(status_code=422, detail=str(exc)) from None
+            raise HTTPException(status_code=413 if isinstance(exc, LimitError) else 422, detail=str(exc)) from None
         dest = self._image_path(image_id, ext)
         with FileLock(self._lock_file):
             with atomic_path(dest) as tmp:
