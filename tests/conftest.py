@@ -61,3 +61,13 @@ def sample_dataset(sample_studies, cache_root) -> Path:
     if not (out / "manifest.csv").exists():
         prepare_dataset(sample_studies, out, PrepareConfig(), workers=1)
     return out
+
+
+@pytest.fixture(scope="module")
+def studies_copy(sample_studies, tmp_path_factory) -> Path:
+    """A private copy of the sample studies for one module (its server writes ``.brats_medsam/`` inside)."""
+    import shutil
+
+    out = tmp_path_factory.mktemp("studies-copy") / "studies"
+    shutil.copytree(sample_studies, out, ignore=shutil.ignore_patterns(".*"))
+    return out

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import time
 from pathlib import Path
 
@@ -41,9 +40,8 @@ def detector_weights(sample_dataset, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def studies(sample_studies, tmp_path_factory):
-    out = tmp_path_factory.mktemp("app") / "studies"
-    shutil.copytree(sample_studies, out, ignore=shutil.ignore_patterns(".*"))
+def studies(studies_copy):
+    out = studies_copy
     for seg in out.glob("*/*-seg.nii.gz"):
         if seg.parent.name != REF_CASE:
             seg.unlink()

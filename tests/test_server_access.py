@@ -12,7 +12,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import shutil
 import tarfile
 import zipfile
 from pathlib import Path
@@ -34,10 +33,8 @@ def idp():
 
 
 @pytest.fixture(scope="module")
-def studies(sample_studies, tmp_path_factory):
-    out = tmp_path_factory.mktemp("access") / "studies"
-    shutil.copytree(sample_studies, out, ignore=shutil.ignore_patterns(".*"))
-    return out
+def studies(studies_copy):
+    return studies_copy
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ where a test kills it. Figures (p99 latencies, labels kept) are printed at the e
 from __future__ import annotations
 
 import json
-import shutil
 import signal
 import threading
 import time
@@ -26,10 +25,8 @@ MAX_UPLOAD_MB = 8
 
 
 @pytest.fixture(scope="module")
-def studies(sample_studies, tmp_path_factory):
-    out = tmp_path_factory.mktemp("safety") / "studies"
-    shutil.copytree(sample_studies, out, ignore=shutil.ignore_patterns(".*"))
-    return out
+def studies(studies_copy):
+    return studies_copy
 
 
 @pytest.fixture(scope="module")
