@@ -44,6 +44,8 @@ def server(studies, idp, tmp_path_factory):
                  "--max-upload-mb", "8").start()
     yield srv
     srv.stop()
+    if not RESULTS:
+        return
     print("\nstatus per endpoint and token (2-core CPU):")
     kinds = list(next(iter(RESULTS.values())))
     print("  " + "endpoint".ljust(44) + " ".join(k[:9].rjust(9) for k in kinds))
