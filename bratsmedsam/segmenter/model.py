@@ -48,7 +48,9 @@ class Segmenter:
 
     def __init__(self, family: Family, net, base_checkpoint: Path, base_sha256: str, device,
                  meta: dict | None = None, decoder_sha256: str | None = None, cache_dir=None, cache_size=256,
-                 encode_batch: int | None = None):
+                 encode_batch: int | None = None, backend: str = "auto", precision: str = "auto"):
+        from .backends import make_encoder
+
         self.fam = family
         self.family = family.name
         self.net = net.to(device).eval()
@@ -56,7 +58,13 @@ class Segmenter:
         self.base_checkpoint = Path(base_checkpoint)
         self.base_sha256 = base_sha256
         self.meta = dict(meta or {})
-        self.encoder_id = f"{family.name}:{base_sha256}:{family.preprocess_id}"
+        if backend == "auto" and family.name != "litemedsam":
+            backend = "torch"  # OpenVINO parity is measured for LiteMedSAM; ViT-B families ask for it by name
+        self.encoder = make_encoder(net.image_encoder, device, family.input_size,
+                                    f"{family.name}-{base_sha256[:16]}-{family.input_size}", backend, precision)
+        # bf16 embeddings differ from f32 ones in the last digits: the cache keeps them apart
+        self.encoder_id = f"{family.name}:{base_sha256}:{family.preprocess_id}" + (
+            "" if self.encoder.name.endswith("f32") else f":{self.encoder.name}")
         self.model_id = f"{family.name}-{base_sha256[:12]}" + (f"-dec{decoder_sha256[:12]}" if decoder_sha256 else "")
         self.cache = EmbeddingCache(self.encoder_id, cache_size, cache_dir)
         self.encode_batch = encode_batch or (8 if device.type == "cuda" else 1)
@@ -85,9 +93,8 @@ class Segmenter:
                    leave=False)
         for start in range(0, len(todo), self.encode_batch):
             idx = todo[start:start + self.encode_batch]
-            x = torch.stack([torch.from_numpy(self.fam.preprocess(images[i])[0]) for i in idx]).to(self.device)
-            with torch.inference_mode():
-                emb = self.net.image_encoder(x).float().cpu()
+            x = torch.stack([torch.from_numpy(self.fam.preprocess(images[i])[0]) for i in idx])
+            emb = self.encoder(x)
             for j, i in enumerate(idx):
                 e = emb[j].clone()  # a normal tensor (usable in training), not an inference tensor
                 self.cache.put(keys[i], e)
@@ -129,10 +136,11 @@ class Segmenter:
 
 
 def load_segmenter(base: str | None = "litemedsam", checkpoint=None, decoder=None, device=None, cache_dir=None,
-                   cache_size: int = 256) -> Segmenter:
+                   cache_size: int = 256, backend: str = "auto", precision: str = "auto") -> Segmenter:
     """Load a family (``litemedsam`` default, ``medsam``, ``sam``), optionally with a fine-tuned ``decoder``
     checkpoint from :func:`train_decoder`. With a decoder, its metadata names the base family and the SHA-256 of
-    the base checkpoint; the base checkpoint must match it (``checkpoint`` or the path recorded at training)."""
+    the base checkpoint; the base checkpoint must match it (``checkpoint`` or the path recorded at training).
+    ``backend``/``precision`` choose how the image encoder runs (:mod:`.backends`)."""
     dec = load_decoder(decoder) if decoder is not None else None
     meta = dict(dec["meta"]) if dec else {}
     if dec:
@@ -161,7 +169,7 @@ def load_segmenter(base: str | None = "litemedsam", checkpoint=None, decoder=Non
         raise UserError(f"decoder {decoder} was trained with preprocessing {meta['preprocess']!r}, "
                         f"this code has {fam.preprocess_id!r}")
     return Segmenter(fam, net, path, sha, pick_device(device), meta=meta, decoder_sha256=dsha, cache_dir=cache_dir,
-                     cache_size=cache_size)
+                     cache_size=cache_size, backend=backend, precision=precision)
 
 
 __all__ = ["SegResult", "Segmenter", "load_segmenter", "decode", "pick_device"]

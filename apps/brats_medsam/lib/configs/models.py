@@ -42,7 +42,8 @@ class ModelStore:
                 try:
                     seg = load_segmenter(self.cfg.segmenter_base, self.cfg.segmenter_checkpoint,
                                          decoder=self.cfg.decoder_path if stamp else None, device=self.cfg.device,
-                                         cache_dir=self.cfg.embedding_cache_dir)
+                                         cache_dir=self.cfg.embedding_cache_dir, backend=self.cfg.encoder_backend,
+                                         precision=self.cfg.encoder_precision)
                     if old is not None and old.encoder_id == seg.encoder_id:
                         seg.cache = old.cache  # same encoder: embeddings stay valid across decoder updates
                     self._seg, self.seg_error = seg, None
@@ -80,7 +81,8 @@ class ModelStore:
             from bratsmedsam.segmenter import load_segmenter
 
             try:
-                load_segmenter(self.cfg.segmenter_base, self.cfg.segmenter_checkpoint, decoder=path, device="cpu")
+                load_segmenter(self.cfg.segmenter_base, self.cfg.segmenter_checkpoint, decoder=path, device="cpu",
+                               backend="torch")
             except (OSError, RuntimeError, ValueError, KeyError, TypeError) as exc:
                 raise UserError(f"{type(exc).__name__}: {exc}") from None
         elif model == "detector":

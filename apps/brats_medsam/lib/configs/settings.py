@@ -22,6 +22,8 @@ class AppSettings:
     segmenter_base: str = "litemedsam"
     segmenter_checkpoint: str | None = None
     device: str | None = None
+    encoder_backend: str = "auto"  # auto: OpenVINO on a CPU when it loads, PyTorch on GPUs (bratsmedsam.segmenter.backends)
+    encoder_precision: str = "auto"  # auto: bf16 where the CPU has it; f32 for exactness
     embedding_cache_dir: str | None = None
     flat_roi_max_depth: int = 3
     max_roi_depth: int = 64  # slices a 3D ROI may span (each costs an encoder pass): beyond it 422
@@ -64,6 +66,8 @@ class AppSettings:
             segmenter_base=conf.get("segmenter_base", "litemedsam"),
             segmenter_checkpoint=opt("segmenter_checkpoint"),
             device=opt("device"),
+            encoder_backend=conf.get("encoder_backend", "auto"),
+            encoder_precision=conf.get("encoder_precision", "auto"),
             embedding_cache_dir=opt("embedding_cache_dir"),
             flat_roi_max_depth=int(conf.get("flat_roi_max_depth", 3)),
             max_roi_depth=int(conf.get("max_roi_depth", 64)),

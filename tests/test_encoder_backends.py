@@ -1,0 +1,90 @@
+"""Encoder backends: OpenVINO runs the same LiteMedSAM encoder as PyTorch, and the masks agree (parity gate)."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from bratsmedsam.errors import UserError
+from bratsmedsam.segmenter import load_segmenter
+from bratsmedsam.segmenter.backends import OpenVinoEncoder, bf16_capable, make_encoder, openvino_available
+
+needs_ov = pytest.mark.skipif(not openvino_available(), reason="openvino is not installed")
+PARITY_DICE = 0.005  # |mean slice Dice(OpenVINO) - mean slice Dice(PyTorch f32)| on real MRI, GT boxes
+
+
+def test_bf16_is_used_only_where_the_cpu_has_it():
+    assert bf16_capable({"avx2", "avx512f"}) is False
+    assert bf16_capable({"avx512f", "avx512_bf16"}) is True
+    assert bf16_capable({"amx_bf16", "amx_tile"}) is True
+
+
+def test_gpus_and_explicit_torch_get_the_torch_encoder_and_unknown_backends_are_refused():
+    module = torch.nn.Conv2d(3, 4, 3)
+    assert make_encoder(module, torch.device("cpu"), 16, "k", backend="torch").name == "torch-cpu-f32"
+    assert make_encoder(module, torch.device("cuda"), 16, "k", backend="auto").name == "torch-cuda-f32"
+    with pytest.raises(UserError, match="expected one of auto, openvino, torch"):
+        make_encoder(module, torch.device("cpu"), 16, "k", backend="onnx")
+
+
+@pytest.fixture(scope="module")
+def pair():
+    """LiteMedSAM with the PyTorch float32 encoder and with the default (OpenVINO where it loads)."""
+    return load_segmenter("litemedsam", device="cpu", backend="torch", cache_size=0), \
+        load_segmenter("litemedsam", device="cpu", cache_size=0)
+
+
+@needs_ov
+def test_the_default_cpu_encoder_is_openvino_and_its_cache_key_names_the_precision(pair):
+    ref, ov = pair
+    assert isinstance(ov.encoder, OpenVinoEncoder)
+    assert ov.encoder.precision == ("bf16" if bf16_capable() else "f32")
+    assert (ov.encoder_id == ref.encoder_id) == (ov.encoder.precision == "f32")
+
+
+@needs_ov
+def test_openvino_f32_reproduces_the_pytorch_embedding(pair, tmp_path):
+    ref, _ = pair
+    f32 = make_encoder(ref.net.image_encoder, torch.device("cpu"), 256, f"litemedsam-{ref.base_sha256[:16]}-256",
+                       backend="openvino", precision="f32")
+    x = torch.rand(1, 3, 256, 256, generator=torch.Generator().manual_seed(0))
+    a, b = ref.encoder(x), f32(x)
+    assert a.shape == b.shape == (1, 256, 64, 64)
+    assert float((a - b).abs().max() / a.abs().max()) < 1e-4
+
+
+@needs_ov
+@pytest.mark.slow
+def test_parity_gate_openvino_masks_match_pytorch_on_real_mri(pair, sample_studies):
+    """GT boxes on every 3rd tumour slice of the reference case (the real one when present). OpenVINO float32
+    gives the PyTorch float32 mean Dice within PARITY_DICE; the default precision (bf16 where the CPU has it) is
+    not worse by more than PARITY_DICE and within twice that either way; both are faster on this CPU."""
+    from bratsmedsam.boxes import axial_slice, component_boxes_xyxy
+    from bratsmedsam.cases import discover_cases, load_case
+    from bratsmedsam.intensity import compose_channels
+    from bratsmedsam.regions import region_mask
+
+    files = sorted(discover_cases(sample_studies), key=lambda c: c.case_id)[0]
+    case = load_case(files, ["t1c", "t2w", "t2f"], with_seg=True)
+    vol, wt = compose_channels(case, ("t1c", "t2w", "t2f")), region_mask(case.seg, "WT")
+    ks = [k for k in range(wt.shape[2]) if wt[:, :, k].sum() >= 50][::3]
+    ref, default = pair
+    f32 = load_segmenter("litemedsam", device="cpu", backend="openvino", precision="f32", cache_size=0)
+    dice, secs = {}, {}
+    for name, seg in (("torch f32", ref), ("openvino f32", f32), (f"openvino {default.encoder.precision}", default)):
+        d, t0 = [], time.perf_counter()
+        for k in ks:
+            mask = axial_slice(wt, k).astype(bool)
+            boxes, _ = component_boxes_xyxy(mask, min_pixels=10)
+            pred = seg.segment(axial_slice(vol, k), boxes).masks.any(axis=0)
+            d.append(2 * (pred & mask).sum() / max(1, pred.sum() + mask.sum()))
+        dice[name], secs[name] = round(float(np.mean(d)), 4), round((time.perf_counter() - t0) / len(ks), 3)
+    print(f"\n{files.case_id}, {len(ks)} slices: mean Dice {dice}; s per slice {secs}")
+    base, auto = dice["torch f32"], dice[f"openvino {default.encoder.precision}"]
+    assert len(ks) >= 5 and base > 0.6
+    assert abs(dice["openvino f32"] - base) <= PARITY_DICE, dice
+    assert auto - base >= -PARITY_DICE and abs(auto - base) <= 2 * PARITY_DICE, dice
+    assert max(secs["openvino f32"], secs[f"openvino {default.encoder.precision}"]) < secs["torch f32"], secs
