@@ -31,6 +31,7 @@ from lib.datastore import SafeDatastore, check_name  # noqa: E402
 from lib.infers.detector import DetectorInfer  # noqa: E402
 from lib.infers.medsam import MedSamInfer  # noqa: E402
 from lib.infers.pipeline import PipelineInfer  # noqa: E402
+from lib.prefetch import Prefetcher  # noqa: E402
 from lib.trainers.detector import DetectorTrain  # noqa: E402
 from lib.trainers.common import publish  # noqa: E402
 from lib.trainers.medsam import MedSamTrain  # noqa: E402
@@ -43,6 +44,7 @@ class BratsMedSamApp(MONAILabelApp):
         self.cfg = AppSettings.from_conf(app_dir, conf)
         self.cfg.model_dir.mkdir(parents=True, exist_ok=True)
         self.models = ModelStore(self.cfg)
+        self.prefetch = Prefetcher(self.models, self.cfg.prefetch_slices)
         super().__init__(app_dir=app_dir, studies=studies, conf=conf, name="brats-medsam",
                          description="BraTS tumour annotation: YOLO boxes + MedSAM masks",
                          version="0.1", labels=self.cfg.labels)
@@ -54,14 +56,22 @@ class BratsMedSamApp(MONAILabelApp):
                              read_only=settings.MONAI_LABEL_DATASTORE_READ_ONLY)
 
     def init_infers(self):
-        return {"detector": DetectorInfer(self.models, self.cfg), "medsam": MedSamInfer(self.models, self.cfg),
-                "pipeline": PipelineInfer(self.models, self.cfg)}
+        return {"detector": DetectorInfer(self.models, self.cfg, self.prefetch),
+                "medsam": MedSamInfer(self.models, self.cfg, self.prefetch),
+                "pipeline": PipelineInfer(self.models, self.cfg, self.prefetch)}
 
     def init_trainers(self):
         return {"medsam": MedSamTrain(self.cfg), "detector": DetectorTrain(self.cfg)}
 
     def init_strategies(self):
         return {"uncertainty": MostUncertain(self.cfg), "random": Random(), "first": First()}
+
+    def next_sample(self, request):
+        """Whatever strategy chose, its study's likely slices start encoding now, before the first click."""
+        res = super().next_sample(request)
+        if res and res.get("id") and self.datastore().get_image_uri(res["id"]):
+            self.prefetch.new_study(self.datastore().get_image_uri(res["id"]), self.cfg.channels)
+        return res
 
     def init_scoring_methods(self):
         return {"uncertainty": UncertaintyScoring(self.models, self.cfg)}

@@ -8,6 +8,7 @@ decoder reuses the embeddings of its base model because only the decoder changes
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections import OrderedDict
 from pathlib import Path
 
@@ -29,6 +30,7 @@ class EmbeddingCache:
         self.namespace = hashlib.sha256(encoder_id.encode()).hexdigest()[:16]
         self.dir = Path(cache_dir) / self.namespace if cache_dir is not None else None
         self._mem: OrderedDict[str, object] = OrderedDict()
+        self._lock = threading.Lock()  # inference workers and the server's prefetch share one cache
         self.hits = 0  # memory or disk
         self.disk_hits = 0
         self.misses = 0
@@ -40,10 +42,11 @@ class EmbeddingCache:
         """The cached embedding (cpu float32 ``(256, 64, 64)``) or None."""
         import torch
 
-        if key in self._mem:
-            self._mem.move_to_end(key)
-            self.hits += 1
-            return self._mem[key]
+        with self._lock:
+            if key in self._mem:
+                self._mem.move_to_end(key)
+                self.hits += 1
+                return self._mem[key]
         if self.dir is not None:
             p = self._path(key)
             if p.is_file():
@@ -72,10 +75,11 @@ class EmbeddingCache:
     def _remember(self, key: str, emb) -> None:
         if self.max_items == 0:
             return
-        self._mem[key] = emb
-        self._mem.move_to_end(key)
-        while len(self._mem) > self.max_items:
-            self._mem.popitem(last=False)
+        with self._lock:
+            self._mem[key] = emb
+            self._mem.move_to_end(key)
+            while len(self._mem) > self.max_items:
+                self._mem.popitem(last=False)
 
     def __len__(self) -> int:
         return len(self._mem)

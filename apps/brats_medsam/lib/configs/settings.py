@@ -29,6 +29,7 @@ class AppSettings:
     max_roi_depth: int = 64  # slices a 3D ROI may span (each costs an encoder pass): beyond it 422
     max_voxels: int = 64_000_000  # an image (upload or study) above this is refused (413)
     postprocess: bool = False
+    prefetch_slices: int = 24  # slices encoded in the background after Next Sample / a prompt (0: off)
     uncertainty_z_step: int = 2
     uncertainty_max_slices: int = 6
     train_epochs: int = 5
@@ -73,6 +74,7 @@ class AppSettings:
             max_roi_depth=int(conf.get("max_roi_depth", 64)),
             max_voxels=int(conf.get("max_voxels", 64_000_000)),
             postprocess=_bool(conf.get("postprocess", "false")),
+            prefetch_slices=int(conf.get("prefetch_slices", 24)),
             uncertainty_z_step=int(conf.get("uncertainty_z_step", 2)),
             uncertainty_max_slices=int(conf.get("uncertainty_max_slices", 6)),
             train_epochs=int(conf.get("train_epochs", 5)),

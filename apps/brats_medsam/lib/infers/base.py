@@ -10,11 +10,14 @@ import time
 from collections import OrderedDict
 from pathlib import Path
 
+import numpy as np
 from fastapi import HTTPException
 from monailabel.interfaces.tasks.infer_v2 import InferTask
 
 from bratsmedsam.errors import UserError
 from bratsmedsam.pipeline import Study, load_study
+
+from ..prefetch import Prefetcher
 
 logger = logging.getLogger(__name__)
 RESULT_EXTENSIONS = (".nrrd", ".nii.gz", ".nii")
@@ -39,10 +42,11 @@ def cached_study(path: str, channels) -> Study:
 
 
 class StudyInferTask(InferTask):
-    def __init__(self, store, cfg, type, dimension, description):
+    def __init__(self, store, cfg, type, dimension, description, prefetch=None):
         super().__init__(type=type, labels=cfg.labels, dimension=dimension, description=description,
                          config={"result_extension": ".nrrd"})
         self.store, self.cfg = store, cfg
+        self.prefetch = prefetch or Prefetcher(store, max_slices=0)
 
     def run(self, study: Study, request: dict) -> tuple[object, dict]:
         """Return ``(label bool (X,Y,Z) or a markups dict, params)``."""
@@ -57,13 +61,16 @@ class StudyInferTask(InferTask):
         if ext not in RESULT_EXTENSIONS:
             raise HTTPException(status_code=400, detail=f"result_extension {ext!r}: expected one of {RESULT_EXTENSIONS}")
         try:
-            study = cached_study(image, self.cfg.channels)
-            t1 = time.time()
-            result, params = self.run(study, request)
-            t2 = time.time()
-            out = self.write(result, study, ext)
+            with self.prefetch.serving():
+                study = cached_study(image, self.cfg.channels)
+                t1 = time.time()
+                result, params = self.run(study, request)
+                t2 = time.time()
+                out = self.write(result, study, ext)
         except UserError as exc:
             raise HTTPException(status_code=400, detail=str(exc)) from None
+        if params.get("slices"):  # the annotator works around here: encode the neighbours next
+            self.prefetch.after_prompt(study, int(np.median(params["slices"])))
         t3 = time.time()
         params.update({
             "case_id": study.case_id, "channels": study.sources, "single_modality": study.single_modality,

@@ -13,8 +13,9 @@ from .base import StudyInferTask
 
 
 class DetectorInfer(StudyInferTask):
-    def __init__(self, store, cfg):
-        super().__init__(store, cfg, InferType.DETECTION, 3, "YOLO tumour boxes on all axial slices, merged per tumour")
+    def __init__(self, store, cfg, prefetch=None):
+        super().__init__(store, cfg, InferType.DETECTION, 3,
+                         "YOLO tumour boxes on all axial slices, merged per tumour", prefetch=prefetch)
 
     def is_valid(self) -> bool:
         return self.store.has_detector()

@@ -14,10 +14,10 @@ from .base import StudyInferTask
 
 
 class MedSamInfer(StudyInferTask):
-    def __init__(self, store, cfg):
+    def __init__(self, store, cfg, prefetch=None):
         super().__init__(store, cfg, InferType.DEEPEDIT, 3,
                          "MedSAM-family segmenter prompted by an ROI box (flat: that slice; 3D: every slice, "
-                         "propagated from the largest) or foreground clicks")
+                         "propagated from the largest) or foreground clicks", prefetch=prefetch)
 
     def is_valid(self) -> bool:
         return self.store.has_segmenter()

@@ -11,8 +11,9 @@ from .base import StudyInferTask
 
 
 class PipelineInfer(StudyInferTask):
-    def __init__(self, store, cfg):
-        super().__init__(store, cfg, InferType.SEGMENTATION, 3, "YOLO detector -> MedSAM on every detected slice")
+    def __init__(self, store, cfg, prefetch=None):
+        super().__init__(store, cfg, InferType.SEGMENTATION, 3,
+                         "YOLO detector -> MedSAM on every detected slice", prefetch=prefetch)
 
     def is_valid(self) -> bool:
         return self.store.has_detector() and self.store.has_segmenter()
