@@ -59,19 +59,21 @@ def test_bright_flair_slices_come_first():
 
 def test_a_prompt_schedules_its_neighbours_and_prefetch_waits_while_a_request_runs():
     seg = FakeSegmenter()
-    pf = Prefetcher(SimpleNamespace(segmenter=lambda: seg), max_slices=5)
+    pf = Prefetcher(SimpleNamespace(segmenter=lambda: seg), max_slices=5, idle_s=0.5)
     study = _study()
     with pf.serving():
         pf.after_prompt(study, 10)
         time.sleep(0.3)
         assert seg.done == []  # a request is running: nothing is encoded behind its back
+    time.sleep(0.3)
+    assert seg.done == []  # nor in the quiet moment right after it (the next click often follows)
     assert _wait(lambda: len(seg.done) == 5)
     assert seg.done == [10, 9, 11, 8, 12] and pf.encoded == 5
 
 
 def test_a_newer_plan_replaces_the_older_one():
     seg = FakeSegmenter()
-    pf = Prefetcher(SimpleNamespace(segmenter=lambda: seg), max_slices=3)
+    pf = Prefetcher(SimpleNamespace(segmenter=lambda: seg), max_slices=3, idle_s=0.1)
     study = _study()
     with pf.serving():
         pf.after_prompt(study, 2)

@@ -1,8 +1,9 @@
 """Prefetch: encode the slices an annotator is likely to prompt next, in the background, so the click is warm.
 
 Triggers: a study handed out by Next Sample (its slices with the most FLAIR-bright voxels first) and every
-prompt (the neighbouring slices, nearest first). One slice at a time, and only while no inference request runs:
-a request never waits for more than the one slice being encoded. The newest plan replaces the previous one.
+prompt (the neighbouring slices, nearest first). One slice at a time, and only once no inference request has run
+for ``idle_s`` (an annotator's quick re-prompts come in bursts): a request never waits for more than the one slice
+being encoded. The newest plan replaces the previous one.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 
 import numpy as np
 
@@ -37,10 +39,10 @@ def around(k: int, depth: int, limit: int) -> list[int]:
 
 
 class Prefetcher:
-    def __init__(self, models, max_slices: int = 24):
-        self.models, self.max_slices = models, max_slices
+    def __init__(self, models, max_slices: int = 24, idle_s: float = 1.0):
+        self.models, self.max_slices, self.idle_s = models, max_slices, idle_s
         self._cv = threading.Condition()
-        self._busy = 0
+        self._busy, self._last = 0, 0.0
         self._plan: tuple | None = None  # (study, [k, ...])
         self.encoded = 0
         if max_slices > 0:
@@ -56,6 +58,7 @@ class Prefetcher:
         finally:
             with self._cv:
                 self._busy -= 1
+                self._last = time.monotonic()
                 self._cv.notify_all()
 
     def schedule(self, study, slices: list[int]) -> None:
@@ -73,8 +76,11 @@ class Prefetcher:
 
     def _next(self):
         with self._cv:
-            while self._plan is None or not self._plan[1] or self._busy:
-                self._cv.wait()
+            while True:
+                quiet = self.idle_s - (time.monotonic() - self._last)
+                if self._plan is not None and self._plan[1] and not self._busy and quiet <= 0:
+                    break
+                self._cv.wait(timeout=quiet if quiet > 0 and not self._busy else None)
             plan = self._plan
             return plan, plan[0], plan[1].pop(0)
 
