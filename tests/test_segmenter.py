@@ -236,3 +236,21 @@ def test_box_outside_the_image_is_a_user_error(lite):
 def test_non_rgb_uint8_image_is_a_user_error(lite):
     with pytest.raises(UserError, match=r"uint8 \(H, W, 3\)"):
         lite.segment(np.zeros((50, 60), np.float32), np.array([[1, 1, 5, 5]], np.float32))
+
+
+def test_the_disk_cache_stays_under_its_cap_and_keeps_the_newest(tmp_path):
+    import os
+    import time as _time
+
+    from bratsmedsam.segmenter.cache import EmbeddingCache
+
+    cache = EmbeddingCache("enc", max_items=0, cache_dir=tmp_path, max_disk_mb=10)  # ~2.5 embeddings of 4 MiB
+    keys = [f"{i:064x}" for i in range(6)]
+    for i, k in enumerate(keys):
+        cache.put(k, torch.full((256, 64, 64), float(i)))
+        p = cache._path(k)
+        os.utime(p, (_time.time() + i, _time.time() + i))  # distinct write times on a coarse clock
+    files = list(tmp_path.rglob("*.pt"))
+    assert sum(f.stat().st_size for f in files) <= 10 * 2**20
+    assert cache.get(keys[-1]) is not None and float(cache.get(keys[-1])[0, 0, 0]) == 5.0
+    assert cache.get(keys[0]) is None

@@ -45,6 +45,7 @@ class FinetuneConfig:
     jitter_frac: float = 0.1  # each box side moves by up to this fraction of the box size ...
     jitter_px: float = 3.0  # ... plus up to this many pixels (both directions: shift, shrink, grow)
     cache_dir: str | None = field(default_factory=lambda: str(default_cache_dir()))
+    cache_max_mb: float | None = None  # cap of the disk cache (None: unbounded)
     n_overlays: int = 4
     resume: bool | str = False  # True: out_dir/last.pt; a path: that checkpoint
     progress: bool = True
@@ -241,7 +242,8 @@ def train_decoder(dataset_dir, out_dir, cfg: FinetuneConfig) -> dict:
     samples = make_samples(train)
     # Memory-only caching must hold every training slice; a disk cache keeps memory bounded.
     seg = load_segmenter(cfg.base, cfg.checkpoint, device=str(device), cache_dir=cfg.cache_dir,
-                         cache_size=256 if cfg.cache_dir else len(train.images) + len(val.images))
+                         cache_size=256 if cfg.cache_dir else len(train.images) + len(val.images),
+                         cache_max_mb=cfg.cache_max_mb)
     for p in seg.net.parameters():
         p.requires_grad_(False)
     for p in seg.net.mask_decoder.parameters():

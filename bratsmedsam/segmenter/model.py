@@ -48,7 +48,8 @@ class Segmenter:
 
     def __init__(self, family: Family, net, base_checkpoint: Path, base_sha256: str, device,
                  meta: dict | None = None, decoder_sha256: str | None = None, cache_dir=None, cache_size=256,
-                 encode_batch: int | None = None, backend: str = "auto", precision: str = "auto"):
+                 encode_batch: int | None = None, backend: str = "auto", precision: str = "auto",
+                 cache_max_mb: float | None = None):
         from .backends import make_encoder
 
         self.fam = family
@@ -66,7 +67,7 @@ class Segmenter:
         self.encoder_id = f"{family.name}:{base_sha256}:{family.preprocess_id}" + (
             "" if self.encoder.name.endswith("f32") else f":{self.encoder.name}")
         self.model_id = f"{family.name}-{base_sha256[:12]}" + (f"-dec{decoder_sha256[:12]}" if decoder_sha256 else "")
-        self.cache = EmbeddingCache(self.encoder_id, cache_size, cache_dir)
+        self.cache = EmbeddingCache(self.encoder_id, cache_size, cache_dir, cache_max_mb)
         self.encode_batch = encode_batch or (8 if device.type == "cuda" else 1)
 
     # -- embeddings ---------------------------------------------------------------------------
@@ -136,7 +137,8 @@ class Segmenter:
 
 
 def load_segmenter(base: str | None = "litemedsam", checkpoint=None, decoder=None, device=None, cache_dir=None,
-                   cache_size: int = 256, backend: str = "auto", precision: str = "auto") -> Segmenter:
+                   cache_size: int = 256, backend: str = "auto", precision: str = "auto",
+                   cache_max_mb: float | None = None) -> Segmenter:
     """Load a family (``litemedsam`` default, ``medsam``, ``sam``), optionally with a fine-tuned ``decoder``
     checkpoint from :func:`train_decoder`. With a decoder, its metadata names the base family and the SHA-256 of
     the base checkpoint; the base checkpoint must match it (``checkpoint`` or the path recorded at training).
@@ -169,7 +171,7 @@ def load_segmenter(base: str | None = "litemedsam", checkpoint=None, decoder=Non
         raise UserError(f"decoder {decoder} was trained with preprocessing {meta['preprocess']!r}, "
                         f"this code has {fam.preprocess_id!r}")
     return Segmenter(fam, net, path, sha, pick_device(device), meta=meta, decoder_sha256=dsha, cache_dir=cache_dir,
-                     cache_size=cache_size, backend=backend, precision=precision)
+                     cache_size=cache_size, backend=backend, precision=precision, cache_max_mb=cache_max_mb)
 
 
 __all__ = ["SegResult", "Segmenter", "load_segmenter", "decode", "pick_device"]

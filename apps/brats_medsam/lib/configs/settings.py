@@ -14,6 +14,13 @@ def _bool(v: str) -> bool:
     return str(v).strip().lower() in ("1", "true", "yes", "on")
 
 
+def _cache_dir(value, conf: dict, app_dir: str) -> str | None:
+    """``none`` turns the disk cache off; default ``<model_dir>/embeddings``."""
+    if value and value.strip().lower() == "none":
+        return None
+    return value or os.path.join(conf.get("model_dir") or os.path.join(app_dir, "model"), "embeddings")
+
+
 @dataclass
 class AppSettings:
     model_dir: Path  # detector.pt, medsam_decoder.pt (published), uncertainty.json, train runs
@@ -24,7 +31,8 @@ class AppSettings:
     device: str | None = None
     encoder_backend: str = "auto"  # auto: OpenVINO on a CPU when it loads, PyTorch on GPUs (bratsmedsam.segmenter.backends)
     encoder_precision: str = "auto"  # auto: bf16 where the CPU has it; f32 for exactness
-    embedding_cache_dir: str | None = None
+    embedding_cache_dir: str | None = None  # one disk cache for infer, prefetch, scoring and training (default below)
+    embedding_cache_gb: float = 20.0  # its cap (~4 MB per slice); the oldest embeddings go first
     flat_roi_max_depth: int = 3
     max_roi_depth: int = 64  # slices a 3D ROI may span (each costs an encoder pass): beyond it 422
     max_voxels: int = 64_000_000  # an image (upload or study) above this is refused (413)
@@ -69,7 +77,8 @@ class AppSettings:
             device=opt("device"),
             encoder_backend=conf.get("encoder_backend", "auto"),
             encoder_precision=conf.get("encoder_precision", "auto"),
-            embedding_cache_dir=opt("embedding_cache_dir"),
+            embedding_cache_dir=_cache_dir(conf.get("embedding_cache_dir"), conf, app_dir),
+            embedding_cache_gb=float(conf.get("embedding_cache_gb", 20)),
             flat_roi_max_depth=int(conf.get("flat_roi_max_depth", 3)),
             max_roi_depth=int(conf.get("max_roi_depth", 64)),
             max_voxels=int(conf.get("max_voxels", 64_000_000)),

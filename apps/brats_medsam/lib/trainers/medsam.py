@@ -35,7 +35,8 @@ class MedSamTrain(TrainTask):
         result = train_decoder(run / "dataset", run / "out", FinetuneConfig(
             base=cfg.segmenter_base, checkpoint=cfg.segmenter_checkpoint,
             epochs=int(request.get("max_epochs") or cfg.train_epochs), max_train_slices=max_slices,
-            max_val_slices=max_slices, device=request.get("device") if request.get("device") not in (None, "cuda") else cfg.device))
+            max_val_slices=max_slices, cache_dir=cfg.embedding_cache_dir, cache_max_mb=cfg.embedding_cache_gb * 1024,
+            device=request.get("device") if request.get("device") not in (None, "cuda") else cfg.device))
         publish(result["best_checkpoint"], cfg.decoder_path)
         return {"published": str(cfg.decoder_path), "cases": n, "best_val_dice": result.get("best_val_dice"),
                 "zero_shot_val_dice": result.get("zero_shot_val_dice"), "skipped_labels": skipped}
