@@ -65,15 +65,16 @@ def build_store(studies: Path, store: Path, display=("t2f", "t1c"), region: str 
     """Flat datastore for ``studies`` (see the module docstring). Returns ``{case_id: displayed file}``."""
     import numpy as np
 
+    from .. import tombstones
     from ..cases import discover_cases, load_case
     from ..pipeline import write_label
     from ..regions import region_mask
 
     shown = {}
     (store / "labels" / "final").mkdir(parents=True, exist_ok=True)
-    removed = _removed_ids(store)
+    removed = tombstones.read(store)
     for files in discover_cases(studies):
-        if files.case_id in removed:  # deleted over REST: stays out of the store until its id is uploaded again
+        if files.case_id in removed["images"]:  # deleted over REST: stays out until its id is uploaded again
             continue
         mod = next((m for m in display if m in files.images), None) or next(iter(sorted(files.images)), None)
         if mod is None:
@@ -86,21 +87,12 @@ def build_store(studies: Path, store: Path, display=("t2f", "t1c"), region: str 
         if not link.exists():
             link.symlink_to(src)
         shown[files.case_id] = src
-        if files.seg is not None and seg_tag != "none":
+        if files.seg is not None and seg_tag != "none" and files.case_id not in removed["labels"].get(seg_tag, ()):
             target = store / "labels" / seg_tag / f"{files.case_id}.nii.gz"
             if not target.exists() or target.stat().st_mtime < Path(files.seg).stat().st_mtime:
                 seg = load_case(files, [], with_seg=True).seg
                 write_label(region_mask(seg, region).astype(np.uint8), src, target)
     return shown
-
-
-def _removed_ids(store: Path) -> set[str]:
-    import json
-
-    try:
-        return set(json.loads((store / ".removed.json").read_text()))
-    except (OSError, ValueError, TypeError):
-        return set()
 
 
 def drop_stale_temps(*folders: Path) -> int:

@@ -3,8 +3,8 @@
 - Ids and tags must be plain names (they are joined into paths).
 - The store's images are symlinks into the studies folder: nothing here ever writes or deletes through them.
   An upload under an existing id is refused (409); a new upload is copied into the store; deleting an image
-  removes the store entry, its labels and records the id in ``.removed.json`` (so ``serve`` does not bring it
-  back), never the original file.
+  removes the store entry and its labels, never the original file; deleted images and labels are recorded
+  (``bratsmedsam.tombstones``) so that ``serve`` does not bring them back from the studies folder.
 - Uploaded images and labels are checked (``bratsmedsam.validation``) before they are stored: 422 otherwise.
 - Every file and the index are written atomically (temp file, fsync, ``os.replace``); an unreadable index is set
   aside as ``datastore_v2.json.corrupt-<time>`` and rebuilt from the files instead of stopping the server.
@@ -23,13 +23,13 @@ from fastapi import HTTPException
 from filelock import FileLock
 from monailabel.datastore.local import LocalDatastore, LocalDatastoreModel
 
+from bratsmedsam import tombstones
 from bratsmedsam.atomic import atomic_path, write_text
 from bratsmedsam.errors import LimitError, UserError
 from bratsmedsam.validation import check_image_file, check_label_file
 
 logger = logging.getLogger(__name__)
 SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,199}$")
-REMOVED = ".removed.json"
 
 
 def check_name(kind: str, value) -> str:
@@ -37,14 +37,6 @@ def check_name(kind: str, value) -> str:
         raise HTTPException(status_code=400, detail=f"{kind} {value!r} is not a plain name "
                                                     "(letters, digits, '_', '-', '.'; no path parts)")
     return value
-
-
-def removed_ids(store_dir) -> set[str]:
-    """Image ids deleted over REST (``serve`` does not re-create their store entries)."""
-    try:
-        return set(json.loads(open(os.path.join(store_dir, REMOVED)).read()))
-    except (OSError, ValueError, TypeError):
-        return set()
 
 
 class SafeDatastore(LocalDatastore):
@@ -111,7 +103,7 @@ class SafeDatastore(LocalDatastore):
 
             self._datastore.objects[image_id] = ImageLabelModel(image=DataModel(info=info, ext=ext))
             self._update_datastore_file(lock=False)
-        self._set_removed(image_id, removed=False)
+        tombstones.mark(self._datastore_path, image_id, removed=False)
         return image_id
 
     def remove_image(self, image_id):
@@ -127,17 +119,10 @@ class SafeDatastore(LocalDatastore):
                 os.unlink(entry)  # the store entry (a link into the studies folder, or an uploaded copy)
             self._datastore.objects.pop(image_id, None)
             self._update_datastore_file(lock=False)
-        self._set_removed(image_id, removed=True)
+        tombstones.mark(self._datastore_path, image_id)
 
     def _image_path(self, image_id: str, ext: str) -> str:
         return os.path.join(self._datastore.image_path(), self._filename(image_id, ext))
-
-    def _set_removed(self, image_id: str, removed: bool) -> None:
-        ids = removed_ids(self._datastore_path)
-        changed = (image_id not in ids) if removed else (image_id in ids)
-        if changed:
-            ids = ids | {image_id} if removed else ids - {image_id}
-            write_text(os.path.join(self._datastore_path, REMOVED), json.dumps(sorted(ids)))
 
     # --- labels: checked, then written atomically ----------------------------------------------------------------
     def save_label(self, image_id, label_filename, label_tag, label_info):
@@ -168,6 +153,7 @@ class SafeDatastore(LocalDatastore):
             info = dict(label_info or {}, ts=int(time.time()), name=name)
             obj.labels[label_tag] = DataModel(info=info, ext=ext)
             self._update_datastore_file(lock=False)
+        tombstones.mark(self._datastore_path, image_id, label_tag, removed=False)
         return image_id
 
     def remove_label(self, label_id, label_tag):
@@ -182,6 +168,7 @@ class SafeDatastore(LocalDatastore):
                 os.unlink(path)
             obj.labels.pop(label_tag, None)
             self._update_datastore_file(lock=False)
+        tombstones.mark(self._datastore_path, label_id, label_tag)
 
     def get_label_uri(self, label_id, label_tag):
         check_name("label id", label_id)
