@@ -1,9 +1,9 @@
 """Latency of the app's volume operations on one study, cold vs warm (embeddings cached).
 
-    python benchmarks/bench_app.py [--case DIR] [--detector WEIGHTS]
+    python benchmarks/bench_app.py [--case DIR] [--detector WEIGHTS] [--backend auto|torch]
 
 Reference measured in the same run: a flat ROI on a slice whose embedding is cached (decoder only).
-Prints a table of seconds and ratios to that reference; writes runs/benchmarks/bench_app.json.
+Prints a table of seconds and ratios to that reference; writes runs/benchmarks/bench_app_<encoder>.json.
 No server: the same bratsmedsam.pipeline calls the infer tasks make, without HTTP.
 """
 
@@ -42,6 +42,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--case", type=Path, default=real_cases_dir() / "BraTS-GLI-00000-000")
     ap.add_argument("--detector", type=Path, help="YOLO weights; the pipeline row is skipped without them")
+    ap.add_argument("--backend", default="auto", help="encoder backend: auto (OpenVINO on a CPU), openvino, torch")
     args = ap.parse_args()
 
     files = case_files_in(args.case)
@@ -51,7 +52,7 @@ def main() -> None:
     box = [ii.min(), ii.max(), jj.min(), jj.max()]
     rows = {}
     study, rows["load study (3 modalities)"] = timed(lambda: load_study(files.images["t2f"]))
-    seg, rows["load segmenter"] = timed(lambda: load_segmenter())
+    seg, rows["load segmenter"] = timed(lambda: load_segmenter(backend=args.backend))
     shape = study.channels.shape[:3]
     flat = RoiIJK.from_slicer([*box, k, k], shape)
     _, rows["flat ROI, cold"] = timed(lambda: segment_roi(study.channels, flat, seg))
@@ -67,8 +68,8 @@ def main() -> None:
     for name, s in rows.items():
         print(f"{name:<34} {s:9.3f} {s / ref:11.1f}")
     env = {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
-           "cuda": torch.cuda.is_available(), "case": files.case_id}
-    out = write_json(ROOT / "runs" / "benchmarks" / "bench_app.json",
+           "cuda": torch.cuda.is_available(), "case": files.case_id, "encoder": seg.encoder.name}
+    out = write_json(ROOT / "runs" / "benchmarks" / f"bench_app_{seg.encoder.name}.json",
                      {"seconds": rows, "ratio_to_warm_flat_roi": {n: s / ref for n, s in rows.items()}, "env": env})
     print(f"-> {out} ({env})")
 
