@@ -272,3 +272,24 @@ def test_predict_keeps_at_most_max_det_boxes_per_slice(untrained_weights):
     img = rng.integers(1, 255, (128, 128, 3), dtype=np.uint8)
     boxes = Detector(untrained_weights, conf=0.0, max_det=2).predict([img])[0]
     assert len(boxes) <= 2
+
+
+def test_running_the_detector_leaves_torchs_thread_count_as_it_was(tmp_path):
+    """ultralytics sets torch's threads to cores - 1 when it picks a device; in a server that would halve
+    every other torch computation on a 2-core machine."""
+    import torch
+    from ultralytics import YOLO
+
+    from bratsmedsam.detection.predict import Detector
+    from bratsmedsam.offline import configure
+
+    configure()
+    path = tmp_path / "untrained.pt"
+    YOLO("yolov5n.yaml").save(str(path))
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        Detector(path, device="cpu").predict([np.full((64, 64, 3), 80, np.uint8)])
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

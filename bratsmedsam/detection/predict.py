@@ -85,6 +85,18 @@ class Detector:
         self.weights_id = file_id(self.weights)
         self.imgsz = int(imgsz or (self.model.overrides or {}).get("imgsz") or 256)
 
+    def _predict(self, batch):
+        """ultralytics' device selection sets torch's thread count for the whole process (to cores - 1: one
+        thread on a 2-core machine), which would slow every other torch user in a server; it is put back."""
+        import torch
+
+        threads = torch.get_num_threads()
+        try:
+            return self.model.predict(batch, imgsz=self.imgsz, conf=self.conf, iou=self.iou, max_det=self.max_det,
+                                      device=self.device, batch=len(batch), verbose=False, save=False)
+        finally:
+            torch.set_num_threads(threads)
+
     def predict(self, images, batch_size: int = 16) -> list[SliceBoxes]:
         """Boxes for each uint8 RGB ``(H, W, 3)`` slice, in order; batches of ``batch_size`` per model call.
 
@@ -103,8 +115,7 @@ class Detector:
             idx = todo[start:start + batch_size]
             # ultralytics reads in-memory numpy images as BGR (OpenCV order): flip RGB -> BGR.
             batch = [np.ascontiguousarray(images[i][..., ::-1]) for i in idx]
-            results = self.model.predict(batch, imgsz=self.imgsz, conf=self.conf, iou=self.iou,
-                                         max_det=self.max_det, device=self.device, batch=len(batch), verbose=False, save=False)
+            results = self._predict(batch)
             for i, res in zip(idx, results):
                 b = res.boxes
                 if b is None or len(b) == 0:
