@@ -115,7 +115,8 @@ def make_encoder(module, device, input_size: int, key: str, backend: str = "auto
         return TorchEncoder(module, device)
     from ..offline import PROJECT_ROOT
 
-    cache_dir = cache_dir or os.environ.get("BRATSMEDSAM_OPENVINO_CACHE") or PROJECT_ROOT / "runs" / ".cache" / "openvino"
+    default = PROJECT_ROOT / "runs" / ".cache" / "openvino"
+    cache_dir = cache_dir or os.environ.get("BRATSMEDSAM_OPENVINO_CACHE") or default
     try:
         return OpenVinoEncoder(module, input_size, cache_dir, key, precision)
     except Exception as exc:  # a runtime that cannot take this model or CPU: PyTorch still can

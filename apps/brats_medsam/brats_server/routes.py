@@ -133,9 +133,11 @@ def _save_upload(upload: UploadFile, folder: str, background_tasks: BackgroundTa
 
 
 # MONAI Label's routes that ours replace (the rest of its routers is kept, moved off the event loop).
+# Two are dropped without a replacement: POST /scoring/ (all methods) and PUT /datastore/updatelabelinfo (deprecated).
 REPLACED = {("POST", "/infer/{model}"), ("POST", "/train/{model}"), ("POST", "/train/"), ("PUT", "/session/"),
             ("POST", "/activelearning/{strategy}"), ("POST", "/scoring/{method}"), ("POST", "/scoring/"),
-            ("PUT", "/model/{model}"), ("DELETE", "/model/{model}"), ("PUT", "/datastore/image/info"), ("PUT", "/datastore/label/info"), ("PUT", "/datastore/updatelabelinfo")}
+            ("PUT", "/model/{model}"), ("DELETE", "/model/{model}"), ("PUT", "/datastore/image/info"),
+            ("PUT", "/datastore/label/info"), ("PUT", "/datastore/updatelabelinfo")}
 
 
 def install(app, s: ServerSettings, verifier: OidcVerifier | None) -> None:
@@ -380,10 +382,10 @@ def offload(router, skip: set = REPLACED):
         keep.append(r)
     router.routes[:] = keep
     for r in threaded:
-        router.add_api_route(r.path[len(router.prefix):], _in_thread(r.endpoint), methods=sorted(r.methods), name=r.name,
-                             summary=r.summary, include_in_schema=r.include_in_schema, response_class=r.response_class,
-                             responses=r.responses, deprecated=r.deprecated, tags=r.tags,
-                             dependencies=r.dependencies, response_model=r.response_model)
+        router.add_api_route(r.path[len(router.prefix):], _in_thread(r.endpoint), methods=sorted(r.methods),
+                             name=r.name, summary=r.summary, include_in_schema=r.include_in_schema,
+                             response_class=r.response_class, responses=r.responses, deprecated=r.deprecated,
+                             tags=r.tags, dependencies=r.dependencies, response_model=r.response_model)
     return router
 
 

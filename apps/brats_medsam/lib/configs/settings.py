@@ -29,7 +29,7 @@ class AppSettings:
     segmenter_base: str = "litemedsam"
     segmenter_checkpoint: str | None = None
     device: str | None = None
-    encoder_backend: str = "auto"  # auto: OpenVINO on a CPU when it loads, PyTorch on GPUs (bratsmedsam.segmenter.backends)
+    encoder_backend: str = "auto"  # auto: OpenVINO on a CPU when it loads, else PyTorch (segmenter/backends.py)
     encoder_precision: str = "auto"  # auto: bf16 where the CPU has it; f32 for exactness
     embedding_cache_dir: str | None = None  # one disk cache for infer, prefetch, scoring and training (default below)
     embedding_cache_gb: float = 20.0  # its cap (~4 MB per slice); the oldest embeddings go first
