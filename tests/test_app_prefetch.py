@@ -57,9 +57,13 @@ def test_bright_flair_slices_come_first():
     assert bright_slices(ch, 3)[:2] == [4, 1]
 
 
-def test_a_prompt_schedules_its_neighbours_and_prefetch_waits_while_a_request_runs():
+def _prefetcher(max_slices: int, idle_s: float):
     seg = FakeSegmenter()
-    pf = Prefetcher(SimpleNamespace(segmenter=lambda: seg), max_slices=5, idle_s=0.5)
+    return seg, Prefetcher(SimpleNamespace(segmenter=lambda: seg), max_slices=max_slices, idle_s=idle_s)
+
+
+def test_a_prompt_schedules_its_neighbours_and_prefetch_waits_while_a_request_runs():
+    seg, pf = _prefetcher(5, idle_s=0.5)
     study = _study()
     with pf.serving():
         pf.after_prompt(study, 10)
@@ -72,8 +76,7 @@ def test_a_prompt_schedules_its_neighbours_and_prefetch_waits_while_a_request_ru
 
 
 def test_a_newer_plan_replaces_the_older_one():
-    seg = FakeSegmenter()
-    pf = Prefetcher(SimpleNamespace(segmenter=lambda: seg), max_slices=3, idle_s=0.1)
+    seg, pf = _prefetcher(3, idle_s=0.1)
     study = _study()
     with pf.serving():
         pf.after_prompt(study, 2)
