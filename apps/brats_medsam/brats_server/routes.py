@@ -17,7 +17,6 @@ import concurrent.futures
 import inspect
 import json
 import logging
-import math
 import os
 import shutil
 import tempfile
@@ -36,62 +35,10 @@ from bratsmedsam.errors import LimitError, UserError
 from bratsmedsam.validation import check_image_file
 
 from .auth import AuthError, IdentityProviderError, OidcVerifier
+from .checks import bad, check_image_id, check_infer_params, check_train_params, json_object, plain_params
 from .settings import ServerSettings
 
 logger = logging.getLogger(__name__)
-RESERVED = ("image", "model", "label", "session", "session_id", "file", "output")
-RESULT_EXTENSIONS = (".nrrd", ".nii.gz", ".nii")
-RESULT_DTYPES = ("uint8", "uint16", "int16", "int32", "float32")
-MAX_POINTS = 1000
-
-
-def _bad(detail: str, code: int = 422):
-    raise HTTPException(status_code=code, detail=detail)
-
-
-def _number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def check_infer_params(raw: str) -> dict:
-    """``params`` as sent by Slicer, checked for type and shape (ranges are the task's to check: 400)."""
-    try:
-        p = json.loads(raw) if raw else {}
-    except (ValueError, RecursionError):
-        _bad("params is not valid JSON")
-    if not isinstance(p, dict):
-        _bad("params must be a JSON object")
-    for k in RESERVED:
-        if k in p:
-            _bad(f"params may not set {k!r}: name the image in the request itself")
-    if p.get("roi") not in (None, "", []):
-        roi = p["roi"]
-        if not isinstance(roi, list) or len(roi) != 6 or not all(_number(v) for v in roi):
-            _bad("roi must be 6 finite numbers [i0, i1, j0, j1, k0, k1]")
-    for key in ("foreground", "background"):
-        pts = p.get(key)
-        if pts in (None, []):
-            continue
-        if not isinstance(pts, list) or len(pts) > MAX_POINTS or not all(
-                isinstance(q, list) and len(q) == 3 and all(_number(v) for v in q) for q in pts):
-            _bad(f"{key} must be a list of at most {MAX_POINTS} points [i, j, k] of finite numbers")
-    if p.get("slice") is not None and not _number(p["slice"]):
-        _bad("slice must be a finite number or null")
-    if p.get("result_extension", ".nrrd") not in RESULT_EXTENSIONS:
-        _bad(f"result_extension must be one of {RESULT_EXTENSIONS}")
-    if p.get("result_dtype", "uint8") not in RESULT_DTYPES:
-        _bad(f"result_dtype must be one of {RESULT_DTYPES}")
-    if not isinstance(p.get("result_compress", False), bool):
-        _bad("result_compress must be true or false")
-    return p
-
-
-def check_image_id(image: str) -> str:
-    from lib.datastore import check_name  # the app's own rule (the app dir is on sys.path)
-
-    return check_name("image id", image)
-
-
 class InferGate:
     """A bounded pool for inference: ``workers`` run, ``queue`` wait, the rest get 503; each waits ``timeout``."""
 
@@ -123,7 +70,7 @@ def _save_upload(upload: UploadFile, folder: str, background_tasks: BackgroundTa
     name = upload.filename or "upload.nii.gz"
     ext = next((e for e in (".nii.gz", ".nii", ".nrrd") if name.lower().endswith(e)), None)
     if ext is None:
-        _bad(f"uploaded file {os.path.basename(name)!r}: expected .nii.gz, .nii or .nrrd", 415)
+        bad(f"uploaded file {os.path.basename(name)!r}: expected .nii.gz, .nii or .nrrd", 415)
     os.makedirs(folder, mode=0o700, exist_ok=True)
     fd, path = tempfile.mkstemp(prefix="upload-", suffix=ext, dir=folder)
     with os.fdopen(fd, "wb") as out:
@@ -149,18 +96,18 @@ def install(app, s: ServerSettings, verifier: OidcVerifier | None) -> None:
               output: Optional[ResultType] = None):
         instance = app_instance()
         if model not in instance.info()["models"]:
-            _bad(f"model {model!r} is not available here (see GET /info/)", 404)
+            bad(f"model {model!r} is not available here (see GET /info/)", 404)
         p = check_infer_params(params)
         if output == ResultType.dicom_seg:
-            _bad("output dicom_seg needs a DICOM datastore; this server stores NIfTI")
+            bad("output dicom_seg needs a DICOM datastore; this server stores NIfTI")
         if label is not None:
-            _bad("this server's models take no label input")
+            bad("this server's models take no label input")
         if session_id:
             if not s.sessions:
-                _bad("sessions are off on this server", 404)
+                bad("sessions are off on this server", 404)
             check_image_id(session_id)
             if instance.sessions() is None or instance.sessions().get_session(session_id) is None:
-                _bad(f"session {session_id!r} not found", 404)
+                bad(f"session {session_id!r} not found", 404)
             image = ""
         elif file is not None:
             image = _save_upload(file, s.upload_dir, background_tasks)
@@ -168,11 +115,11 @@ def install(app, s: ServerSettings, verifier: OidcVerifier | None) -> None:
                 check_image_file(image, instance.cfg.max_voxels)
             except UserError as exc:
                 remove_file(image)
-                _bad(str(exc), 413 if isinstance(exc, LimitError) else 422)
+                bad(str(exc), 413 if isinstance(exc, LimitError) else 422)
         else:
             check_image_id(image)
             if not instance.datastore().get_image_uri(image):
-                _bad(f"image {image!r} is not in the datastore", 404)
+                bad(f"image {image!r} is not in the datastore", 404)
         try:
             return gate.run(run_inference, background_tasks, model, image, session_id, json.dumps(p), None, None,
                             output)
@@ -186,31 +133,31 @@ def install(app, s: ServerSettings, verifier: OidcVerifier | None) -> None:
         from monailabel.endpoints.train import run_model
 
         if run_sync:
-            _bad("run_sync is not offered: training runs in the background (GET /train/ for its status)")
+            bad("run_sync is not offered: training runs in the background (GET /train/ for its status)")
         trainers = app_instance().info()["trainers"]
         if model not in trainers:
-            _bad(f"trainer {model!r} does not exist; trainers: {', '.join(sorted(trainers))}", 404)
+            bad(f"trainer {model!r} does not exist; trainers: {', '.join(sorted(trainers))}", 404)
         return run_model(model, check_train_params(params, trainers[model].get("config", {})), False, bool(enqueue))
 
     def train_all(params: Optional[dict] = None, run_sync: Optional[bool] = False):
         from monailabel.endpoints.train import run
 
         if run_sync:
-            _bad("run_sync is not offered: training runs in the background (GET /train/ for its status)")
+            bad("run_sync is not offered: training runs in the background (GET /train/ for its status)")
         trainers = app_instance().info()["trainers"]
         params = params or {}
         unknown = sorted(set(params) - set(trainers))
         if unknown:
-            _bad(f"unknown trainers in params: {', '.join(unknown)}")
+            bad(f"unknown trainers in params: {', '.join(unknown)}")
         return run({m: check_train_params(params.get(m), trainers[m].get("config", {})) for m in trainers})
 
     def create_session(uncompress: bool = False, expiry: int = 0,
                        files: List[UploadFile] = File(...)):
         sessions = app_instance().sessions()
         if sessions is None:
-            _bad("sessions are off on this server", 404)
+            bad("sessions are off on this server", 404)
         if not files:
-            _bad("no file uploaded")
+            bad("no file uploaded")
         incoming = os.path.join(s.session_dir, f".incoming-{uuid.uuid4().hex}")
         os.makedirs(incoming, mode=0o700)
         try:
@@ -224,28 +171,28 @@ def install(app, s: ServerSettings, verifier: OidcVerifier | None) -> None:
         from monailabel.endpoints.activelearning import sample
 
         if strategy not in app_instance().info()["strategies"]:
-            _bad(f"strategy {strategy!r} does not exist (see GET /info/)", 404)
-        return sample(strategy, _plain_params(params))
+            bad(f"strategy {strategy!r} does not exist (see GET /info/)", 404)
+        return sample(strategy, plain_params(params))
 
     def score(method: str, params: Optional[dict] = None):
         from monailabel.endpoints.scoring import run_method
 
         if method not in app_instance().info()["scoring"]:
-            _bad(f"scoring method {method!r} does not exist (see GET /info/)", 404)
-        return run_method(method, _plain_params(params), False)
+            bad(f"scoring method {method!r} does not exist (see GET /info/)", 404)
+        return run_method(method, plain_params(params), False)
 
     def image_info(image: str, info: str = Form("{}")):
-        app_instance().datastore().update_image_info(check_image_id(image), _json_object(info, "info"))
+        app_instance().datastore().update_image_info(check_image_id(image), json_object(info, "info"))
         return {}
 
     def label_info(label: str, tag: str, info: str = Form("{}")):
-        app_instance().datastore().update_label_info(check_image_id(label), tag, _json_object(info, "info"))
+        app_instance().datastore().update_label_info(check_image_id(label), tag, json_object(info, "info"))
         return {}
 
     def upload_model(model: str, file: UploadFile = File(...)):
         instance = app_instance()
         if instance.model_file(model, validate=False) is None:
-            _bad(f"model {model!r} has no uploadable file (medsam, detector)", 404)
+            bad(f"model {model!r} has no uploadable file (medsam, detector)", 404)
         os.makedirs(s.upload_dir, mode=0o700, exist_ok=True)
         fd, path = tempfile.mkstemp(prefix="model-", suffix=".pt", dir=s.upload_dir)
         try:
@@ -268,10 +215,10 @@ def install(app, s: ServerSettings, verifier: OidcVerifier | None) -> None:
         try:
             return verifier.password_grant(form.username, form.password)
         except AuthError as exc:
-            _bad(str(exc), 401)
+            bad(str(exc), 401)
         except IdentityProviderError as exc:
             logger.error(str(exc))
-            _bad("the identity provider cannot be reached; try again later", 503)
+            bad("the identity provider cannot be reached; try again later", 503)
 
     async def auth_valid():
         return {"valid": True}
@@ -301,70 +248,20 @@ def _receive_session_files(files: List[UploadFile], folder: str, uncompress: boo
         name = check_image_id(os.path.basename((f.filename or "").replace("\\", "/")) or "upload")
         path = os.path.join(folder, name)
         if os.path.exists(path):
-            _bad(f"file {name!r} is uploaded twice")
+            bad(f"file {name!r} is uploaded twice")
         with open(path, "xb") as out:
             shutil.copyfileobj(f.file, out)
         saved.append(path)
     if not uncompress:
         return saved[0] if len(saved) == 1 else folder
     if len(saved) != 1:
-        _bad("uncompress takes exactly one archive")
+        bad("uncompress takes exactly one archive")
     target = os.path.join(folder, "unpacked")
     try:
         extracted = safe_extract(saved[0], target, max_bytes=max_bytes)
     except UserError as exc:
-        _bad(f"archive refused: {exc}")
+        bad(f"archive refused: {exc}")
     return str(extracted[0]) if len(extracted) == 1 else target  # one volume: the session's image is that file
-
-
-def _json_object(raw: str, what: str) -> dict:
-    try:
-        obj = json.loads(raw) if raw else {}
-    except (ValueError, RecursionError):
-        _bad(f"{what} is not valid JSON")
-    if not isinstance(obj, dict):
-        _bad(f"{what} must be a JSON object")
-    return obj
-
-
-def _plain_params(params) -> dict:
-    """Strategy/scoring params: a small JSON object of plain values (Slicer sends only its client id)."""
-    params = params or {}
-    if len(json.dumps(params)) > 10_000 or not all(isinstance(v, (str, int, float, bool, type(None)))
-                                                   for v in params.values()):
-        _bad("params must be a small JSON object of plain values")
-    return params
-
-
-def check_train_params(params, config: dict) -> dict:
-    """Only the trainer's own settings (``config()`` in its info), each of its default's type; counts 0..100000."""
-    if params is None:
-        return {}
-    if not isinstance(params, dict):
-        _bad("training params must be a JSON object")
-    out = {}
-    for k, v in params.items():
-        if k == "client_id":  # every MONAI Label client adds its id (or null)
-            if v is not None and not (isinstance(v, str) and len(v) < 200):
-                _bad("client_id must be a short string")
-            continue
-        if k not in config:
-            _bad(f"training parameter {k!r} is not known; known: {', '.join(sorted(config)) or 'none'}")
-        want = config[k]
-        if isinstance(want, bool):
-            ok = isinstance(v, bool)
-        elif isinstance(want, int):
-            ok = isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 100_000
-        elif isinstance(want, float):
-            ok = _number(v)
-        elif isinstance(want, str):
-            ok = isinstance(v, str) and len(v) < 200
-        else:
-            ok = False
-        if not ok:
-            _bad(f"training parameter {k!r}={v!r}: expected {type(want).__name__} like {want!r}")
-        out[k] = v
-    return out
 
 
 def offload(router, skip: set = REPLACED):
