@@ -15,7 +15,12 @@ import numpy as np
 
 from .errors import LimitError, UserError
 
-READABLE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".seg.nrrd")
+VOLUME_SUFFIXES = (".nrrd", ".nii.gz", ".nii")  # what the server accepts and writes (Slicer sends NRRD)
+
+
+def volume_suffix(name: str) -> str | None:
+    """The volume suffix ``name`` ends with, or None."""
+    return next((s for s in VOLUME_SUFFIXES if name.lower().endswith(s)), None)
 
 
 @dataclass(frozen=True)
@@ -59,6 +64,19 @@ def _read(path: str | os.PathLike, what: str):
         raise UserError(f"{what} is not a readable NIfTI or NRRD volume") from None
 
 
+def _geometry(image: str | os.PathLike) -> Geometry:
+    """The image's grid from its header alone (the voxels are not read)."""
+    import SimpleITK as sitk
+
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(image))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError:
+        raise UserError("the image of this label is not readable") from None
+    return Geometry.of(reader)
+
+
 def check_image_file(path: str | os.PathLike, max_voxels: int, what: str = "the uploaded image") -> Geometry:
     """A 3D scalar volume (a 4th axis of length 1 is allowed) with finite values and at most ``max_voxels``."""
     import SimpleITK as sitk
@@ -87,7 +105,7 @@ def check_label_file(path: str | os.PathLike, image: str | os.PathLike, allowed:
     lab = _read(path, what)
     if lab.GetNumberOfComponentsPerPixel() != 1:
         raise UserError(f"{what} has {lab.GetNumberOfComponentsPerPixel()} values per voxel: expected one label map")
-    ref = Geometry.of(_read(image, "the image of this label"))
+    ref = _geometry(image)
     if lab.GetDimension() == 4 and lab.GetSize()[3] == 1:
         lab = lab[:, :, :, 0]
     if lab.GetDimension() != 3:

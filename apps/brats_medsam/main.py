@@ -76,6 +76,11 @@ class BratsMedSamApp(MONAILabelApp):
     def init_scoring_methods(self):
         return {"uncertainty": UncertaintyScoring(self.models, self.cfg)}
 
+    def infer_task(self, model: str):
+        """The infer task of that name if it can run now (weights present and valid), else None."""
+        task = self._infers.get(model)
+        return task if task is not None and task.is_valid() else None
+
     def model_file(self, model, validate=True):
         """The published file behind a model name (``GET /model/{model}``); None for names without one."""
         path = {"medsam": self.cfg.decoder_path, "detector": self.cfg.detector_path}.get(model)

@@ -120,7 +120,7 @@ def server_settings(args, state: Path):
     sys.path.insert(0, str(APP_DIR))
     from brats_server.settings import ServerSettings
 
-    return ServerSettings(host=args.host, store_dir=str(state / "store"), state_dir=str(state),
+    return ServerSettings(state_dir=str(state),
                           auth=bool(args.auth_realm), realm_uri=args.auth_realm, client_id=args.auth_client_id,
                           client_secret=os.environ.get("BRATS_MEDSAM_AUTH_CLIENT_SECRET", ""),
                           audience=args.auth_audience, cors_origins=list(args.cors_origin), sessions=args.sessions,
@@ -179,7 +179,6 @@ def run(args) -> int:
         "MONAI_LABEL_AUTH_ENABLE": "true" if srv.auth else "false",
         "MONAI_LABEL_AUTH_REALM_URI": srv.realm_uri,
         "MONAI_LABEL_AUTH_CLIENT_ID": srv.client_id,
-        "MONAI_LABEL_INFER_TIMEOUT": str(srv.infer_timeout_s),
     })
     os.execve(sys.executable, cmd, env)
     return 0  # not reached

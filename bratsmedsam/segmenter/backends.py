@@ -5,8 +5,8 @@ The encoder is nearly all of the segmenter's cost on a CPU (LiteMedSAM: ~75 GFLO
 (``openvino.convert_model``, no ONNX file) and runs it with what the CPU offers: bf16 where the CPU has
 AVX-512-BF16 or AMX (``precision="auto"``), else float32. ``precision="f32"`` asks for float32 everywhere.
 
-The converted model is cached on disk, keyed by the weights' SHA-256, the family's preprocessing and the input
-size (conversion takes ~20 s on a 2-core CPU; loading the cached one well under a second).
+The converted model is cached on disk, keyed by the family, the weights' SHA-256 and the input size (conversion
+takes ~20 s on a 2-core CPU; loading the cached one well under a second).
 """
 
 from __future__ import annotations

@@ -12,8 +12,9 @@ import math
 
 from fastapi import HTTPException
 
+from bratsmedsam.validation import VOLUME_SUFFIXES
+
 RESERVED = ("image", "model", "label", "session", "session_id", "file", "output")
-RESULT_EXTENSIONS = (".nrrd", ".nii.gz", ".nii")
 RESULT_DTYPES = ("uint8", "uint16", "int16", "int32", "float32")
 MAX_POINTS = 1000
 
@@ -50,8 +51,8 @@ def check_infer_params(raw: str) -> dict:
             bad(f"{key} must be a list of at most {MAX_POINTS} points [i, j, k] of finite numbers")
     if p.get("slice") is not None and not number(p["slice"]):
         bad("slice must be a finite number or null")
-    if p.get("result_extension", ".nrrd") not in RESULT_EXTENSIONS:
-        bad(f"result_extension must be one of {RESULT_EXTENSIONS}")
+    if p.get("result_extension", ".nrrd") not in VOLUME_SUFFIXES:
+        bad(f"result_extension must be one of {VOLUME_SUFFIXES}")
     if p.get("result_dtype", "uint8") not in RESULT_DTYPES:
         bad(f"result_dtype must be one of {RESULT_DTYPES}")
     if not isinstance(p.get("result_compress", False), bool):

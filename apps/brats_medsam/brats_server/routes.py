@@ -32,7 +32,7 @@ from monailabel.interfaces.utils.app import app_instance
 from monailabel.utils.others.generic import remove_file
 
 from bratsmedsam.errors import LimitError, UserError
-from bratsmedsam.validation import check_image_file
+from bratsmedsam.validation import VOLUME_SUFFIXES, check_image_file, volume_suffix
 
 from .auth import AuthError, IdentityProviderError, OidcVerifier
 from .checks import bad, check_image_id, check_infer_params, check_train_params, json_object, plain_params
@@ -68,9 +68,9 @@ class InferGate:
 
 def _save_upload(upload: UploadFile, folder: str, background_tasks: BackgroundTasks) -> str:
     name = upload.filename or "upload.nii.gz"
-    ext = next((e for e in (".nii.gz", ".nii", ".nrrd") if name.lower().endswith(e)), None)
+    ext = volume_suffix(name)
     if ext is None:
-        bad(f"uploaded file {os.path.basename(name)!r}: expected .nii.gz, .nii or .nrrd", 415)
+        bad(f"uploaded file {os.path.basename(name)!r}: expected one of {VOLUME_SUFFIXES}", 415)
     os.makedirs(folder, mode=0o700, exist_ok=True)
     fd, path = tempfile.mkstemp(prefix="upload-", suffix=ext, dir=folder)
     with os.fdopen(fd, "wb") as out:
@@ -95,7 +95,7 @@ def install(app, s: ServerSettings, verifier: OidcVerifier | None) -> None:
               params: str = Form("{}"), file: UploadFile = File(None), label: UploadFile = File(None),
               output: Optional[ResultType] = None):
         instance = app_instance()
-        if model not in instance.info()["models"]:
+        if instance.infer_task(model) is None:
             bad(f"model {model!r} is not available here (see GET /info/)", 404)
         p = check_infer_params(params)
         if output == ResultType.dicom_seg:

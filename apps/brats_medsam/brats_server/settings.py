@@ -11,8 +11,6 @@ ENV = "BRATS_MEDSAM_SERVER"
 
 @dataclass
 class ServerSettings:
-    host: str = "127.0.0.1"
-    store_dir: str = ""  # the MONAI Label datastore (STUDIES/.brats_medsam/store)
     state_dir: str = ""  # STUDIES/.brats_medsam: sessions, uploads
     # Authentication (OIDC, e.g. Keycloak). realm_uri: https://HOST/realms/REALM
     auth: bool = False

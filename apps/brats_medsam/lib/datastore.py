@@ -21,12 +21,12 @@ import time
 
 from fastapi import HTTPException
 from filelock import FileLock
-from monailabel.datastore.local import LocalDatastore, LocalDatastoreModel
+from monailabel.datastore.local import DataModel, ImageLabelModel, LocalDatastore, LocalDatastoreModel
 
 from bratsmedsam import tombstones
 from bratsmedsam.atomic import atomic_path, write_text
 from bratsmedsam.errors import LimitError, UserError
-from bratsmedsam.validation import check_image_file, check_label_file
+from bratsmedsam.validation import VOLUME_SUFFIXES, check_image_file, check_label_file
 
 logger = logging.getLogger(__name__)
 SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,199}$")
@@ -85,8 +85,8 @@ class SafeDatastore(LocalDatastore):
     def add_image(self, image_id, image_filename, image_info):
         guessed, ext = self._to_id(os.path.basename(image_filename))
         image_id = check_name("image id", image_id or guessed)
-        if ext not in (".nii.gz", ".nii", ".nrrd"):
-            raise HTTPException(status_code=415, detail=f"image file type {ext!r}: expected .nii.gz, .nii or .nrrd")
+        if ext not in VOLUME_SUFFIXES:
+            raise HTTPException(status_code=415, detail=f"image file type {ext!r}: expected one of {VOLUME_SUFFIXES}")
         if image_id in self._datastore.objects or os.path.lexists(self._image_path(image_id, ext)):
             raise HTTPException(status_code=409, detail=f"image {image_id!r} already exists; "
                                                         "images are never replaced over REST (use a new id)")
@@ -99,8 +99,6 @@ class SafeDatastore(LocalDatastore):
             with atomic_path(dest) as tmp:
                 shutil.copyfile(image_filename, tmp)
             info = dict(image_info or {}, ts=int(time.time()), name=os.path.basename(dest))
-            from monailabel.datastore.local import DataModel, ImageLabelModel
-
             self._datastore.objects[image_id] = ImageLabelModel(image=DataModel(info=info, ext=ext))
             self._update_datastore_file(lock=False)
         tombstones.mark(self._datastore_path, image_id, removed=False)
@@ -132,21 +130,19 @@ class SafeDatastore(LocalDatastore):
         if not obj:
             raise HTTPException(status_code=404, detail=f"image {image_id!r} is not in the datastore")
         _, ext = self._to_id(os.path.basename(label_filename))
-        if ext not in (".nii.gz", ".nii", ".nrrd"):
-            raise HTTPException(status_code=415, detail=f"label file type {ext!r}: expected .nrrd, .nii.gz or .nii")
+        if ext not in VOLUME_SUFFIXES:
+            raise HTTPException(status_code=415, detail=f"label file type {ext!r}: expected one of {VOLUME_SUFFIXES}")
         try:
             check_label_file(label_filename, self.get_image_uri(image_id), self.label_values)
         except UserError as exc:
             raise HTTPException(status_code=422, detail=f"label for {image_id!r} refused: {exc}") from None
         label_dir = self._datastore.label_path(label_tag)
         name = self._filename(image_id, ext)
-        from monailabel.datastore.local import DataModel
-
         with FileLock(self._lock_file):
             os.makedirs(label_dir, exist_ok=True)
             with atomic_path(os.path.join(label_dir, name)) as tmp:
                 shutil.copyfile(label_filename, tmp)
-            for other in (".nii.gz", ".nii", ".nrrd"):  # a label saved earlier in another format is superseded
+            for other in VOLUME_SUFFIXES:  # a label saved earlier in another format is superseded
                 stale = os.path.join(label_dir, self._filename(image_id, other))
                 if other != ext and os.path.lexists(stale):
                     os.unlink(stale)

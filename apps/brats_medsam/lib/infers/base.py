@@ -16,11 +16,11 @@ from monailabel.interfaces.tasks.infer_v2 import InferTask
 
 from bratsmedsam.errors import UserError
 from bratsmedsam.pipeline import Study, load_study
+from bratsmedsam.validation import VOLUME_SUFFIXES
 
 from ..prefetch import Prefetcher
 
 logger = logging.getLogger(__name__)
-RESULT_EXTENSIONS = (".nrrd", ".nii.gz", ".nii")
 _studies: "OrderedDict[tuple, Study]" = OrderedDict()
 _studies_lock = threading.Lock()
 
@@ -42,11 +42,11 @@ def cached_study(path: str, channels) -> Study:
 
 
 class StudyInferTask(InferTask):
-    def __init__(self, store, cfg, type, dimension, description, prefetch=None):
+    def __init__(self, store, cfg, type, dimension, description, prefetch: Prefetcher):
         super().__init__(type=type, labels=cfg.labels, dimension=dimension, description=description,
                          config={"result_extension": ".nrrd"})
         self.store, self.cfg = store, cfg
-        self.prefetch = prefetch or Prefetcher(store, max_slices=0)
+        self.prefetch = prefetch
 
     def run(self, study: Study, request: dict) -> tuple[object, dict]:
         """Return ``(label bool (X,Y,Z) or a markups dict, params)``."""
@@ -58,8 +58,8 @@ class StudyInferTask(InferTask):
         if not isinstance(image, str) or not image or not os.path.isfile(image):
             raise HTTPException(status_code=404, detail=f"image {request.get('image')!r} is not in the datastore")
         ext = request.get("result_extension") or ".nrrd"
-        if ext not in RESULT_EXTENSIONS:
-            raise HTTPException(status_code=400, detail=f"result_extension {ext!r}: expected one of {RESULT_EXTENSIONS}")
+        if ext not in VOLUME_SUFFIXES:
+            raise HTTPException(status_code=400, detail=f"result_extension {ext!r}: expected one of {VOLUME_SUFFIXES}")
         try:
             with self.prefetch.serving():
                 study = cached_study(image, self.cfg.channels)

@@ -13,7 +13,7 @@ from .base import StudyInferTask
 
 
 class DetectorInfer(StudyInferTask):
-    def __init__(self, store, cfg, prefetch=None):
+    def __init__(self, store, cfg, prefetch):
         super().__init__(store, cfg, InferType.DETECTION, 3,
                          "YOLO tumour boxes on all axial slices, merged per tumour", prefetch=prefetch)
 

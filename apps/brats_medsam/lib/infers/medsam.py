@@ -14,7 +14,7 @@ from .base import StudyInferTask
 
 
 class MedSamInfer(StudyInferTask):
-    def __init__(self, store, cfg, prefetch=None):
+    def __init__(self, store, cfg, prefetch):
         super().__init__(store, cfg, InferType.DEEPEDIT, 3,
                          "MedSAM-family segmenter prompted by an ROI box (flat: that slice; 3D: every slice, "
                          "propagated from the largest) or foreground clicks", prefetch=prefetch)

@@ -11,7 +11,7 @@ from .base import StudyInferTask
 
 
 class PipelineInfer(StudyInferTask):
-    def __init__(self, store, cfg, prefetch=None):
+    def __init__(self, store, cfg, prefetch):
         super().__init__(store, cfg, InferType.SEGMENTATION, 3,
                          "YOLO detector -> MedSAM on every detected slice", prefetch=prefetch)
 
