@@ -89,3 +89,35 @@ def test_parity_gate_openvino_masks_match_pytorch_on_real_mri(pair, sample_studi
     assert abs(dice["openvino f32"] - base) <= PARITY_DICE, dice
     assert auto - base >= -PARITY_DICE, dice
     assert max(secs["openvino f32"], secs[f"openvino {default.encoder.precision}"]) < secs["torch f32"], secs
+
+
+_ENCODE_ONCE = """
+import sys, torch
+sys.path.insert(0, {root!r})
+from bratsmedsam.segmenter.backends import make_encoder
+from bratsmedsam.segmenter.checkpoint import load_base
+net, _, sha = load_base("litemedsam", None)
+enc = make_encoder(net.image_encoder, torch.device("cpu"), 256, "litemedsam-" + sha[:16] + "-256",
+                   backend="openvino", cache_dir={cache!r})
+print(tuple(enc(torch.rand(1, 3, 256, 256)).shape))
+"""
+
+
+@needs_ov
+@pytest.mark.slow
+def test_processes_sharing_the_encoder_cache_never_crash_each_other(tmp_path):
+    """A server and its training run start at once on an empty cache (OpenVINO's compiled-blob cache, written in
+    place, once crashed every later process here with a segmentation fault); then a third reads what they left."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = _ENCODE_ONCE.format(root=str(Path(__file__).resolve().parents[1]), cache=str(tmp_path / "ov"))
+    both = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for _ in range(2)]
+    outs = [p.communicate(timeout=600) + (p.returncode,) for p in both]
+    later = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    for out, err, rc in outs + [(later.stdout, later.stderr, later.returncode)]:
+        assert rc == 0, err[-2000:]
+        assert "(1, 256, 64, 64)" in out
+    assert sorted(p.suffix for p in (tmp_path / "ov").iterdir()) == [".bin", ".xml"]
