@@ -254,3 +254,33 @@ def test_the_disk_cache_stays_under_its_cap_and_keeps_the_newest(tmp_path):
     assert sum(f.stat().st_size for f in files) <= 10 * 2**20
     assert cache.get(keys[-1]) is not None and float(cache.get(keys[-1])[0, 0, 0]) == 5.0
     assert cache.get(keys[0]) is None
+
+
+def test_decoding_prompts_of_many_slices_together_equals_the_upstream_decoder_slice_by_slice(lite):
+    """decode_batched feeds each prompt its own slice's embedding; upstream MaskDecoder repeats one embedding."""
+    from bratsmedsam.segmenter.model import decode, decode_batched
+
+    gen = torch.Generator().manual_seed(0)
+    emb = torch.randn(3, 256, 64, 64, generator=gen)
+    owner = torch.tensor([0, 0, 2, 1])
+    boxes = torch.tensor([[40, 50, 150, 170], [10, 10, 60, 90], [100, 20, 250, 200], [5, 120, 90, 240]],
+                         dtype=torch.float32)
+    net = lite.net
+    with torch.inference_mode():
+        logits, iou = decode_batched(net, emb, owner, boxes)
+        for n, img in enumerate(owner.tolist()):
+            ref_logits, ref_iou = decode(net, net.mask_decoder, emb[img:img + 1], boxes[n:n + 1])
+            assert torch.allclose(logits[n], ref_logits[0], atol=1e-3)
+            assert torch.allclose(iou[n], ref_iou[0], atol=1e-4)
+            assert ((logits[n] > 0) == (ref_logits[0] > 0)).float().mean() > 0.9999
+
+
+def test_decode_batch_size_does_not_change_the_masks(cache_root):
+    img, _ = _ellipse_slice()
+    flipped = np.ascontiguousarray(img[::-1])
+    boxes = [np.array([[90, 55, 190, 125], [20, 30, 60, 80]], np.float32), np.array([[90, 74, 190, 144]], np.float32)]
+    one = load_segmenter("litemedsam", device="cpu", cache_dir=cache_root / "embeddings", decode_batch=1)
+    many = load_segmenter("litemedsam", device="cpu", cache_dir=cache_root / "embeddings", decode_batch=16)
+    for a, b in zip(one.segment_many([img, flipped], boxes), many.segment_many([img, flipped], boxes)):
+        assert a.masks.shape == b.masks.shape
+        assert (a.masks != b.masks).mean() < 1e-4 and np.allclose(a.iou, b.iou, atol=1e-4)

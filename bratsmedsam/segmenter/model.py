@@ -1,9 +1,9 @@
 """``Segmenter``: slice image(s) + pixel-XYXY boxes -> binary masks at the original resolution.
 
-The image embedding is computed once per slice (through :class:`EmbeddingCache`) and every box on
-that slice is decoded against it in one batched decoder call. Upstream ``MaskDecoder`` repeats the
-image embedding once per prompt, so decoding is batched over the boxes of one image and loops over
-images (:func:`decode`).
+The image embedding is computed once per slice (through :class:`EmbeddingCache`). Upstream ``MaskDecoder``
+repeats ONE image's embedding once per prompt, so it cannot decode boxes of different slices together;
+:func:`decode_batched` runs the same decoder modules with one embedding per prompt (gathered, not repeated), so
+every box of every slice in a call goes through the decoder at once (``decode_batch`` prompts per call).
 """
 
 from __future__ import annotations
@@ -26,6 +26,10 @@ class SegResult:
     iou: np.ndarray  # float32 (n,), the model's predicted IoU per mask
 
 
+#: prompts per decoder pass (bench_segmenter.py --decode: per-box time levels off by 16 on a 2-core CPU)
+DECODE_BATCH = 16
+
+
 def pick_device(device: str | None = None):
     import torch
 
@@ -43,13 +47,36 @@ def decode(net, decoder, embedding, boxes_model):
                    sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense, multimask_output=False)
 
 
+def decode_batched(net, embeddings, owner, boxes_model):
+    """Decode prompts of MANY images in one pass. ``embeddings`` ``(B, 256, 64, 64)``; ``owner`` long ``(n,)``: the
+    image of each prompt; ``boxes_model`` ``(n, 4)`` XYXY in the model input frame. Returns ``(logits (n, 1, 256,
+    256), iou (n, 1))``, equal to :func:`decode` image by image (tested): the decoder's own transformer, upscaling,
+    hypernetwork MLPs and IoU head, fed each prompt's own embedding instead of one embedding repeated."""
+    import torch
+
+    dec = net.mask_decoder
+    sparse, dense = net.prompt_encoder(points=None, boxes=boxes_model[:, None, :], masks=None)
+    n = sparse.shape[0]
+    heads = torch.cat([dec.iou_token.weight, dec.mask_tokens.weight], dim=0)
+    tokens = torch.cat([heads.unsqueeze(0).expand(n, -1, -1), sparse], dim=1)
+    src = embeddings.index_select(0, owner) + dense
+    pos = net.prompt_encoder.get_dense_pe().expand(n, -1, -1, -1)
+    hs, src = dec.transformer(src, pos, tokens)
+    up = dec.output_upscaling(src.transpose(1, 2).reshape(n, *embeddings.shape[1:]))
+    mask_token = hs[:, 1, :]  # the single-mask output (multimask_output=False)
+    weights = dec.output_hypernetworks_mlps[0](mask_token)
+    logits = torch.einsum("nc,nchw->nhw", weights, up).unsqueeze(1)
+    iou = dec.iou_prediction_head(hs[:, 0, :])[:, :1]
+    return logits, iou
+
+
 class Segmenter:
     """A loaded model of one family (optionally with a fine-tuned decoder) plus its embedding cache."""
 
     def __init__(self, family: Family, net, base_checkpoint: Path, base_sha256: str, device,
                  meta: dict | None = None, decoder_sha256: str | None = None, cache_dir=None, cache_size=256,
                  encode_batch: int | None = None, backend: str = "auto", precision: str = "auto",
-                 cache_max_mb: float | None = None):
+                 cache_max_mb: float | None = None, decode_batch: int = DECODE_BATCH):
         from .backends import make_encoder
 
         self.fam = family
@@ -69,6 +96,7 @@ class Segmenter:
         self.model_id = f"{family.name}-{base_sha256[:12]}" + (f"-dec{decoder_sha256[:12]}" if decoder_sha256 else "")
         self.cache = EmbeddingCache(self.encoder_id, cache_size, cache_dir, cache_max_mb)
         self.encode_batch = encode_batch or (8 if device.type == "cuda" else 1)
+        self.decode_batch = max(1, int(decode_batch))
 
     # -- embeddings ---------------------------------------------------------------------------
     def embed(self, images: Sequence[np.ndarray], progress: bool = False):
@@ -127,18 +155,30 @@ class Segmenter:
         need = [i for i, b in enumerate(boxes) if len(b)]
         embs = self.embed([images[i] for i in need], progress=progress) if need else None
         results = [SegResult(np.zeros((0, *im.shape[:2]), bool), np.zeros((0,), np.float32)) for im in images]
+        frames = {i: self.fam.frame(*images[i].shape[:2]) for i in need}
+        prompts = [(j, i, box) for j, i in enumerate(need) for box in boxes[i]]  # (embedding row, image, box)
+        logits_of: dict[int, list] = {i: [] for i in need}
+        iou_of: dict[int, list] = {i: [] for i in need}
         with torch.inference_mode():
-            for j, i in enumerate(need):
-                frame = self.fam.frame(*images[i].shape[:2])
-                bm = torch.from_numpy(self.fam.boxes_to_model(boxes[i], frame)).to(self.device)
-                logits, iou = decode(self.net, self.net.mask_decoder, embs[j:j + 1].to(self.device), bm)
-                results[i] = SegResult(self.fam.masks(logits.float(), frame), iou[:, 0].float().cpu().numpy())
+            for start in range(0, len(prompts), self.decode_batch):
+                part = prompts[start:start + self.decode_batch]
+                rows = sorted({j for j, _, _ in part})
+                owner = torch.tensor([rows.index(j) for j, _, _ in part], device=self.device)
+                bm = torch.from_numpy(np.stack([self.fam.boxes_to_model(box[None], frames[i])[0]
+                                                for _, i, box in part])).to(self.device)
+                logits, iou = decode_batched(self.net, embs[rows].to(self.device), owner, bm)
+                for (_, i, _), lg, io in zip(part, logits, iou):
+                    logits_of[i].append(lg)
+                    iou_of[i].append(io)
+            for i in need:
+                masks = self.fam.masks(torch.stack(logits_of[i]).float(), frames[i])
+                results[i] = SegResult(masks, torch.stack(iou_of[i])[:, 0].float().cpu().numpy())
         return results
 
 
 def load_segmenter(base: str | None = "litemedsam", checkpoint=None, decoder=None, device=None, cache_dir=None,
                    cache_size: int = 256, backend: str = "auto", precision: str = "auto",
-                   cache_max_mb: float | None = None) -> Segmenter:
+                   cache_max_mb: float | None = None, decode_batch: int = DECODE_BATCH) -> Segmenter:
     """Load a family (``litemedsam`` default, ``medsam``, ``sam``), optionally with a fine-tuned ``decoder``
     checkpoint from :func:`train_decoder`. With a decoder, its metadata names the base family and the SHA-256 of
     the base checkpoint; the base checkpoint must match it (``checkpoint`` or the path recorded at training).
@@ -171,7 +211,8 @@ def load_segmenter(base: str | None = "litemedsam", checkpoint=None, decoder=Non
         raise UserError(f"decoder {decoder} was trained with preprocessing {meta['preprocess']!r}, "
                         f"this code has {fam.preprocess_id!r}")
     return Segmenter(fam, net, path, sha, pick_device(device), meta=meta, decoder_sha256=dsha, cache_dir=cache_dir,
-                     cache_size=cache_size, backend=backend, precision=precision, cache_max_mb=cache_max_mb)
+                     cache_size=cache_size, backend=backend, precision=precision, cache_max_mb=cache_max_mb,
+                     decode_batch=decode_batch)
 
 
-__all__ = ["SegResult", "Segmenter", "load_segmenter", "decode", "pick_device"]
+__all__ = ["SegResult", "Segmenter", "load_segmenter", "decode", "decode_batched", "pick_device"]
