@@ -10,7 +10,6 @@ A case depends only on (seed, index): the same seed gives identical arrays whate
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 import shutil
@@ -20,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from . import atomic, paths
+from .digest import file_sha256
 from .errors import UserError
 from .synthetic.anatomy import BRATS_AFFINE, Anatomy, load_anatomy
 from .synthetic.contrast import COMPARTMENTS, MODALITIES, REAL_RATIOS, compartment_ratios, synthesize_images
@@ -89,14 +89,6 @@ def _nifti(arr: np.ndarray, affine: np.ndarray):
     return img
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def find_real_cases(real_dir: Path) -> list[Path]:
     """Case folders under ``real_dir`` (or ``real_dir`` itself) holding ``<id>-t1c.nii.gz``."""
     real_dir = Path(real_dir)
@@ -138,9 +130,9 @@ def copy_real_case(case_dir: Path, out: Path) -> dict:
     Skipped when ``out/<id>/`` already holds identical files (a re-run)."""
     dest = out / case_dir.name
     sources = sorted(case_dir.glob("*.nii.gz"))
-    files = {src.name: _sha256(src) for src in sources}
+    files = {src.name: file_sha256(src) for src in sources}
     present = sorted(p.name for p in dest.glob("*.nii.gz")) if dest.is_dir() else []
-    if present != sorted(files) or any(_sha256(dest / n) != d for n, d in files.items()):
+    if present != sorted(files) or any(file_sha256(dest / n) != d for n, d in files.items()):
         tmp = _partial_dir(out, case_dir.name)
         for src in sources:
             atomic.write_bytes(tmp / src.name, src.read_bytes())

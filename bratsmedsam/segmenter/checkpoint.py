@@ -9,29 +9,14 @@ random weights.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
+from ..digest import file_sha256
 from ..errors import UserError
 
 DECODER_FORMAT = "bratsmedsam-decoder-v1"
 CHECKPOINT_NAMES = {"medsam": "medsam_vit_b.pth", "sam": "sam_vit_b_01ec64.pth"}
-_SHA_MEMO: dict[tuple[str, int, int], str] = {}
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """SHA-256 of a file, remembered per (path, size, mtime) so 375 MB ViT-B files are hashed once."""
-    p = Path(path).resolve()
-    st = p.stat()
-    key = (str(p), st.st_size, st.st_mtime_ns)
-    if key not in _SHA_MEMO:
-        digest = hashlib.sha256()
-        with p.open("rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(block)
-        _SHA_MEMO[key] = digest.hexdigest()
-    return _SHA_MEMO[key]
 
 
 def _size_text(path: Path) -> str:

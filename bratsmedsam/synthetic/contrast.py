@@ -15,11 +15,11 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from ..cases import MODALITIES
 from .anatomy import Anatomy
 from .fields import separable_field, smooth_field, vessel_map
 from .lesions import ED, ET, NCR
 
-MODALITIES = ("t1c", "t1n", "t2w", "t2f")
 COMPARTMENTS = {"NCR": NCR, "ED": ED, "ET": ET}
 
 # median(compartment) / median(normal brain = brain voxels outside the tumour), per modality, measured once

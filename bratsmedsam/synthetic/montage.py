@@ -7,8 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import atomic
-
-MODALITIES = ("t1c", "t1n", "t2w", "t2f")
+from ..cases import MODALITIES
 
 
 def _slices(seg: np.ndarray, n: int = 3) -> list[int]:
