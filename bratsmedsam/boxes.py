@@ -44,6 +44,14 @@ def mask_to_xyxy(mask: np.ndarray) -> np.ndarray | None:
     return np.array([xs.min(), ys.min(), xs.max(), ys.max()], dtype=np.float32)
 
 
+def mask_inside_xyxy(mask: np.ndarray, box_xyxy: np.ndarray) -> np.ndarray:
+    """The pixels of a 2D ``(H, W)`` mask inside one pixel-XYXY box (corners rounded), as a bool mask."""
+    out = np.zeros(mask.shape, dtype=bool)
+    x0, y0, x1, y1 = (int(round(v)) for v in box_xyxy)
+    out[y0:y1 + 1, x0:x1 + 1] = mask[y0:y1 + 1, x0:x1 + 1]
+    return out
+
+
 def component_boxes_xyxy(mask: np.ndarray, min_pixels: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """One pixel-XYXY box per 8-connected component of ``mask`` with at least ``min_pixels`` pixels.
 

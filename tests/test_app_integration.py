@@ -180,7 +180,7 @@ def test_pipeline_dice_on_the_real_case_beats_the_bar(pipeline_result, real):
 def test_a_submitted_label_is_saved_as_final(server, studies):
     sid = server.next_sample("first", {})["id"]
     from bratsmedsam.cases import case_files_in, load_case
-    from bratsmedsam.pipeline import write_label
+    from bratsmedsam.studies import write_label
 
     files = case_files_in(studies / sid)
     vol = load_case(files, ["t2f"], with_seg=False).images["t2f"]

@@ -2,25 +2,15 @@
 
 from __future__ import annotations
 
-import sys
-
 import numpy as np
 import pytest
 
-from serverkit import ROOT
-
-APP_DIR = ROOT / "apps" / "brats_medsam"
-if str(APP_DIR) not in sys.path:
-    sys.path.insert(0, str(APP_DIR))
-
 
 def test_unusable_final_labels_are_listed_with_the_reason_and_the_rest_train(sample_studies, tmp_path):
-    from lib.trainers.common import labelled_studies
-
     from bratsmedsam.cases import discover_cases, load_case
     from bratsmedsam.errors import UserError
-    from bratsmedsam.pipeline import write_label
     from bratsmedsam.regions import region_mask
+    from bratsmedsam.studies import labelled_studies, write_label
 
     cases = sorted(discover_cases(sample_studies), key=lambda c: c.case_id)[:2]
     good = write_label(region_mask(load_case(cases[0], [], with_seg=True).seg, "WT"), cases[0].images["t2f"],

@@ -11,11 +11,13 @@ import pytest
 
 from bratsmedsam.boxes import RoiIJK, axial_slice
 from bratsmedsam.errors import UserError
-from bratsmedsam.pipeline import (load_study, merge_boxes_3d, points_to_boxes, segment_roi, segment_with_boxes,
-                                  write_label)
+from bratsmedsam.protocols import SliceSegmenter
+from bratsmedsam.slicer import merge_boxes_3d, points_to_boxes
+from bratsmedsam.studies import load_study, write_label
+from bratsmedsam.volume import segment_roi, segment_with_boxes
 
 
-class ThresholdSegmenter:
+class ThresholdSegmenter(SliceSegmenter):
     """Mask = bright pixels (channel 0 > 127) inside the box; predicted IoU = filled fraction of the box."""
 
     model_id = "threshold"

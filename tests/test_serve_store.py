@@ -5,7 +5,8 @@ from __future__ import annotations
 import shutil
 
 from bratsmedsam import tombstones
-from bratsmedsam.commands.serve import build_store, drop_stale_temps
+from bratsmedsam.commands.serve import drop_stale_temps
+from bratsmedsam.studies import build_store
 
 
 def _one_case(sample_studies, tmp_path):

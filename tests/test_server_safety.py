@@ -67,7 +67,7 @@ def files(ref, tmp_path_factory):
     import nibabel as nib
     import SimpleITK as sitk
 
-    from bratsmedsam.pipeline import write_label
+    from bratsmedsam.studies import write_label
 
     d = tmp_path_factory.mktemp("uploads")
     img = nib.load(str(ref["image"]))
@@ -298,7 +298,7 @@ def test_info_and_datastore_answer_within_a_second_while_a_long_3d_request_runs(
 
 
 def test_sigkill_during_a_burst_of_label_saves_loses_no_acknowledged_label(server, studies, cases, ref):
-    from bratsmedsam.pipeline import write_label
+    from bratsmedsam.studies import write_label
     from bratsmedsam.validation import check_label_file
 
     ids = sorted(cases)[:3]

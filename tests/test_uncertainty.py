@@ -7,6 +7,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from bratsmedsam.protocols import SliceDetector, SliceSegmenter
 from bratsmedsam.uncertainty import UncertaintyStore, combine, study_uncertainty
 
 
@@ -20,7 +21,7 @@ def test_nothing_detected_is_maximal_uncertainty():
     assert combine([], [], [])[0] == 1.0
 
 
-class FakeDetector:
+class FakeDetector(SliceDetector):
     weights_id = "det"
 
     def __init__(self, conf):
@@ -31,7 +32,7 @@ class FakeDetector:
         return [SimpleNamespace(xyxy=box, conf=np.float32([self.conf])) for _ in images]
 
 
-class FakeSegmenter:
+class FakeSegmenter(SliceSegmenter):
     model_id = "seg"
 
     def __init__(self, iou, shrink):

@@ -46,7 +46,9 @@ def run(args) -> int:
 
     from ..boxes import RoiIJK
     from ..intensity import parse_channels
-    from ..pipeline import detect_and_segment, detector_api, load_study, segment_roi, segment_with_boxes, write_label
+    from ..pipeline import detect_and_segment
+    from ..studies import load_study, write_label
+    from ..volume import segment_roi, segment_with_boxes
     from ..segmenter import load_segmenter
 
     t0 = time.time()
@@ -59,7 +61,9 @@ def run(args) -> int:
         else:
             res = segment_with_boxes(study.channels, boxes, seg, progress=True)
     else:
-        det = detector_api().Detector(args.detector, device=args.device)
+        from ..detector import Detector
+
+        det = Detector(args.detector, device=args.device)
         res = detect_and_segment(study.channels, det, seg, progress=True)
     write_label(res.label, study.reference, args.out)
     note = " (single modality in all channels)" if study.single_modality else ""

@@ -60,41 +60,6 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def build_store(studies: Path, store: Path, display=("t2f", "t1c"), region: str = "WT",
-                seg_tag: str = "final") -> dict:
-    """Flat datastore for ``studies`` (see the module docstring). Returns ``{case_id: displayed file}``."""
-    import numpy as np
-
-    from .. import tombstones
-    from ..cases import discover_cases, load_case
-    from ..pipeline import write_label
-    from ..regions import region_mask
-
-    shown = {}
-    (store / "labels" / "final").mkdir(parents=True, exist_ok=True)
-    removed = tombstones.read(store)
-    for files in discover_cases(studies):
-        if files.case_id in removed["images"]:  # deleted over REST: stays out until its id is uploaded again
-            continue
-        mod = next((m for m in display if m in files.images), None) or next(iter(sorted(files.images)), None)
-        if mod is None:
-            continue
-        src = Path(files.images[mod]).resolve()
-        ext = ".nii.gz" if src.name.endswith(".nii.gz") else ".nii"
-        link = store / f"{files.case_id}{ext}"
-        if link.is_symlink() and link.resolve() != src:
-            link.unlink()
-        if not link.exists():
-            link.symlink_to(src)
-        shown[files.case_id] = src
-        if files.seg is not None and seg_tag != "none" and files.case_id not in removed["labels"].get(seg_tag, ()):
-            target = store / "labels" / seg_tag / f"{files.case_id}.nii.gz"
-            if not target.exists() or target.stat().st_mtime < Path(files.seg).stat().st_mtime:
-                seg = load_case(files, [], with_seg=True).seg
-                write_label(region_mask(seg, region).astype(np.uint8), src, target)
-    return shown
-
-
 def drop_stale_temps(*folders: Path) -> int:
     """Temp files a killed writer left beside its target (``atomic_path`` names them ``.<name>.*.tmp*``)."""
     n = 0
@@ -151,6 +116,8 @@ def run(args) -> int:
     store = state / "store"
     model_dir = (args.model_dir or studies / ".brats_medsam" / "model").resolve()
     model_dir.mkdir(parents=True, exist_ok=True)
+    from ..studies import build_store
+
     shown = build_store(studies, store, tuple(args.display.split(",")), args.region, args.seg_tag)
     drop_stale_temps(store, model_dir)
     srv = server_settings(args, state)

@@ -10,7 +10,7 @@ from monailabel.interfaces.tasks.strategy import Strategy
 from tqdm import tqdm
 
 from bratsmedsam.errors import UserError
-from bratsmedsam.pipeline import load_study
+from bratsmedsam.studies import load_study
 from bratsmedsam.uncertainty import UncertaintyStore, study_uncertainty
 
 logger = logging.getLogger(__name__)

@@ -64,9 +64,9 @@ class ModelStore:
                 self._det, self.det_error = None, "no detector weights at " + str(self.cfg.detector_path)
                 if stamp:
                     try:
-                        from bratsmedsam.pipeline import detector_api
+                        from bratsmedsam.detector import Detector
 
-                        self._det, self.det_error = detector_api().Detector(self.cfg.detector_path, device=self.cfg.device), None
+                        self._det, self.det_error = Detector(self.cfg.detector_path, device=self.cfg.device), None
                         logger.info(f"detector loaded: {self._det.weights_id}")
                     except Exception as exc:  # ultralytics raises many kinds on a bad file
                         self.det_error = f"{self.cfg.detector_path}: {exc}"
@@ -87,10 +87,10 @@ class ModelStore:
             except (OSError, RuntimeError, ValueError, KeyError, TypeError) as exc:
                 raise UserError(f"{type(exc).__name__}: {exc}") from None
         elif model == "detector":
-            from bratsmedsam.pipeline import detector_api
+            from bratsmedsam.detector import Detector
 
             try:
-                detector_api().Detector(path, device="cpu")
+                Detector(path, device="cpu")
             except UserError:
                 raise
             except Exception as exc:  # ultralytics raises many kinds on a bad file

@@ -15,7 +15,7 @@ from fastapi import HTTPException
 from monailabel.interfaces.tasks.infer_v2 import InferTask
 
 from bratsmedsam.errors import UserError
-from bratsmedsam.pipeline import Study, load_study
+from bratsmedsam.studies import Study, load_study
 from bratsmedsam.validation import VOLUME_SUFFIXES
 
 from ..prefetch import Prefetcher
@@ -82,7 +82,7 @@ class StudyInferTask(InferTask):
         return out, params
 
     def write(self, result, study: Study, ext: str) -> str:
-        from bratsmedsam.pipeline import write_label
+        from bratsmedsam.studies import write_label
 
         out = tempfile.NamedTemporaryFile(suffix=ext, delete=False).name
         write_label(result, study.reference, out, value=1)

@@ -7,7 +7,8 @@ import tempfile
 from monailabel.interfaces.tasks.infer_v2 import InferType
 
 from bratsmedsam.atomic import write_json
-from bratsmedsam.pipeline import detect_volume, merge_boxes_3d, roi_markups
+from bratsmedsam.pipeline import detect_volume
+from bratsmedsam.slicer import merge_boxes_3d, roi_markups
 
 from .base import StudyInferTask
 

@@ -8,7 +8,8 @@ from monailabel.interfaces.tasks.infer_v2 import InferType
 
 from bratsmedsam.boxes import RoiIJK
 from bratsmedsam.errors import UserError
-from bratsmedsam.pipeline import points_to_boxes, segment_roi, segment_with_boxes
+from bratsmedsam.slicer import points_to_boxes
+from bratsmedsam.volume import segment_roi, segment_with_boxes
 
 from .base import StudyInferTask
 

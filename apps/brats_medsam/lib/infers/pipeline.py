@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 from monailabel.interfaces.tasks.infer_v2 import InferType
 
-from bratsmedsam.pipeline import detect_and_segment, merge_boxes_3d
+from bratsmedsam.pipeline import detect_and_segment
+from bratsmedsam.slicer import merge_boxes_3d
 
 from .base import StudyInferTask
 

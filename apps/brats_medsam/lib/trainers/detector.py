@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from monailabel.interfaces.tasks.train import TrainTask
 
-from .common import labelled_studies, publish, run_dir, split_for
+from bratsmedsam.studies import labelled_studies
+
+from .common import publish, run_dir, split_for
 
 
 class DetectorTrain(TrainTask):
@@ -18,7 +20,7 @@ class DetectorTrain(TrainTask):
         return {"max_epochs": self.cfg.detector_epochs or QUICK["epochs"]}
 
     def __call__(self, request, datastore):
-        from bratsmedsam.pipeline import detector_api
+        from bratsmedsam.detector import train_detector
         from bratsmedsam.prepare import PrepareConfig, prepare_dataset
 
         cfg = self.cfg
@@ -28,8 +30,8 @@ class DetectorTrain(TrainTask):
         n = sum(1 for p in studies.iterdir() if p.is_dir())
         prepare_dataset(studies, run / "dataset", PrepareConfig(channels=cfg.channels, region=cfg.region,
                                                                split=split_for(n)), workers=1)
-        best = detector_api().train_detector(run / "dataset" / "dataset.yaml", run / "yolo", quick=True,
-                                             epochs=int(request.get("max_epochs") or cfg.detector_epochs or 0) or None,
-                                             device=cfg.device)
+        best = train_detector(run / "dataset" / "dataset.yaml", run / "yolo", quick=True,
+                              epochs=int(request.get("max_epochs") or cfg.detector_epochs or 0) or None,
+                              device=cfg.device)
         publish(best, cfg.detector_path)
         return {"published": str(cfg.detector_path), "cases": n, "skipped_labels": skipped}

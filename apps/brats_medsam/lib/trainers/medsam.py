@@ -6,7 +6,9 @@ import logging
 
 from monailabel.interfaces.tasks.train import TrainTask
 
-from .common import labelled_studies, publish, run_dir, split_for
+from bratsmedsam.studies import labelled_studies
+
+from .common import publish, run_dir, split_for
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,121 @@
+"""Volume level: per-slice boxes -> 3D mask, and a Slicer ROI -> 3D mask with propagation.
+
+Frames (see :mod:`bratsmedsam.boxes`): ``channels`` is a uint8 ``(X, Y, Z, 3)`` volume; axial slice
+``k`` is the image ``boxes.axial_slice(channels, k)`` of shape ``(H=Y, W=X, 3)``; every 2D box is
+inclusive pixel XYXY on that image (x = voxel i, y = voxel j); ``boxes`` dicts map ``k`` to ``(n, 4)``.
+Labels come back as bool ``(X, Y, Z)`` in the volume's own voxel grid.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from tqdm import tqdm
+
+from .boxes import RoiIJK, axial_slice, clip_xyxy, mask_inside_xyxy, mask_to_xyxy, put_axial_slice
+from .errors import UserError
+from .protocols import SliceSegmenter
+
+#: ROIs this deep (in k) or less are "flat": Slicer gives a box drawn in one view a slice or two of thickness.
+FLAT_ROI_MAX_DEPTH = 3
+
+
+@dataclass
+class VolumeResult:
+    """A 3D mask and the per-slice evidence behind it (keys: axial slice index ``k``)."""
+
+    label: np.ndarray  # bool (X, Y, Z)
+    boxes: dict[int, np.ndarray] = field(default_factory=dict)  # k -> (n, 4) pixel XYXY prompts used
+    conf: dict[int, np.ndarray] = field(default_factory=dict)  # k -> (n,) detector confidences
+    iou: dict[int, np.ndarray] = field(default_factory=dict)  # k -> (n,) segmenter's predicted IoU
+
+    @property
+    def slices(self) -> list[int]:
+        return sorted(k for k, v in self.iou.items() if len(v))
+
+
+def check_channels(channels: np.ndarray) -> None:
+    """Raise UserError unless ``channels`` is a uint8 ``(X, Y, Z, 3)`` volume."""
+    if channels.ndim != 4 or channels.shape[-1] != 3 or channels.dtype != np.uint8:
+        raise UserError(f"channels must be a uint8 (X, Y, Z, 3) volume, got {channels.dtype} {channels.shape}")
+
+
+def segment_with_boxes(channels: np.ndarray, boxes: dict[int, np.ndarray], segmenter: SliceSegmenter,
+                       batch_slices: int = 8, progress: bool = False) -> VolumeResult:
+    """Segment every slice ``k`` of ``boxes`` with its pixel-XYXY boxes; the slice's masks are united."""
+    check_channels(channels)
+    X, Y, Z, _ = channels.shape
+    label = np.zeros((X, Y, Z), dtype=bool)
+    result = VolumeResult(label=label)
+    ks = sorted(int(k) for k, b in boxes.items() if np.asarray(b).reshape(-1, 4).shape[0] > 0)
+    for k in ks:
+        if not 0 <= k < Z:
+            raise UserError(f"slice index {k} is outside the volume (0..{Z - 1})")
+    chunks = [ks[i:i + batch_slices] for i in range(0, len(ks), batch_slices)]
+    for chunk in tqdm(chunks, desc="segment slices", unit="batch", disable=not progress or not chunks):
+        images = [axial_slice(channels, k) for k in chunk]
+        prompts = [clip_xyxy(np.asarray(boxes[k], np.float32).reshape(-1, 4), Y, X) for k in chunk]
+        for k, prompt, seg in zip(chunk, prompts, segmenter.segment_many(images, prompts)):
+            put_axial_slice(label, k, np.asarray(seg.masks, bool).any(axis=0))
+            result.boxes[k] = prompt
+            result.iou[k] = np.asarray(seg.iou, np.float32)
+    return result
+
+
+def _expand(box: np.ndarray, margin: float, limit: np.ndarray) -> np.ndarray:
+    """Grow a pixel-XYXY box by ``margin`` px per side, then clip it to the ``limit`` box."""
+    out = box.astype(np.float32) + np.array([-margin, -margin, margin, margin], np.float32)
+    out[[0, 1]] = np.maximum(out[[0, 1]], limit[[0, 1]])
+    out[[2, 3]] = np.minimum(out[[2, 3]], limit[[2, 3]])
+    return out
+
+
+def segment_roi(channels: np.ndarray, roi: RoiIJK, segmenter: SliceSegmenter, slice_index: int | None = None,
+                flat_max_depth: int = FLAT_ROI_MAX_DEPTH, margin: float = 3.0, min_pixels: int = 10,
+                stop_iou: float = 0.5) -> VolumeResult:
+    """Segment a Slicer ROI (sorted :class:`RoiIJK`).
+
+    Flat ROI (``depth <= flat_max_depth``): only slice ``slice_index`` (if given and inside the ROI)
+    or the ROI's middle slice, prompted with the ROI's in-plane box.
+    3D ROI: every slice in ``k0..k1`` is prompted with the ROI box (one batched call, embeddings cached);
+    the slice with the largest mask seeds a propagation outwards where each next slice's box is the
+    previous mask's box grown by ``margin`` px (kept inside the ROI). Propagation stops at the ROI's
+    end, or where the mask has fewer than ``min_pixels`` pixels or a predicted IoU below ``stop_iou``.
+    Masks are restricted to the ROI's in-plane box.
+    """
+    check_channels(channels)
+    X, Y, Z, _ = channels.shape
+    roi_box = roi.box_xyxy
+    label = np.zeros((X, Y, Z), dtype=bool)
+    result = VolumeResult(label=label)
+    if roi.depth <= flat_max_depth:
+        k = slice_index if slice_index is not None and roi.k0 <= slice_index <= roi.k1 else roi.k0 + (roi.depth - 1) // 2
+        seg = segmenter.segment(axial_slice(channels, k), roi_box[None])
+        put_axial_slice(label, k, mask_inside_xyxy(np.asarray(seg.masks[0], bool), roi_box))
+        result.boxes[k], result.iou[k] = roi_box[None], np.asarray(seg.iou, np.float32)
+        return result
+
+    ks = list(range(roi.k0, roi.k1 + 1))
+    first = segmenter.segment_many([axial_slice(channels, k) for k in ks], [roi_box[None]] * len(ks))
+    masks = {k: mask_inside_xyxy(np.asarray(s.masks[0], bool), roi_box) for k, s in zip(ks, first)}
+    seed = max(ks, key=lambda k: int(masks[k].sum()))
+    if masks[seed].sum() < min_pixels:
+        return result
+    put_axial_slice(label, seed, masks[seed])
+    result.boxes[seed] = roi_box[None]
+    result.iou[seed] = np.asarray(first[ks.index(seed)].iou, np.float32)
+    for step in (1, -1):
+        prev = masks[seed]
+        k = seed + step
+        while roi.k0 <= k <= roi.k1:
+            box = _expand(mask_to_xyxy(prev), margin, roi_box)
+            seg = segmenter.segment(axial_slice(channels, k), box[None])
+            mask = mask_inside_xyxy(np.asarray(seg.masks[0], bool), roi_box)
+            iou = float(np.asarray(seg.iou).reshape(-1)[0])
+            if mask.sum() < min_pixels or iou < stop_iou:
+                break
+            put_axial_slice(label, k, mask)
+            result.boxes[k], result.iou[k] = box[None], np.asarray(seg.iou, np.float32)
+            prev, k = mask, k + step
+    return result
