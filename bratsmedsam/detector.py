@@ -7,7 +7,7 @@ Boxes are inclusive pixel XYXY on axial slices (``image = vol[:, :, k].T``, see 
 from .detection.evaluation import evaluate_detector
 from .detection.postprocess import postprocess_volume
 from .detection.predict import Detector, SliceBoxes
-from .detection.training import PAPER, QUICK, auto_device, train_detector
+from .detection.training import PAPER, QUICK, train_detector
 
 __all__ = ["Detector", "SliceBoxes", "train_detector", "postprocess_volume", "evaluate_detector",
-           "PAPER", "QUICK", "auto_device"]
+           "PAPER", "QUICK"]

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bratsmedsam.detection.evaluation import box_metrics, match, operating_metrics, read_yolo_label
+from bratsmedsam.detection.evaluation import box_metrics, match, operating_metrics
+from bratsmedsam.detection.layout import read_yolo_label
 from bratsmedsam.detection.postprocess import postprocess_volume
 from bratsmedsam.detection.predict import SliceBoxes
 from bratsmedsam.errors import UserError
@@ -190,7 +191,7 @@ def test_weights_id_follows_the_file_content(untrained_weights, tmp_path):
 
 
 def test_detector_operates_at_the_confidence_stored_in_its_weights(untrained_weights, tmp_path):
-    from bratsmedsam.detection.threshold import store_threshold
+    from bratsmedsam.detection.weights import store_threshold
     from bratsmedsam.detector import Detector
 
     tuned = tmp_path / "tuned.pt"
@@ -204,7 +205,7 @@ def test_detector_operates_at_the_confidence_stored_in_its_weights(untrained_wei
 
 
 def test_a_stored_threshold_of_none_falls_back_to_the_default(untrained_weights, tmp_path):
-    from bratsmedsam.detection.threshold import store_threshold
+    from bratsmedsam.detection.weights import store_threshold
     from bratsmedsam.detector import Detector
 
     w = tmp_path / "w.pt"
@@ -234,7 +235,8 @@ def test_subsampling_keeps_every_kth_slice_per_case(tmp_path):
 
 
 def test_subsampling_caps_the_background_fraction_and_keeps_every_tumour_slice(tmp_path):
-    from bratsmedsam.detection.training import is_background, subsample_slices
+    from bratsmedsam.detection.layout import is_background
+    from bratsmedsam.detection.training import subsample_slices
 
     files, lab = _slices(tmp_path, ["A", "B"], 20, range(5, 15))  # 20 tumour + 20 background slices
     kept = subsample_slices(files, lab, background=0.2)
@@ -255,8 +257,8 @@ def test_subsampling_options_are_checked(tmp_path):
 
 
 def test_a_near_zero_stored_threshold_is_floored_so_slices_are_not_flooded(untrained_weights, tmp_path):
-    from bratsmedsam.detection.predict import MIN_STORED_CONF
-    from bratsmedsam.detection.threshold import store_threshold
+    from bratsmedsam.detection.weights import MIN_STORED_CONF
+    from bratsmedsam.detection.weights import store_threshold
     from bratsmedsam.detector import Detector
 
     w = tmp_path / "w.pt"

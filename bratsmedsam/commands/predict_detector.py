@@ -36,7 +36,7 @@ def _dataset_cases(args):
     import numpy as np
     from PIL import Image
 
-    from ..detection.evaluation import split_slices
+    from ..detection.layout import split_slices
 
     for case, items in split_slices(args.data, args.split).items():
         yield case, [z for z, _, _ in items], [np.asarray(Image.open(f).convert("RGB")) for _, f, _ in items]

@@ -9,53 +9,17 @@ slices that got no box and tumour-free slices that got one, and measures the vol
 
 from __future__ import annotations
 
-import re
-from collections import defaultdict
-from pathlib import Path
-
 import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from ..boxes import box_iou_xyxy, yolo_to_xyxy
-from ..errors import UserError
+from ..boxes import box_iou_xyxy
+from .layout import read_yolo_label, split_slices
 from .postprocess import postprocess_volume
 from .predict import Detector, SliceBoxes
-from .threshold import DEFAULT_CONF
-from .training import labels_dir, read_data_yaml
+from .weights import DEFAULT_CONF
 
 IOUV = np.linspace(0.5, 0.95, 10)
-_STEM = re.compile(r"^(?P<case>.+)_z(?P<z>\d+)$")
-IMG_EXT = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
-
-
-def split_slices(data_yaml, split: str) -> dict[str, list[tuple[int, Path, Path]]]:
-    """``{case: [(z, image, label), ...]}`` (sorted by z) for the images of ``split``; names ``<case>_z<kkk>``."""
-    _, dirs = read_data_yaml(data_yaml)
-    if split not in dirs:
-        raise UserError(f"{data_yaml} has no '{split}' split (it has {', '.join(dirs)})")
-    lab = labels_dir(dirs[split])
-    cases: dict[str, list] = defaultdict(list)
-    for f in sorted(dirs[split].iterdir()):
-        if f.suffix.lower() not in IMG_EXT:
-            continue
-        m = _STEM.match(f.stem)
-        case, z = (m["case"], int(m["z"])) if m else (f.stem, 0)
-        cases[case].append((z, f, lab / f"{f.stem}.txt"))
-    if not cases:
-        raise UserError(f"the {split} image folder {dirs[split]} holds no images")
-    return {c: sorted(v) for c, v in sorted(cases.items())}
-
-
-def read_yolo_label(path: Path, width: int, height: int) -> np.ndarray:
-    """A YOLO label file -> pixel-XYXY boxes (n, 4); a missing or empty file = no boxes."""
-    if not path.is_file():
-        return np.zeros((0, 4), np.float32)
-    try:
-        rows = [list(map(float, line.split()[1:5])) for line in path.read_text().splitlines() if line.strip()]
-    except ValueError:
-        raise UserError(f"{path} is not a YOLO label file (expected lines 'class cx cy w h')") from None
-    return yolo_to_xyxy(np.asarray(rows, np.float64).reshape(-1, 4), width, height)
 
 
 def match(pred: SliceBoxes, gt: np.ndarray) -> np.ndarray:

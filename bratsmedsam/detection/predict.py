@@ -6,15 +6,16 @@ output boxes are inclusive pixel XYXY in each slice's own grid (see :mod:`bratsm
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from ..boxes import clip_xyxy, ultralytics_to_xyxy
+from ..devices import ultralytics_device
 from ..errors import UserError
 from . import ultra
+from .weights import DEFAULT_CONF, MIN_STORED_CONF, stored_threshold, weights_id
 
 
 @dataclass
@@ -37,23 +38,11 @@ class SliceBoxes:
         return cls(a[:, :4].copy(), a[:, 4].copy())
 
 
-def file_id(path: Path) -> str:
-    """First 12 hex digits of the file's SHA-256: changes whenever the weights change."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:12]
-
-
-MIN_STORED_CONF = 0.05
-
-
 class Detector:
     """Trained YOLO weights -> per-slice boxes.
 
     ``conf``: minimum confidence kept; None (default) = the operating confidence that train-detector
-    stored in the weights (max F1 on the validation split, see :mod:`.threshold`), else 0.25.
+    stored in the weights (max F1 on the validation split, see :mod:`.weights`), else 0.25.
     A stored confidence is floored at :data:`MIN_STORED_CONF`: a barely trained model's max-F1 point can
     sit near 0, where it would flood every slice with boxes (each one a segmenter call downstream).
     ``max_det``: at most this many boxes per slice (a BraTS slice rarely shows more than a few lesions).
@@ -63,16 +52,13 @@ class Detector:
 
     def __init__(self, weights, device=None, conf: float | None = None, iou: float = 0.5,
                  imgsz: int | None = None, max_det: int = 5):
-        from .threshold import DEFAULT_CONF, stored_threshold
-        from .training import auto_device
-
         self.weights = Path(weights).expanduser()
         if self.weights.suffix not in (".pt", ".pth") or not self.weights.is_file():
             raise UserError(f"detector weights {weights} do not exist (expected a .pt file from train-detector)")
         self.model = ultra.yolo(self.weights)
         if getattr(self.model, "task", "detect") != "detect":
             raise UserError(f"{weights} holds a YOLO {self.model.task} model, expected a detection model")
-        self.device = auto_device(device)
+        self.device = ultralytics_device(device)
         self.stored_conf = stored_threshold(getattr(self.model, "ckpt", None))
         if conf is not None:
             self.conf = float(conf)
@@ -82,7 +68,7 @@ class Detector:
             self.conf = DEFAULT_CONF
         self.max_det = int(max_det)
         self.iou = float(iou)
-        self.weights_id = file_id(self.weights)
+        self.weights_id = weights_id(self.weights)
         self.imgsz = int(imgsz or (self.model.overrides or {}).get("imgsz") or 256)
 
     def _predict(self, batch):

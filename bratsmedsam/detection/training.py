@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import platform
-import re
 import shutil
 import time
 from pathlib import Path
@@ -20,8 +19,11 @@ import numpy as np
 import yaml
 
 from .. import atomic
+from ..devices import ultralytics_device
 from ..errors import UserError
 from . import ultra
+from .layout import is_background, labels_dir, read_data_yaml, slices_by_case
+from .threshold import select_threshold
 
 # The paper's recipe: the defaults of train_detector.
 PAPER = {"model": "yolov5s", "epochs": 100, "imgsz": 256, "batch": 16, "optimizer": "SGD", "lr0": 0.01}
@@ -38,62 +40,6 @@ QUICK = {"model": "yolov5n", "epochs": 30, "imgsz": 224, "batch": 8, "optimizer"
          "train_slice_step": 2, "train_background": 0.1}
 # Our own training options (not ultralytics'): subsampling of the training slices, see subsample_slices.
 OWN_KEYS = ("train_slice_step", "train_background")
-SPLIT_KEYS = ("train", "val", "test")
-
-
-def auto_device(device: str | None = None) -> str:
-    """``device`` as given, else ``"0"`` (first CUDA GPU) when CUDA is available, else ``"cpu"``."""
-    if device:
-        return str(device)
-    import torch
-
-    return "0" if torch.cuda.is_available() else "cpu"
-
-
-def read_data_yaml(data_yaml: str | Path) -> tuple[dict, dict[str, Path]]:
-    """An ultralytics data file -> (its dict, {split: absolute image folder}) for the splits it names."""
-    p = Path(data_yaml)
-    if p.is_dir():
-        p = p / "dataset.yaml"
-    if not p.is_file():
-        raise UserError(f"detector data file {data_yaml} does not exist: expected a prepared dataset folder "
-                        "or its dataset.yaml")
-    try:
-        data = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise UserError(f"{p} is not valid YAML ({exc.__class__.__name__})") from None
-    if not isinstance(data, dict) or "train" not in data or "val" not in data:
-        raise UserError(f"{p} must be an ultralytics data file with 'train' and 'val' image folders")
-    root = Path(data.get("path") or p.parent)
-    if not root.is_absolute():
-        root = (p.parent / root).resolve()
-    dirs = {}
-    for split in SPLIT_KEYS:
-        if data.get(split):
-            d = Path(data[split])
-            d = d if d.is_absolute() else root / d
-            if not d.is_dir():
-                raise UserError(f"{p}: the {split} image folder {d} does not exist")
-            dirs[split] = d
-    return data, dirs
-
-
-def labels_dir(images_dir: Path) -> Path:
-    """Ultralytics' rule: the labels of ``.../images/<x>`` live in ``.../labels/<x>``."""
-    s = str(images_dir)
-    i = s.rfind(f"{os.sep}images{os.sep}")
-    if i < 0:
-        raise UserError(f"image folder {images_dir} is not inside an 'images' folder, so its YOLO labels "
-                        "cannot be found (expected .../images/<split> beside .../labels/<split>)")
-    return Path(s[:i] + f"{os.sep}labels{os.sep}" + s[i + len("/images/"):])
-
-
-_STEM = re.compile(r"^(?P<case>.+)_z(?P<z>\d+)$")
-
-
-def is_background(label: Path) -> bool:
-    """A slice without tumour: its YOLO label file is missing or holds no box line."""
-    return not label.is_file() or not any(line.strip() for line in label.read_text().splitlines())
 
 
 def subsample_slices(images: list[Path], labels: Path, slice_step: int = 1,
@@ -108,12 +54,7 @@ def subsample_slices(images: list[Path], labels: Path, slice_step: int = 1,
         raise UserError(f"train_slice_step must be >= 1, got {slice_step}")
     if background is not None and not 0 <= background < 1:
         raise UserError(f"train_background must be in [0, 1), got {background}")
-    cases: dict[str, list[tuple[int, Path]]] = {}
-    for f in images:
-        m = _STEM.match(f.stem)
-        case, z = (m["case"], int(m["z"])) if m else (f.stem, 0)
-        cases.setdefault(case, []).append((z, f))
-    kept = [f for items in cases.values() for n, (_, f) in enumerate(sorted(items)) if n % slice_step == 0]
+    kept = [f for items in slices_by_case(images).values() for n, (_, f) in enumerate(items) if n % slice_step == 0]
     if background is None:
         return sorted(kept)
     bg = [f for f in kept if is_background(labels / f"{f.stem}.txt")]
@@ -185,7 +126,7 @@ def train_detector(data_yaml, out_dir, model: str | None = None, epochs: int | N
     pretrained weights exist offline), a model yaml, or a weights file to start from.
 
     After training, the validation split's max-F1 confidence is stored in the best weights
-    (:func:`bratsmedsam.detection.threshold.store_threshold`): ``Detector(weights)`` operates there.
+    (:func:`bratsmedsam.detection.threshold.select_threshold`): ``Detector(weights)`` operates there.
     """
     profile = dict(QUICK if quick else PAPER)
     given = {"model": model, "epochs": epochs, "imgsz": imgsz, "batch": batch}
@@ -202,7 +143,7 @@ def train_detector(data_yaml, out_dir, model: str | None = None, epochs: int | N
     local_yaml, counts = run_local_data(data_yaml, out_dir, slice_step=int(own.get("train_slice_step") or 1),
                                         background=own.get("train_background"))
     model_name = profile.pop("model")
-    dev = auto_device(device)
+    dev = ultralytics_device(device)
     args = {**profile, "data": str(local_yaml), "project": str(out_dir.parent), "name": out_dir.name,
             "exist_ok": True, "device": dev, "plots": profile.get("plots", True)}
     net = ultra.yolo(model_name)
@@ -214,8 +155,6 @@ def train_detector(data_yaml, out_dir, model: str | None = None, epochs: int | N
     if not best.is_file():
         best = Path(trainer.last)
     metrics = {k: float(v) for k, v in (trainer.metrics or {}).items()}
-    from .threshold import select_threshold
-
     operating = select_threshold(best, local_yaml, device=dev)
     atomic.write_json(out_dir / "train_detector.json", {
         "data": str(Path(data_yaml).resolve()), "model": model_name, "quick": quick, "device": dev,

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..boxes import mask_inside_xyxy
 from ..errors import UserError
 from ..offline import PROJECT_ROOT
 
@@ -90,9 +91,7 @@ def make_samples(data: SplitData) -> list[Sample]:
     out = []
     for i, (mask, boxes) in enumerate(zip(data.masks, data.boxes)):
         for b in boxes:
-            x0, y0, x1, y1 = (int(round(v)) for v in b)
-            target = np.zeros_like(mask)
-            target[y0:y1 + 1, x0:x1 + 1] = mask[y0:y1 + 1, x0:x1 + 1]
+            target = mask_inside_xyxy(mask, b)
             if target.any():
                 out.append(Sample(i, b.astype(np.float32), target))
     return out
@@ -213,7 +212,8 @@ def train_decoder(dataset_dir, out_dir, cfg: FinetuneConfig) -> dict:
     from ..atomic import write_json
     from ..dataset import load_info
     from .checkpoint import load_decoder, save_decoder
-    from .model import load_segmenter, pick_device
+    from ..devices import pick_device
+    from .model import load_segmenter
     from .plots import save_curves, save_overlays
 
     if cfg.epochs < 0 or cfg.batch_size < 1 or cfg.lr <= 0:
