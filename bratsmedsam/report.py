@@ -1,6 +1,7 @@
 """The evaluation report folder: ``report.md``, ``metrics.json``, ``per_case.csv``, ``slices.csv``, ``figures/``.
 
-Input is the results dict of :func:`bratsmedsam.evaluate.evaluate`. Every number in the report comes
+Input is the results dict of :func:`bratsmedsam.evaluate.evaluate` (per-slice results as
+:class:`~bratsmedsam.evaluation.records.SliceRecord`, tables built from records). Every number in the report comes
 from it; a segmenter whose checkpoint was not supplied shows the words "not supplied", never a number.
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+from dataclasses import asdict, is_dataclass
 from pathlib import Path
 
 import numpy as np
@@ -142,7 +144,9 @@ def report_markdown(results: dict, figures: dict[str, str | None]) -> str:
     return "\n\n".join(parts) + "\n"
 
 
-def _write_csv(path: Path, rows: list[dict]) -> None:
+def _write_csv(path: Path, rows: list) -> None:
+    """Rows (dicts or dataclass records) as CSV, columns in the first row's order."""
+    rows = [asdict(r) if is_dataclass(r) else r for r in rows]
     buf = io.StringIO()
     if rows:
         writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
@@ -216,8 +220,8 @@ def figure_examples(examples: dict, target: Path) -> bool:
 def figure_distributions(results: dict, target: Path) -> bool:
     groups: dict[str, list[float]] = {}
     for s in results["slices"]:
-        if s["tumour"]:
-            groups.setdefault(f"{s['segmenter']}\n{_source_label(s['boxes'])}", []).append(s["dice"])
+        if s.tumour:
+            groups.setdefault(f"{s.segmenter}\n{_source_label(s.boxes)}", []).append(s.dice)
     if not groups:
         return False
     plt = _plt()
@@ -280,7 +284,8 @@ def _jsonable(results: dict) -> dict:
 
 
 def write_report(results: dict, out_dir: str | Path) -> dict[str, Path]:
-    """Write the report folder; returns the written paths by kind."""
+    """Write the report folder; returns the written paths: ``report``, ``metrics``, ``per_case_csv``,
+    ``slices_csv`` and ``figure_<name>`` for each figure drawn (names as in :data:`FIGURES`)."""
     out = Path(out_dir)
     (out / "figures").mkdir(parents=True, exist_ok=True)
     drawn = {
@@ -292,7 +297,7 @@ def write_report(results: dict, out_dir: str | Path) -> dict[str, Path]:
     paths = {"metrics": write_json(out / "metrics.json", _jsonable(results))}
     _write_csv(out / "per_case.csv", results["per_case"])
     _write_csv(out / "slices.csv", results["slices"])
-    paths.update(per_case=out / "per_case.csv", slices=out / "slices.csv",
+    paths.update(per_case_csv=out / "per_case.csv", slices_csv=out / "slices.csv",
                  report=write_text(out / "report.md", report_markdown(results, figures)))
-    paths.update({k: out / v for k, v in figures.items() if v})
+    paths.update({f"figure_{k}": out / v for k, v in figures.items() if v})
     return paths

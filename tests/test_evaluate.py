@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 
 from bratsmedsam.errors import UserError
-from bratsmedsam.evaluate import (GT, EvaluateConfig, SegmenterRow, per_case_rows, resolve_detector,
-                                  segmenter_rows, table2, volume_table)
+from bratsmedsam.evaluate import EvaluateConfig
+from bratsmedsam.evaluation.records import GT, CaseRecord, SliceRecord, per_case_rows, table2, volume_table
+from bratsmedsam.evaluation.rows import SegmenterRow, resolve_detector, segmenter_rows
 from bratsmedsam.report import FIGURES, report_markdown, table2_markdown, write_report
 
 CFG = EvaluateConfig(data=Path("unused"), n_boot=200)
@@ -25,24 +26,22 @@ def _rows():
 
 def _slice_rows():
     """Two patients; LiteMedSAM with GT boxes and with detector 'det' (a false positive on a tumour-free slice)."""
-    out = []
+    row, out = "LiteMedSAM zero-shot", []
     for case, dices in (("A", [0.8, 0.6]), ("B", [0.9])):
         for z, d in enumerate(dices):
-            out.append({"case": case, "z": z, "tumour": True, "segmenter": "LiteMedSAM zero-shot", "boxes": GT,
-                        "n_boxes": 1, "dice": d})
-            out.append({"case": case, "z": z, "tumour": True, "segmenter": "LiteMedSAM zero-shot", "boxes": "det",
-                        "n_boxes": 1, "dice": d / 2})
-        out.append({"case": case, "z": 9, "tumour": False, "segmenter": "LiteMedSAM zero-shot", "boxes": GT,
-                    "n_boxes": 0, "dice": 1.0})
-        out.append({"case": case, "z": 9, "tumour": False, "segmenter": "LiteMedSAM zero-shot", "boxes": "det",
-                    "n_boxes": 1 if case == "A" else 0, "dice": 0.0 if case == "A" else 1.0})
+            out.append(SliceRecord(case, z, True, row, GT, n_boxes=1, dice=d))
+            out.append(SliceRecord(case, z, True, row, "det", n_boxes=1, dice=d / 2))
+        out.append(SliceRecord(case, 9, False, row, GT, n_boxes=0, dice=1.0))
+        out.append(SliceRecord(case, 9, False, row, "det", n_boxes=1 if case == "A" else 0,
+                               dice=0.0 if case == "A" else 1.0))
     return out
 
 
 def _results(tmp_path: Path) -> dict:
     rows, sources, slices = _rows(), [GT, "det"], _slice_rows()
-    case_rows = [{"case": c, "segmenter": "LiteMedSAM zero-shot", "boxes": s, "volume_dice": 0.7, "volume_hd95": 5.0,
-                  "lesion_dice": 0.6, "lesion_hd95": 40.0, "lesion_n_gt": 1, "lesion_n_fp": 1}
+    case_rows = [CaseRecord(c, "LiteMedSAM zero-shot", s, n_slices_prompted=2, volume_dice=0.7, volume_hd95=5.0,
+                            lesion_dice=0.6, lesion_hd95=40.0, lesion_n_gt=1, lesion_n_detected=1, lesion_n_fp=1,
+                            pred_voxels=100, gt_voxels=90)
                  for c in ("A", "B") for s in sources]
     img = np.zeros((32, 32, 3), np.uint8)
     gt = np.zeros((32, 32), bool)
@@ -118,8 +117,11 @@ def test_per_case_rows_average_each_patients_tumour_slices():
 
 def test_report_folder_has_every_table_file_and_figure(tmp_path):
     paths = write_report(_results(tmp_path), tmp_path / "report")
-    for key in ("report", "metrics", "per_case", "slices", "examples", "distributions", "per_case"):
+    for key in ("report", "metrics", "per_case_csv", "slices_csv"):
         assert Path(paths[key]).is_file(), key
+    for name in FIGURES:
+        assert Path(paths[f"figure_{name}"]).is_file(), name
+    assert paths["per_case_csv"].suffix == ".csv" and paths["figure_per_case"].suffix == ".png"
     md = (tmp_path / "report" / "report.md").read_text()
     for heading in ("Table 1", "Table 2", "3D per case", "lesion-wise Dice (BraTS 2023)", "not supplied"):
         assert heading in md

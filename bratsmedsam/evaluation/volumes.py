@@ -1,0 +1,75 @@
+"""3D per case: a test case's axial slices segmented and stacked, scored as a volume.
+
+GT prompts: one pixel-XYXY box per 8-connected component of each axial slice's mask (>= ``min_box``
+pixels); end to end: the detector on every axial slice (``pipeline.detect_volume``). Scores: whole-volume
+Dice and HD95 (MONAI) and the BraTS 2023 lesion-wise Dice and HD95 (``metrics.lesion_wise``) of the
+dataset's target region. Volumes are ``(X, Y, Z)``; slices ``boxes.axial_slice``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import UserError
+from ..metrics import dice, hd95, lesion_wise
+from .records import GT, CaseRecord
+
+
+def gt_boxes_volume(gt: np.ndarray, min_pixels: int) -> dict[int, np.ndarray]:
+    """GT prompts for 3D: one pixel-XYXY box per 8-connected component of each axial slice's mask."""
+    from ..boxes import axial_slice, component_boxes_xyxy
+
+    out = {}
+    for k in np.flatnonzero(gt.any(axis=(0, 1))):
+        b, _ = component_boxes_xyxy(axial_slice(gt, int(k)), min_pixels=min_pixels)
+        if len(b):
+            out[int(k)] = b
+    return out
+
+
+def score_volume(case: str, segmenter: str, boxes: str, n_prompted: int, pred: np.ndarray, gt: np.ndarray,
+                 spacing) -> CaseRecord:
+    """One :class:`CaseRecord` from a predicted and a ground-truth bool ``(X, Y, Z)`` volume (spacing in mm)."""
+    lw = lesion_wise(pred, gt, spacing=spacing)
+    return CaseRecord(case, segmenter, boxes, n_prompted, volume_dice=dice(pred, gt),
+                      volume_hd95=hd95(pred, gt, spacing=spacing), lesion_dice=lw.dice, lesion_hd95=lw.hd95,
+                      lesion_n_gt=lw.n_gt_lesions, lesion_n_detected=lw.n_detected,
+                      lesion_n_fp=lw.n_false_positives, pred_voxels=int(pred.sum()), gt_voxels=int(gt.sum()))
+
+
+def case_files(studies: Path) -> dict:
+    """``{case_id: CaseFiles}`` of the dataset's studies folder (from prepare.json)."""
+    from ..cases import discover_cases
+
+    if not Path(studies).is_dir():
+        raise UserError(f"the dataset's studies folder {studies} (from prepare.json) does not exist; "
+                        "3D metrics need it (or pass --no-volumes)")
+    return {c.case_id: c for c in discover_cases(studies)}
+
+
+def evaluate_volume(files: dict, case: str, channels_order, region: str, min_box: int, percentiles,
+                    segmenters: dict, detectors: dict) -> list[CaseRecord]:
+    """3D records of one case: every segmenter x (GT boxes, each detector)."""
+    from ..cases import load_case
+    from ..intensity import compose_channels
+    from ..pipeline import detect_volume
+    from ..regions import region_mask
+    from ..volume import segment_with_boxes
+
+    if case not in files:
+        raise UserError(f"test case {case} is not in the studies folder any more; 3D metrics need its volumes")
+    vol = load_case(files[case], modalities=tuple(dict.fromkeys(channels_order)), with_seg=True)
+    channels = compose_channels(vol, channels_order, *percentiles)   # the same slices prepare wrote
+    gt = region_mask(vol.seg, region)
+    spacing = tuple(float(s) for s in np.linalg.norm(np.asarray(vol.affine)[:3, :3], axis=0))
+    prompts = {GT: gt_boxes_volume(gt, min_box)}
+    for name, det in detectors.items():
+        prompts[name], _ = detect_volume(channels, det)
+    out = []
+    for row_name, seg in segmenters.items():
+        for src, bx in prompts.items():
+            pred = segment_with_boxes(channels, bx, seg).label
+            out.append(score_volume(case, row_name, src, len(bx), pred, gt, spacing))
+    return out
