@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from .atomic import write_json, write_text
+from .detection.training import QUICK as DETECTOR_QUICK
 from .errors import UserError
 
 
@@ -31,6 +32,14 @@ class DetectorStep:
     optimizer: str = "SGD"
     lr0: float = 0.01
     extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_recipe(cls, recipe: dict, drop: tuple[str, ...] = ()) -> "DetectorStep":
+        """A step from a train-detector recipe (``detection.training.QUICK`` / ``PAPER``), less the keys in ``drop``."""
+        named = {f.name for f in fields(cls)} - {"extra"}
+        kept = {k: v for k, v in recipe.items() if k not in drop}
+        return cls(**{k: v for k, v in kept.items() if k in named},
+                   extra={k: v for k, v in kept.items() if k not in named})
 
 
 @dataclass
@@ -89,9 +98,8 @@ QUICK = Profile(
                 "decoder fine-tuned for 5 epochs on at most 96 training / 16 validation slices; 3D metrics on "
                 "the first test case.",
     prepare={"z_step": 2, "split": [0.6, 0.2, 0.2], "seed": 0},
-    # = bratsmedsam.detection.training.QUICK, less its every-2nd-slice subsampling (z_step 2 above does it).
-    detectors=[DetectorStep("yolov5n", 30, 224, 8, extra={"nbs": 8, "warmup_epochs": 0, "close_mosaic": 3,
-                                                           "val": False, "train_background": 0.1})],
+    # the detector's --quick recipe, less its every-2nd-slice subsampling (z_step 2 above does it)
+    detectors=[DetectorStep.from_recipe(DETECTOR_QUICK, drop=("train_slice_step",))],
     finetune={"base": "litemedsam", "epochs": 5, "batch_size": 8, "lr": 1e-4, "weight_decay": 0.01,
               "max_train_slices": 96, "max_val_slices": 16, "seed": 0, "cache_dir": None},
     evaluate={"volumes": True, "max_cases": 1, "n_boot": 1000},

@@ -53,7 +53,8 @@ def combine(conf: np.ndarray, iou_pred: np.ndarray, box_mask_iou: np.ndarray,
 
 
 def study_uncertainty(channels: np.ndarray, detector: SliceDetector, segmenter: SliceSegmenter, z_step: int = 2,
-                      max_seg_slices: int = 6, weights: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> StudyUncertainty:
+                      max_seg_slices: int = 6,
+                      weights: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> StudyUncertainty:
     """Score one study: ``channels`` uint8 ``(X, Y, Z, 3)``; ``detector.predict`` and ``segmenter.segment_many``."""
     ks = list(range(0, channels.shape[2], max(1, z_step)))
     found = detector.predict([axial_slice(channels, k) for k in ks])
