@@ -14,6 +14,11 @@ to the model frame (the ``S x S`` input grid), and the mask decoder's low-resolu
 - ``sam`` (SAM ViT-B): ``ResizeLongestSide(1024)``, SAM's pixel mean/std on 0-255, zero-pad to
   1024x1024; boxes scaled per axis by the resize; logits upsampled to 1024, cropped to the resized
   part, resized to ``(H, W)``; mask = logit > 0.
+
+The longest-side frame and the unpad-and-resize of the logits are ``segment_anything``'s own
+(``ResizeLongestSide.get_preprocess_shape``, ``Sam.postprocess_masks``). Box scaling stays
+:func:`bratsmedsam.boxes.scale_xyxy` (float32): ``ResizeLongestSide.apply_boxes`` scales in float64 and
+differs in the last bit.
 """
 
 from __future__ import annotations
@@ -38,10 +43,22 @@ class Frame:
     resized_w: int
 
 
-def _longest_side(height: int, width: int, target: int) -> tuple[int, int]:
-    """New ``(h, w)`` with the longest side = ``target`` (rounding as in SAM's ResizeLongestSide)."""
-    scale = target / max(height, width)
-    return int(height * scale + 0.5), int(width * scale + 0.5)
+def _longest_side_frame(height: int, width: int, target: int) -> Frame:
+    """The frame of a slice whose longest side is resized to ``target`` (SAM's ``ResizeLongestSide`` rounding)."""
+    from segment_anything.utils.transforms import ResizeLongestSide
+
+    return Frame(height, width, *ResizeLongestSide.get_preprocess_shape(height, width, target))
+
+
+def _unpad_and_resize(logits, input_size: int, frame: Frame):
+    """``segment_anything``'s ``Sam.postprocess_masks``: logits upsampled to the ``input_size`` grid, the padding
+    cropped off, resized (bilinear) to the slice. It reads only the input size from the model, given here."""
+    from types import SimpleNamespace
+
+    from segment_anything.modeling import Sam
+
+    model = SimpleNamespace(image_encoder=SimpleNamespace(img_size=input_size))
+    return Sam.postprocess_masks(model, logits, (frame.resized_h, frame.resized_w), (frame.height, frame.width))
 
 
 def _check_image(image: np.ndarray) -> np.ndarray:
@@ -105,8 +122,7 @@ class LiteMedSAMFamily(Family):
     preprocess_id = "lite256:cv2-area-longest:minmax:pad-br:v1"
 
     def frame(self, height, width):
-        h, w = _longest_side(height, width, self.input_size)
-        return Frame(height, width, h, w)
+        return _longest_side_frame(height, width, self.input_size)
 
     def preprocess(self, image):
         import cv2
@@ -123,10 +139,8 @@ class LiteMedSAMFamily(Family):
         return s, s
 
     def logits_to_original(self, logits, frame):
-        import torch.nn.functional as F
-
-        crop = logits[..., : frame.resized_h, : frame.resized_w]
-        return F.interpolate(crop, size=(frame.height, frame.width), mode="bilinear", align_corners=False)
+        # the decoder's 256 grid is the input grid here, so the upsampling step is the identity
+        return _unpad_and_resize(logits, self.input_size, frame)
 
 
 class MedSAMFamily(Family):
@@ -170,8 +184,7 @@ class SAMFamily(Family):
     preprocess_id = "sam1024:resize-longest-pil:pixel-mean-std:pad-br:v1"
 
     def frame(self, height, width):
-        h, w = _longest_side(height, width, self.input_size)
-        return Frame(height, width, h, w)
+        return _longest_side_frame(height, width, self.input_size)
 
     def preprocess(self, image):
         from segment_anything.utils.transforms import ResizeLongestSide
@@ -188,11 +201,7 @@ class SAMFamily(Family):
         return frame.resized_w / frame.width, frame.resized_h / frame.height
 
     def logits_to_original(self, logits, frame):
-        import torch.nn.functional as F
-
-        up = F.interpolate(logits, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False)
-        crop = up[..., : frame.resized_h, : frame.resized_w]
-        return F.interpolate(crop, size=(frame.height, frame.width), mode="bilinear", align_corners=False)
+        return _unpad_and_resize(logits, self.input_size, frame)
 
 
 _REGISTRY = {f.name: f for f in (LiteMedSAMFamily(), MedSAMFamily(), SAMFamily())}
