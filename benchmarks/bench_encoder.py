@@ -2,7 +2,7 @@
 precision, on the same slices in the same run; then what an annotator waits for with each (a prompt on a new
 slice, a prompt on an encoded slice, a 3D ROI).
 
-    python benchmarks/bench_encoder.py [--case DIR] [--slices 8] [--device cpu|cuda]
+    python benchmarks/bench_encoder.py [--case DIR] [--slices 8] [--deep 21] [--device cpu|cuda]
 
 Prints a table (milliseconds per slice, ratio to PyTorch float32, mean GT-box slice Dice) and writes
 runs/benchmarks/bench_encoder.json. With ``--device cuda`` the rows are PyTorch float32 and bf16 autocast on the
@@ -12,6 +12,7 @@ GPU (OpenVINO is a CPU path here).
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import statistics
 import sys
@@ -21,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+OUT = Path(os.environ.get("BRATSMEDSAM_BENCH_DIR") or ROOT / "runs" / "benchmarks")  # where the JSON goes
 sys.path.insert(0, str(ROOT))
 
 
@@ -31,7 +33,8 @@ def main() -> None:
     from bratsmedsam.boxes import RoiIJK, axial_slice, component_boxes_xyxy
     from bratsmedsam.cases import case_files_in, load_case
     from bratsmedsam.paths import real_cases_dir
-    from bratsmedsam.pipeline import load_study, segment_roi
+    from bratsmedsam.studies import load_study
+    from bratsmedsam.volume import segment_roi
     from bratsmedsam.regions import region_mask
     from bratsmedsam.segmenter import load_segmenter
     from bratsmedsam.segmenter.backends import cpu_flags
@@ -40,6 +43,7 @@ def main() -> None:
     ap.add_argument("--case", type=Path, default=real_cases_dir() / "BraTS-GLI-00000-000")
     ap.add_argument("--slices", type=int, default=8, help="tumour slices timed per backend")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--deep", type=int, default=21, help="slices in the timed 3D ROI")
     args = ap.parse_args()
 
     files = case_files_in(args.case)
@@ -85,22 +89,25 @@ def main() -> None:
         t0 = time.perf_counter()
         segment_roi(study.channels, flat, seg)
         t_warm = time.perf_counter() - t0
-        deep = RoiIJK.from_slicer([box[0] - 5, box[1] + 5, box[2] - 5, box[3] + 5, k_mid - 10, k_mid + 10], shape)
+        half = args.deep // 2
+        deep = RoiIJK.from_slicer([box[0] - 5, box[1] + 5, box[2] - 5, box[3] + 5, k_mid - half,
+                                   k_mid - half + args.deep - 1], shape)
         t0 = time.perf_counter()
         segment_roi(study.channels, deep, seg)
         t_3d = time.perf_counter() - t0
         rows[name] = {"encoder_ms": 1000 * statistics.median(times), "dice": float(np.mean(dice)),
-                      "prompt_new_slice_s": t_new, "prompt_warm_s": t_warm, "roi_3d_21_slices_s": t_3d}
+                      "prompt_new_slice_s": t_new, "prompt_warm_s": t_warm, "roi_3d_s": t_3d,
+                      "roi_3d_slices": deep.depth}
     ref = next(iter(rows.values()))
-    print(f"{'backend':<44} {'enc ms':>8} {'x ref':>6} {'Dice':>7} {'new s':>7} {'warm s':>7} {'3D-21 s':>8}")
+    print(f"{'backend':<44} {'enc ms':>8} {'x ref':>6} {'Dice':>7} {'new s':>7} {'warm s':>7} {f'3D-{args.deep} s':>8}")
     for name, r in rows.items():
         print(f"{name:<44} {r['encoder_ms']:8.0f} {ref['encoder_ms'] / r['encoder_ms']:6.2f} {r['dice']:7.4f} "
-              f"{r['prompt_new_slice_s']:7.2f} {r['prompt_warm_s']:7.3f} {r['roi_3d_21_slices_s']:8.1f}")
+              f"{r['prompt_new_slice_s']:7.2f} {r['prompt_warm_s']:7.3f} {r['roi_3d_s']:8.1f}")
     flags = cpu_flags()
     env = {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
            "device": args.device, "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
            "avx512_bf16": "avx512_bf16" in flags, "amx": "amx_bf16" in flags, "case": files.case_id, "slices": ks}
-    out = write_json(ROOT / "runs" / "benchmarks" / f"bench_encoder_{args.device}.json",
+    out = write_json(OUT / f"bench_encoder_{args.device}.json",
                      {"rows": rows, "speedup_vs_torch_f32": {n: ref["encoder_ms"] / r["encoder_ms"]
                                                             for n, r in rows.items()}, "env": env})
     print(f"-> {out} ({env})")

@@ -1,18 +1,19 @@
 """What an annotator waits for, over HTTP, with the server as shipped vs the reference configuration in one run.
 
-    python benchmarks/bench_server.py [--studies DIR] [--think 8] [--deep 47]
+    python benchmarks/bench_server.py [--studies DIR] [--think 8] [--deep 47] [--train 2 --epochs 3]
 
 Two servers are started one after the other on a copy of the studies: the reference (PyTorch float32 encoder,
 no prefetch) and the default (OpenVINO at the CPU's precision, prefetch on). Each is driven as Slicer drives it
 (``MONAILabelClient``): Next Sample, a pause of ``--think`` seconds (an annotator finding the tumour), a box on
 the study's brightest-FLAIR slice, the same box again (warm), a box on a slice far from it (new slice), a 3D ROI
-of ``--deep`` slices. Prints seconds per action and the ratio reference/default; writes
+of ``--deep`` slices, and with ``--train N`` a training round on N labelled studies. Prints seconds per action and the ratio reference/default; writes
 runs/benchmarks/bench_server.json.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import json
 import platform
 import shutil
@@ -24,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+OUT = Path(os.environ.get("BRATSMEDSAM_BENCH_DIR") or ROOT / "runs" / "benchmarks")  # where the JSON goes
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 CONFIGS = {
@@ -33,11 +35,35 @@ CONFIGS = {
 SLICER = {"result_extension": ".nrrd", "result_dtype": "uint8", "result_compress": False}
 
 
-def drive(url: str, studies: Path, think: float, deep: int) -> dict:
+def train_round(client, studies: Path, n_studies: int, epochs: int) -> float:
+    """Submit the BraTS WT label of ``n_studies`` studies as final, start a ``medsam`` training, wait: seconds from
+    the start request to DONE (the embeddings of those studies not cached before)."""
+    from bratsmedsam.cases import case_files_in, load_case
+    from bratsmedsam.regions import region_mask
+    from bratsmedsam.studies import write_label
+
+    ids = sorted(p.name for p in studies.iterdir() if p.is_dir() and not p.name.startswith("."))[:n_studies]
+    for sid in ids:
+        files = case_files_in(studies / sid)
+        wt = region_mask(load_case(files, [], with_seg=True).seg, "WT")
+        client.save_label(sid, str(write_label(wt, files.images["t2f"], studies.parent / f"{sid}.nrrd")), tag="final")
+    t0 = time.perf_counter()
+    client.train_start("medsam", {"max_epochs": epochs})
+    while True:
+        time.sleep(2)
+        status = client.train_status()
+        if status.get("status") not in ("SUBMITTED", "RUNNING"):
+            break
+    if status.get("status") != "DONE":
+        raise SystemExit(f"training did not finish: {status}")
+    return round(time.perf_counter() - t0, 1)
+
+
+def drive(url: str, studies: Path, think: float, deep: int, train: int, epochs: int) -> dict:
     from monailabel.client import MONAILabelClient
 
     from bratsmedsam.cases import case_files_in, load_case
-    from bratsmedsam.pipeline import load_study
+    from bratsmedsam.studies import load_study
     from bratsmedsam.regions import region_mask
 
     from lib.prefetch import bright_slices
@@ -66,6 +92,8 @@ def drive(url: str, studies: Path, think: float, deep: int) -> dict:
     infer("box on a new slice", [*box, far, far])
     k0 = max(0, kk - deep // 2)
     infer(f"3D ROI, {deep} slices", [*box, k0, min(wt.shape[2] - 1, k0 + deep - 1)])
+    if train:
+        t[f"training round, {train} labelled studies, {epochs} epochs"] = train_round(client, studies, train, epochs)
     t["study"] = sid
     return t
 
@@ -78,6 +106,9 @@ def main() -> None:
     ap.add_argument("--studies", type=Path, default=ROOT / "runs" / "demo" / "studies")
     ap.add_argument("--think", type=float, default=8.0, help="seconds between Next Sample and the first box")
     ap.add_argument("--deep", type=int, default=47, help="slices in the 3D ROI")
+    ap.add_argument("--train", type=int, default=0, metavar="N",
+                    help="also time a medsam training round over REST on N studies labelled with their BraTS WT")
+    ap.add_argument("--epochs", type=int, default=3)
     args = ap.parse_args()
     results = {}
     for name, extra in CONFIGS.items():
@@ -87,7 +118,7 @@ def main() -> None:
         srv = Server(work, work.parent / "server.log", "--seg-tag", "original", *extra)
         srv.start()
         try:
-            results[name] = drive(srv.url, work, args.think, args.deep)
+            results[name] = drive(srv.url, work, args.think, args.deep, args.train, args.epochs)
         finally:
             srv.stop()
             shutil.rmtree(work.parent, ignore_errors=True)
@@ -100,7 +131,7 @@ def main() -> None:
     env = {"cpu": platform.processor() or platform.machine(), "studies": str(args.studies), "think_s": args.think}
     from bratsmedsam.atomic import write_json
 
-    out = write_json(ROOT / "runs" / "benchmarks" / "bench_server.json", {"seconds": results, "env": env})
+    out = write_json(OUT / "bench_server.json", {"seconds": results, "env": env})
     print(f"-> {out}")
     print(json.dumps(env))
 
