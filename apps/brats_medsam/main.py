@@ -1,7 +1,9 @@
 """MONAI Label app: BraTS studies -> YOLO tumour boxes -> MedSAM masks. Only wiring; logic is in ``bratsmedsam``.
 
-Infer tasks: ``detector`` (Markups ROI JSON), ``medsam`` (interactive ROI/points), ``pipeline`` (automatic).
-Trainers: ``medsam`` (mask decoder), ``detector`` (YOLO). Active learning: ``uncertainty``, ``random``, ``first``.
+Each model is one ``TaskConfig`` file under ``lib/configs/`` (as in MONAI Label's radiology app): ``detector``
+(Markups ROI JSON; trainer), ``medsam`` (interactive ROI/points; trainer), ``pipeline`` (automatic; the
+``uncertainty`` scoring and strategy). Adding a model is adding a file there; ``--conf models a,b`` serves a
+subset (default all). Strategies ``random`` and ``first`` come with MONAI Label.
 Settings: ``--conf key value`` (see ``lib/configs/settings.py``). Start it with ``python main.py serve``.
 """
 
@@ -19,24 +21,32 @@ if str(_ROOT) not in sys.path and (_ROOT / "bratsmedsam").is_dir():
 from fastapi import HTTPException  # noqa: E402
 from monailabel.config import settings  # noqa: E402
 from monailabel.interfaces.app import MONAILabelApp  # noqa: E402
+from monailabel.interfaces.config import TaskConfig  # noqa: E402
 from monailabel.tasks.activelearning.first import First  # noqa: E402
 from monailabel.tasks.activelearning.random import Random  # noqa: E402
+from monailabel.utils.others.class_utils import get_class_names  # noqa: E402
 
+import lib.configs  # noqa: E402
+from bratsmedsam.digest import file_sha256  # noqa: E402
 from bratsmedsam.errors import UserError  # noqa: E402
-from bratsmedsam.segmenter.checkpoint import file_sha256  # noqa: E402
-from lib.activelearning.uncertainty import MostUncertain, UncertaintyScoring  # noqa: E402
-from lib.configs.models import ModelStore  # noqa: E402
 from lib.configs.settings import AppSettings  # noqa: E402
 from lib.datastore import SafeDatastore, check_name  # noqa: E402
-from lib.infers.detector import DetectorInfer  # noqa: E402
-from lib.infers.medsam import MedSamInfer  # noqa: E402
-from lib.infers.pipeline import PipelineInfer  # noqa: E402
+from lib.model_store import ModelStore  # noqa: E402
 from lib.prefetch import Prefetcher  # noqa: E402
-from lib.trainers.detector import DetectorTrain  # noqa: E402
 from lib.trainers.common import publish  # noqa: E402
-from lib.trainers.medsam import MedSamTrain  # noqa: E402
 
 logger = logging.getLogger(__name__)
+
+
+def task_configs() -> dict[str, type]:
+    """``{name: TaskConfig class}`` of every file under ``lib/configs/`` (name = the file's name)."""
+    import importlib
+
+    out = {}
+    for path in get_class_names(lib.configs, "TaskConfig"):
+        module, cls = path.rsplit(".", 1)
+        out[module.rsplit(".", 1)[-1].lower()] = getattr(importlib.import_module(module), cls)
+    return dict(sorted(out.items()))
 
 
 class BratsMedSamApp(MONAILabelApp):
@@ -45,6 +55,16 @@ class BratsMedSamApp(MONAILabelApp):
         self.cfg.model_dir.mkdir(parents=True, exist_ok=True)
         self.models = ModelStore(self.cfg)
         self.prefetch = Prefetcher(self.models, self.cfg.prefetch_slices)
+        available = task_configs()
+        names = list(available) if self.cfg.models == ("all",) else list(self.cfg.models)
+        unknown = [n for n in names if n not in available]
+        if unknown:
+            raise UserError(f"--conf models: unknown model {unknown[0]!r}; expected some of {', '.join(available)}")
+        self.configs: dict[str, TaskConfig] = {}
+        for name in names:
+            c = self.configs[name] = available[name]()
+            c.init(name, str(self.cfg.model_dir), conf, None, settings=self.cfg, store=self.models,
+                   prefetch=self.prefetch)
         super().__init__(app_dir=app_dir, studies=studies, conf=conf, name="brats-medsam",
                          description="BraTS tumour annotation: YOLO boxes + MedSAM masks",
                          version="0.1", labels=self.cfg.labels)
@@ -56,15 +76,15 @@ class BratsMedSamApp(MONAILabelApp):
                              read_only=settings.MONAI_LABEL_DATASTORE_READ_ONLY)
 
     def init_infers(self):
-        return {"detector": DetectorInfer(self.models, self.cfg, self.prefetch),
-                "medsam": MedSamInfer(self.models, self.cfg, self.prefetch),
-                "pipeline": PipelineInfer(self.models, self.cfg, self.prefetch)}
+        return {k: v for c in self.configs.values() for k, v in _named(c.infer(), c.name).items()}
 
     def init_trainers(self):
-        return {"medsam": MedSamTrain(self.cfg), "detector": DetectorTrain(self.cfg)}
+        trainers = {c.name: c.trainer() for c in self.configs.values()}
+        return {k: v for k, v in trainers.items() if v is not None}
 
     def init_strategies(self):
-        return {"uncertainty": MostUncertain(self.cfg), "random": Random(), "first": First()}
+        own = {k: v for c in self.configs.values() for k, v in _named(c.strategy(), c.name).items()}
+        return {**own, "random": Random(), "first": First()}
 
     def next_sample(self, request):
         """Whatever strategy chose, its study's likely slices start encoding now, before the first click."""
@@ -74,7 +94,7 @@ class BratsMedSamApp(MONAILabelApp):
         return res
 
     def init_scoring_methods(self):
-        return {"uncertainty": UncertaintyScoring(self.models, self.cfg)}
+        return {k: v for c in self.configs.values() for k, v in _named(c.scoring_method(), c.name).items()}
 
     def infer_task(self, model: str):
         """The infer task of that name if it can run now (weights present and valid), else None."""
@@ -83,17 +103,19 @@ class BratsMedSamApp(MONAILabelApp):
 
     def model_file(self, model, validate=True):
         """The published file behind a model name (``GET /model/{model}``); None for names without one."""
-        path = {"medsam": self.cfg.decoder_path, "detector": self.cfg.detector_path}.get(model)
-        return str(path) if path is not None and (path.exists() or not validate) else None
+        path = getattr(self.configs.get(model), "path", None)
+        return str(path) if path is not None and (Path(path).exists() or not validate) else None
 
     def publish_model(self, model: str, upload: str) -> str:
-        """``PUT /model/{model}``: the upload must load as that model (a decoder that fits the base segmenter,
-        YOLO weights the detector reads), then replaces the served file atomically. Returns its SHA-256."""
+        """``PUT /model/{model}``: the upload must load as that model (its config's ``check_file``: a decoder
+        that fits the base segmenter, YOLO weights the detector reads), then replaces the served file
+        atomically. Returns its SHA-256."""
         target = self.model_file(model, validate=False)
         if target is None:
-            raise HTTPException(status_code=404, detail=f"model {model!r} has no uploadable file (medsam, detector)")
+            files = ", ".join(n for n, c in self.configs.items() if getattr(c, "path", None))
+            raise HTTPException(status_code=404, detail=f"model {model!r} has no uploadable file ({files})")
         try:
-            self.models.check_file(model, upload)
+            self.configs[model].check_file(upload)
         except UserError as exc:
             raise HTTPException(status_code=422, detail=f"not a usable {model} model: {exc}") from None
         publish(upload, Path(target))
@@ -132,3 +154,10 @@ class BratsMedSamApp(MONAILabelApp):
             raise HTTPException(status_code=409, detail=f"model {request.get('model')!r} is not available now "
                                                         "(weights missing or invalid)")
         return super().infer(request, datastore)
+
+
+def _named(tasks, name: str) -> dict:
+    """A config's ``infer()`` / ``strategy()`` / ``scoring_method()`` answer as a dict (one task: under ``name``)."""
+    if tasks is None:
+        return {}
+    return dict(tasks) if isinstance(tasks, dict) else {name: tasks}

@@ -1,4 +1,6 @@
-"""The served models, reloaded when their published file changes (checked on every request)."""
+"""The served networks, loaded once and reloaded when their published file changes (checked on every request).
+
+Shared by the task configs (``lib/configs/``): the pipeline and the uncertainty scoring use both networks."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ from pathlib import Path
 
 from bratsmedsam.errors import UserError
 
-from .settings import AppSettings
+from .configs.settings import AppSettings
 
 logger = logging.getLogger(__name__)
 
@@ -75,28 +77,6 @@ class ModelStore:
             if self._det is None:
                 raise UserError(f"the detector is not available: {self.det_error}")
             return self._det
-
-    def check_file(self, model: str, path: str) -> None:
-        """Raise ``UserError`` unless ``path`` loads as ``model`` (``medsam`` decoder or ``detector`` weights)."""
-        if model == "medsam":
-            from bratsmedsam.segmenter import load_segmenter
-
-            try:
-                load_segmenter(self.cfg.segmenter_base, self.cfg.segmenter_checkpoint, decoder=path, device="cpu",
-                               backend="torch")
-            except (OSError, RuntimeError, ValueError, KeyError, TypeError) as exc:
-                raise UserError(f"{type(exc).__name__}: {exc}") from None
-        elif model == "detector":
-            from bratsmedsam.detector import Detector
-
-            try:
-                Detector(path, device="cpu")
-            except UserError:
-                raise
-            except Exception as exc:  # ultralytics raises many kinds on a bad file
-                raise UserError(f"{type(exc).__name__}: {str(exc)[:200]}") from None
-        else:
-            raise UserError(f"no model file for {model!r}")
 
     def has_segmenter(self) -> bool:
         try:

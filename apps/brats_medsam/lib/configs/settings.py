@@ -24,6 +24,7 @@ def _cache_dir(value, conf: dict, app_dir: str) -> str | None:
 @dataclass
 class AppSettings:
     model_dir: Path  # detector.pt, medsam_decoder.pt (published), uncertainty.json, train runs
+    models: tuple[str, ...] = ("all",)  # the lib/configs/ models served (file names), or all of them
     channels: tuple[str, str, str] = ("t1c", "t2w", "t2f")
     region: str = "WT"  # the label the app draws (value 1)
     segmenter_base: str = "litemedsam"
@@ -70,6 +71,7 @@ class AppSettings:
         opt = lambda k: conf.get(k) or None  # noqa: E731
         return cls(
             model_dir=Path(conf.get("model_dir") or os.path.join(app_dir, "model")).resolve(),
+            models=tuple(m.strip().lower() for m in conf.get("models", "all").split(",") if m.strip()) or ("all",),
             channels=parse_channels(conf.get("channels", "t1c,t2w,t2f")),
             region=region,
             segmenter_base=conf.get("segmenter_base", "litemedsam"),
