@@ -145,7 +145,7 @@ def untrained_weights(tmp_path_factory):
 def test_predict_batches_slices_skips_empty_ones_and_feeds_bgr(untrained_weights):
     from bratsmedsam.detector import Detector
 
-    det = Detector(untrained_weights, device="cpu", imgsz=64)
+    det = Detector(untrained_weights, device="cpu", imgsz=64, conf=0.0)  # conf 0: an untrained model boxes every slice
     calls = []
     real = det.model.predict
 
@@ -163,10 +163,10 @@ def test_predict_batches_slices_skips_empty_ones_and_feeds_bgr(untrained_weights
     assert len(out) == 24 and all(isinstance(b, SliceBoxes) for b in out)
     assert [len(c) for c in calls] == [8, 8, 3]  # 19 non-empty slices, no call for the 5 blank ones
     assert calls[0][2][..., 2].min() == 200 and calls[0][2][..., 0].max() == 10  # slice 7 arrives BGR
-    for b in out:
+    assert all(len(b) == 0 for b in out[:5]) and all(len(b) > 0 for b in out[5:])
+    for b in out[5:]:
         assert b.xyxy.dtype == np.float32 and b.xyxy.shape[1] == 4
-        if len(b):
-            assert (b.xyxy[:, 0] <= b.xyxy[:, 2]).all() and b.xyxy[:, 2].max() <= 47 and b.xyxy[:, 3].max() <= 63
+        assert (b.xyxy[:, 0] <= b.xyxy[:, 2]).all() and b.xyxy[:, 2].max() <= 47 and b.xyxy[:, 3].max() <= 63
 
 
 def test_predict_rejects_non_rgb_uint8_slices(untrained_weights):
@@ -272,8 +272,9 @@ def test_predict_keeps_at_most_max_det_boxes_per_slice(untrained_weights):
 
     rng = np.random.default_rng(0)
     img = rng.integers(1, 255, (128, 128, 3), dtype=np.uint8)
+    assert len(Detector(untrained_weights, conf=0.0, max_det=5).predict([img])[0]) > 2  # more than 2 to cap
     boxes = Detector(untrained_weights, conf=0.0, max_det=2).predict([img])[0]
-    assert len(boxes) <= 2
+    assert len(boxes) == 2
 
 
 def test_running_the_detector_leaves_torchs_thread_count_as_it_was(tmp_path):

@@ -68,18 +68,27 @@ def test_cli_trains_predicts_and_evaluates_on_the_sample_dataset(sample_dataset,
     train_slices = json.loads((sample_dataset / "prepare.json").read_text())["slices_per_split"]["train"]
     assert 0 < meta["images"]["train"] < train_slices  # the quick profile subsamples the training slices
 
+    # conf 0: every candidate box, so a 2-epoch model still boxes every slice and the checks below have rows to check
     assert main(["predict-detector", "--weights", str(best), "--data", str(sample_dataset), "--split", "test",
-                 "--conf", "0.01", "--yolo-txt", "--out", str(pred)]) == 0
+                 "--conf", "0", "--yolo-txt", "--out", str(pred)]) == 0
     boxes = json.loads((pred / "boxes.json").read_text())
     test_cases = {k for k, v in json.loads((sample_dataset / "prepare.json").read_text())["splits"].items()
                   if v == "test"}
-    assert set(boxes) <= test_cases
+    assert set(boxes) == test_cases
     for case, per_z in boxes.items():
+        assert per_z
         for z, rows in per_z.items():
             a = np.asarray(rows)
             assert a.shape[1] == 5 and (a[:, 0] <= a[:, 2]).all() and (a[:, 1] <= a[:, 3]).all()
-            assert a[:, :4].min() >= 0 and a[:, :4].max() <= 239 and ((a[:, 4] >= 0.01) & (a[:, 4] <= 1)).all()
+            assert a[:, :4].min() >= 0 and a[:, :4].max() <= 239 and ((a[:, 4] >= 0) & (a[:, 4] <= 1)).all()
             assert (pred / "labels" / f"{case}_z{int(z):03d}.txt").is_file()
+    strict = tmp_path / "pred-0.3"
+    assert main(["predict-detector", "--weights", str(best), "--data", str(sample_dataset), "--split", "test",
+                 "--conf", "0.3", "--out", str(strict)]) == 0
+    kept = [r[4] for per_z in json.loads((strict / "boxes.json").read_text()).values() for rows in per_z.values()
+            for r in rows]
+    every = [r[4] for per_z in boxes.values() for rows in per_z.values() for r in rows]
+    assert all(c >= 0.3 for c in kept) and len(kept) < len(every)
 
     assert main(["evaluate-detector", "--weights", str(best), "--data", str(sample_dataset), "--out", str(ev)]) == 0
     res = json.loads((ev / "evaluate_detector.json").read_text())
