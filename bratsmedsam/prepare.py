@@ -19,17 +19,14 @@ no marker accounts for are removed before the manifest is written.
 from __future__ import annotations
 
 import csv
-import glob
-import hashlib
 import io
-import json
 import math
 import shutil
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Callable
 
 import numpy as np
 
@@ -38,17 +35,11 @@ from .atomic import save_png, write_json, write_text
 from .boxes import axial_slice, component_boxes_xyxy, xyxy_to_yolo
 from .cases import CaseFiles, check_headers, discover_cases, load_case
 from .dataset import COLUMNS, DATA_YAML, INFO, MANIFEST, SPLITS, manifest_row, slice_stem
+from .done_markers import DONE_DIR, KINDS, fingerprint, is_trusted, read_marker, remove_case_files, sweep
 from .errors import CaseError, UserError
 from .intensity import compose_channels, parse_channels
 from .regions import parse_region, region_mask
-
-DONE_DIR = ".done"
-KINDS = ("images", "masks", "labels")
-SPLIT_RULE = (
-    "cases ranked by sha256(seed:case_id); counts = largest-remainder rounding of n * fractions, "
-    "then, with >= 3 cases, every split with a non-zero fraction gets >= 1 case, taken from the largest split"
-)
-
+from .splits import SPLIT_RULE, parse_split, split_cases
 
 @dataclass
 class PrepareConfig:
@@ -94,51 +85,6 @@ class PrepareConfig:
         return d
 
 
-def parse_split(split: str | Sequence[float]) -> tuple[float, float, float]:
-    """``"6:2:2"``, ``"0.6,0.2,0.2"`` or three numbers -> fractions summing to 1."""
-    if isinstance(split, str):
-        parts = split.replace(":", ",").split(",")
-    else:
-        parts = list(split)
-    try:
-        vals = [float(p) for p in parts]
-    except (TypeError, ValueError):
-        raise UserError(f"split must be three numbers train,val,test (e.g. 6:2:2), got {split!r}") from None
-    if len(vals) != 3 or any(not math.isfinite(v) or v < 0 for v in vals) or vals[0] <= 0:
-        raise UserError(f"split must be three non-negative numbers train,val,test with train > 0, got {split!r}")
-    total = sum(vals)
-    return tuple(v / total for v in vals)  # type: ignore[return-value]
-
-
-def split_counts(n: int, fractions: Sequence[float]) -> list[int]:
-    """Cases per split: largest-remainder rounding of ``n * fractions``; with ``n >= 3`` every split
-    with a non-zero fraction gets at least one case (taken from the currently largest split)."""
-    raw = [n * f for f in fractions]
-    counts = [int(math.floor(r)) for r in raw]
-    order = sorted(range(len(raw)), key=lambda i: (-(raw[i] - counts[i]), i))
-    for i in order[: n - sum(counts)]:
-        counts[i] += 1
-    if n >= len(fractions):
-        for i, f in enumerate(fractions):
-            if f > 0 and counts[i] == 0:
-                donor = max(range(len(counts)), key=lambda j: counts[j])
-                counts[donor] -= 1
-                counts[i] += 1
-    return counts
-
-
-def split_cases(case_ids: Iterable[str], fractions: Sequence[float] = (0.6, 0.2, 0.2), seed: int = 0) -> dict[str, str]:
-    """Patient-level split ``{case_id: "train"|"val"|"test"}``, seeded and stable when cases are added."""
-    ids = sorted(set(case_ids), key=lambda c: hashlib.sha256(f"{seed}:{c}".encode()).hexdigest())
-    counts = split_counts(len(ids), fractions)
-    out, start = {}, 0
-    for name, count in zip(SPLITS, counts):
-        for cid in ids[start:start + count]:
-            out[cid] = name
-        start += count
-    return out
-
-
 def select_slices(target: np.ndarray, brain: np.ndarray, cfg: PrepareConfig) -> tuple[list, list, int]:
     """Choose slices of one case. ``target``: bool ``(X, Y, Z)`` region mask; ``brain``: bool ``(Z,)``.
 
@@ -167,31 +113,9 @@ def _rel(kind: str, split: str, stem: str) -> str:
     return f"{kind}/{split}/{stem}.{'txt' if kind == 'labels' else 'png'}"
 
 
-def _remove_case_files(out: Path, case_id: str) -> None:
-    """Delete the done-marker first, then every slice file of ``case_id`` in every split."""
-    (out / DONE_DIR / f"{case_id}.json").unlink(missing_ok=True)
-    pattern = glob.escape(f"{case_id}_z") + "[0-9]*.*"
-    for kind in KINDS:
-        for split in SPLITS:
-            for p in (out / kind / split).glob(pattern):
-                p.unlink(missing_ok=True)
-
-
 def _yolo_text(boxes_xyxy: np.ndarray, width: int, height: int) -> str:
     rows = xyxy_to_yolo(boxes_xyxy, width, height)
     return "".join(f"0 {cx:.6f} {cy:.6f} {w:.6f} {h:.6f}\n" for cx, cy, w, h in rows)
-
-
-def fingerprint(files: CaseFiles, cfg: PrepareConfig) -> str:
-    """Hash of the output settings and the case's input files (name, size, mtime)."""
-    paths = [files.images[m] for m in dict.fromkeys(cfg.channels) if m in files.images]
-    paths += [files.seg] if files.seg else []
-    inputs = []
-    for p in paths:
-        st = p.stat()
-        inputs.append([p.name, st.st_size, st.st_mtime_ns])
-    blob = json.dumps({"settings": cfg.output_settings(), "inputs": inputs, "version": __version__}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()
 
 
 def check_case(files: CaseFiles, cfg: PrepareConfig) -> str | None:
@@ -215,7 +139,7 @@ def prepare_case(files: CaseFiles, split: str, cfg: PrepareConfig, out: Path) ->
         case = load_case(files, cfg.channels, with_seg=True)
     except CaseError as exc:
         return {"case": cid, "status": "skipped", "reason": exc.reason}
-    _remove_case_files(out, cid)
+    remove_case_files(out, cid)
     rgb = compose_channels(case, cfg.channels, cfg.lower_percentile, cfg.upper_percentile)  # (X, Y, Z, 3)
     target = region_mask(case.seg, cfg.region)
     brain = rgb.any(axis=(0, 1, 3))  # (Z,)
@@ -240,39 +164,6 @@ def prepare_case(files: CaseFiles, split: str, cfg: PrepareConfig, out: Path) ->
               "n_tumour": len(tumour), "n_background": len(background), "n_small": n_small}
     write_json(out / DONE_DIR / f"{cid}.json", marker)
     return {"status": "ok", "reason": None, **marker}
-
-
-def _read_marker(out: Path, cid: str) -> dict | None:
-    path = out / DONE_DIR / f"{cid}.json"
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def _trusted(marker: dict | None, files: CaseFiles, cfg: PrepareConfig, out: Path) -> bool:
-    if not marker or marker.get("fingerprint") != fingerprint(files, cfg):
-        return False
-    return all((out / r[k]).is_file() for r in marker["rows"] for k in ("image", "mask", "label"))
-
-
-def _sweep(out: Path, keep: set[str], keep_cases: set[str]) -> int:
-    """Remove slice files (and leftover temporaries) that no kept row names, and stale markers."""
-    removed = 0
-    for kind in KINDS:
-        for split in SPLITS:
-            folder = out / kind / split
-            for p in folder.iterdir() if folder.is_dir() else ():
-                if f"{kind}/{split}/{p.name}" not in keep and p.is_file():
-                    p.unlink(missing_ok=True)
-                    removed += 1
-    for p in (out / DONE_DIR).glob("*.json"):
-        if p.stem not in keep_cases:
-            p.unlink(missing_ok=True)
-    if removed:  # ultralytics' label caches describe the old files
-        for p in (out / "labels").glob("*.cache"):
-            p.unlink(missing_ok=True)
-    return removed
 
 
 def _manifest_csv(rows: list[dict]) -> str:
@@ -332,8 +223,8 @@ def prepare_dataset(
         for split in SPLITS:
             (out / kind / split).mkdir(parents=True, exist_ok=True)
 
-    markers = {cid: _read_marker(out, cid) for cid in by_id}
-    trusted = {cid for cid, f in by_id.items() if _trusted(markers[cid], f, cfg, out)}
+    markers = {cid: read_marker(out, cid) for cid in by_id}
+    trusted = {cid for cid, f in by_id.items() if is_trusted(markers[cid], f, cfg, out)}
     skipped: dict[str, str] = {}
     for f in found:  # 1. cheap header checks, so the split is made over plausible cases
         if f.case_id not in trusted:
@@ -367,7 +258,7 @@ def prepare_dataset(
                 else:
                     skipped[res["case"]] = res["reason"]
                     results.pop(res["case"], None)
-                    _remove_case_files(out, res["case"])
+                    remove_case_files(out, res["case"])
             reused = [c for c in reused if c in results and results[c] is markers[c]]
     finally:
         if pool is not None:
@@ -376,7 +267,7 @@ def prepare_dataset(
     used = sorted(results)
     rows = sorted((r for c in used for r in results[c]["rows"]), key=lambda r: (r["case"], r["z"]))
     keep = {r[k] for r in rows for k in ("image", "mask", "label")}
-    removed = _sweep(out, keep, set(used))
+    removed = sweep(out, keep, set(used))
     splits = {c: splits[c] for c in used}
     slices_per_split = {s: sum(1 for r in rows if r["split"] == s) for s in SPLITS}
     cases_per_split = {s: sum(1 for c in used if splits[c] == s) for s in SPLITS}

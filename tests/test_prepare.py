@@ -17,7 +17,8 @@ from bratsmedsam.cli import main as cli_main
 from bratsmedsam.dataset import load_info, load_manifest, read_image, read_mask
 from bratsmedsam.errors import UserError
 from bratsmedsam.intensity import normalize_volume
-from bratsmedsam.prepare import PrepareConfig, prepare_dataset, split_cases, split_counts
+from bratsmedsam.prepare import PrepareConfig, prepare_dataset
+from bratsmedsam.splits import split_cases, split_counts
 from bratsmedsam.regions import region_mask
 from conftest import REAL_CASE_ID, needs_real
 from test_cases import SHAPE, write_case
