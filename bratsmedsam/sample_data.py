@@ -19,10 +19,11 @@ from pathlib import Path
 import numpy as np
 
 from . import atomic, paths
+from .cases import MODALITIES
 from .digest import file_sha256
 from .errors import UserError
 from .synthetic.anatomy import BRATS_AFFINE, Anatomy, load_anatomy
-from .synthetic.contrast import COMPARTMENTS, MODALITIES, REAL_RATIOS, compartment_ratios, synthesize_images
+from .synthetic.contrast import COMPARTMENTS, REAL_RATIOS, compartment_ratios, synthesize_images
 from .synthetic.lesions import draw_lesions, mass_effect, render_lesions
 
 ATTRIBUTION = {

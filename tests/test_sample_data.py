@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 
 from bratsmedsam import paths
+from bratsmedsam.cases import MODALITIES
 from bratsmedsam.errors import UserError
 from bratsmedsam.sample_data import generate_case, synthetic_case_id, write_sample_studies
 from bratsmedsam.synthetic.anatomy import BRATS_AFFINE, BRATS_SHAPE, load_anatomy
-from bratsmedsam.synthetic.contrast import COMPARTMENTS, MODALITIES, REAL_RATIOS, compartment_ratios
+from bratsmedsam.synthetic.contrast import COMPARTMENTS, REAL_RATIOS, compartment_ratios
 
 from conftest import HAVE_REAL, HAVE_SRI24, REAL_CASE_ID, needs_real
 

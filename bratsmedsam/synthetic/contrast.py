@@ -15,7 +15,6 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from ..cases import MODALITIES
 from .anatomy import Anatomy
 from .fields import separable_field, smooth_field, vessel_map
 from .lesions import ED, ET, NCR
