@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from bratsmedsam.segmenter.finetune import Sample, SplitData, jitter_box, make_samples
+from bratsmedsam.segmenter.samples import Sample, SplitData, jitter_box, make_samples
 
 EPOCHS = 1
 
@@ -64,7 +64,8 @@ def finetune_run(sample_dataset, cache_root, tmp_path_factory):
 @pytest.mark.slow
 def test_finetuned_decoder_beats_zero_shot_on_held_out_slices(finetune_run, sample_dataset, cache_root):
     from bratsmedsam.segmenter import load_segmenter
-    from bratsmedsam.segmenter.finetune import load_split, slice_dices
+    from bratsmedsam.segmenter.finetune import slice_dices
+    from bratsmedsam.segmenter.samples import load_split
 
     out, _ = finetune_run
     history = json.loads((out / "history.json").read_text())

@@ -1,0 +1,75 @@
+"""The fine-tuning data: a split's tumour slices (images, masks, GT boxes) and one training sample per box.
+
+Prompts: one box per connected tumour component (the manifest's ``boxes_xyxy``, inclusive pixel XYXY on the
+slice), target = the tumour pixels inside that box; :func:`jitter_box` moves each side of a box every epoch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..boxes import mask_inside_xyxy
+
+
+@dataclass
+class Sample:
+    slice_idx: int  # index into the split's slice list
+    box: np.ndarray  # float32 (4,) pixel XYXY (inclusive), the ground-truth component box
+    target: np.ndarray  # bool (H, W): tumour pixels inside ``box``
+
+
+@dataclass
+class SplitData:
+    keys: list  # embedding cache keys, one per slice
+    images: list  # uint8 (H, W, 3) per slice
+    masks: list  # bool (H, W) per slice
+    boxes: list  # float32 (n, 4) pixel XYXY per slice
+    names: list  # "<case>_z<kkk>"
+
+
+def _select(records, split: str, max_n: int | None, seed: int):
+    recs = [r for r in records if r.split == split and r.area > 0 and len(r.boxes_xyxy)]
+    if max_n is not None and len(recs) > max_n:
+        order = np.random.default_rng(seed).permutation(len(recs))[:max_n]
+        recs = [recs[i] for i in sorted(order)]
+    return recs
+
+
+def load_split(dataset_dir, split: str, max_n: int | None, seed: int) -> SplitData:
+    from ..dataset import load_manifest, read_image, read_mask
+    from .cache import image_key
+
+    recs = _select(load_manifest(dataset_dir), split, max_n, seed)
+    images = [read_image(r.image) for r in recs]
+    return SplitData(keys=[image_key(im) for im in images], images=images, masks=[read_mask(r.mask) for r in recs],
+                     boxes=[np.asarray(r.boxes_xyxy, np.float32) for r in recs],
+                     names=[f"{r.case}_z{r.z:03d}" for r in recs])
+
+
+def make_samples(data: SplitData) -> list[Sample]:
+    out = []
+    for i, (mask, boxes) in enumerate(zip(data.masks, data.boxes)):
+        for b in boxes:
+            target = mask_inside_xyxy(mask, b)
+            if target.any():
+                out.append(Sample(i, b.astype(np.float32), target))
+    return out
+
+
+def jitter_box(box: np.ndarray, height: int, width: int, rng: np.random.Generator, frac: float,
+               px: float) -> np.ndarray:
+    """Move each side of a pixel-XYXY box independently by ``U(-1, 1) * (frac * side_length + px)``;
+    clipped to the image, never inverted."""
+    b = np.asarray(box, np.float64)
+    w, h = b[2] - b[0] + 1, b[3] - b[1] + 1
+    amp = np.array([frac * w + px, frac * h + px, frac * w + px, frac * h + px])
+    j = b + rng.uniform(-1, 1, 4) * amp
+    j[[0, 2]] = np.clip(j[[0, 2]], 0, width - 1)
+    j[[1, 3]] = np.clip(j[[1, 3]], 0, height - 1)
+    if j[2] < j[0]:
+        j[0] = j[2] = (j[0] + j[2]) / 2
+    if j[3] < j[1]:
+        j[1] = j[3] = (j[1] + j[3]) / 2
+    return j.astype(np.float32)
