@@ -1,6 +1,7 @@
 """Mask-decoder fine-tuning on cached image embeddings (image and prompt encoders frozen).
 
-Recipe (MedSAM's): loss ``DiceLoss(sigmoid=True, squared_pred=True, reduction="mean") + BCEWithLogitsLoss()``,
+Recipe (MedSAM's): loss ``monai.losses.DiceCELoss(sigmoid=True, squared_pred=True)`` (= MONAI ``DiceLoss`` +
+``BCEWithLogitsLoss`` on our one-channel logits),
 AdamW(lr 1e-4, weight decay 0.01). The loss is computed on the decoder logits brought back to the slice's
 own ``(H, W)`` grid with the family's post-processing, so training sees exactly the frame inference uses.
 
@@ -65,12 +66,13 @@ def slice_dices(seg, data: SplitData, progress: bool = False,
 
 
 def loss_fn():
-    import torch
-    from monai.losses import DiceLoss
+    """MedSAM's loss from MONAI: ``DiceCELoss`` with a sigmoid and squared predictions in the Dice denominator.
+    On a one-channel output (ours: ``(B, 1, H, W)`` logits) its CE term is ``BCEWithLogitsLoss``, so this is
+    ``DiceLoss(sigmoid=True, squared_pred=True) + BCEWithLogitsLoss()`` with weights 1 and 1, mean-reduced
+    (tests/test_loss.py checks it on a hand-computed example)."""
+    from monai.losses import DiceCELoss
 
-    dice_loss = DiceLoss(sigmoid=True, squared_pred=True, reduction="mean")
-    bce = torch.nn.BCEWithLogitsLoss()
-    return lambda logits, target: dice_loss(logits, target) + bce(logits, target)
+    return DiceCELoss(sigmoid=True, squared_pred=True, reduction="mean", lambda_dice=1.0, lambda_ce=1.0)
 
 
 def train_epoch(seg, decoder, samples: list[Sample], get_embedding, optimizer, cfg: FinetuneConfig,
