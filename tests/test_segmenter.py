@@ -244,7 +244,7 @@ def test_the_disk_cache_stays_under_its_cap_and_keeps_the_newest(tmp_path):
 
     from bratsmedsam.segmenter.cache import EmbeddingCache
 
-    cache = EmbeddingCache("enc", max_items=0, cache_dir=tmp_path, max_disk_mb=10)  # ~2.5 embeddings of 4 MiB
+    cache = EmbeddingCache("enc", max_items=0, cache_dir=tmp_path, max_disk_mb=10)  # ~5 float16 embeddings of 2 MiB
     keys = [f"{i:064x}" for i in range(6)]
     for i, k in enumerate(keys):
         cache.put(k, torch.full((256, 64, 64), float(i)))
