@@ -26,8 +26,8 @@ def parse_split(split: str | Sequence[float]) -> tuple[float, float, float]:
         vals = [float(p) for p in parts]
     except (TypeError, ValueError):
         raise UserError(f"split must be three numbers train,val,test (e.g. 6:2:2), got {split!r}") from None
-    if len(vals) != 3 or any(not math.isfinite(v) or v < 0 for v in vals) or vals[0] <= 0:
-        raise UserError(f"split must be three non-negative numbers train,val,test with train > 0, got {split!r}")
+    if len(vals) != 3 or any(not math.isfinite(v) or v < 0 for v in vals) or sum(vals) <= 0:
+        raise UserError(f"split must be three non-negative numbers train,val,test, not all 0, got {split!r}")
     total = sum(vals)
     return tuple(v / total for v in vals)  # type: ignore[return-value]
 

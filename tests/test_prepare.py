@@ -310,3 +310,15 @@ def test_a_case_failing_the_data_checks_leaves_a_consistent_split(studies, tmp_p
     assert {r.case: r.split for r in load_manifest(out)} == summary["splits"]
     listed = {str(p.relative_to(out)) for r in load_manifest(out) for p in (r.image, r.mask, r.label)}
     assert listed == _files(out)
+
+
+def test_an_external_cohort_can_be_prepared_all_test(studies, tmp_path):
+    """A site scoring our models on its own labelled studies: --split 0:0:1 puts every case in test."""
+    sub = tmp_path / "s"
+    for cid in GOOD[:2]:
+        shutil.copytree(studies / cid, sub / cid)
+    summary = prepare_dataset(sub, tmp_path / "ds", PrepareConfig(split="0:0:1"), progress=False)
+    assert summary["cases_per_split"] == {"train": 0, "val": 0, "test": 2}
+    assert {r.split for r in load_manifest(tmp_path / "ds")} == {"test"}
+    with pytest.raises(UserError, match="not all 0"):
+        prepare_dataset(sub, tmp_path / "ds0", PrepareConfig(split="0:0:0"), progress=False)
