@@ -43,7 +43,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--epochs", type=int)
     p.add_argument("--imgsz", type=int)
     p.add_argument("--batch", type=int)
-    p.add_argument("--device", help="cpu, 0, 0,1 ... (default: CUDA when present, else cpu)")
+    p.add_argument("--device", help="cpu, 0, or several GPUs 0,1,... (ultralytics' own multi-GPU DDP: it "
+                   "starts one process per GPU and splits --batch over them); default: CUDA when present, else cpu")
     p.add_argument("--quick", action="store_true", help=QUICK_HELP)
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="any ultralytics training argument, repeatable (e.g. --set lr0=0.02 --set mosaic=0)")

@@ -155,7 +155,7 @@ def train_detector(data_yaml, out_dir, model: str | None = None, epochs: int | N
     if not best.is_file():
         best = Path(trainer.last)
     metrics = {k: float(v) for k, v in (trainer.metrics or {}).items()}
-    operating = select_threshold(best, local_yaml, device=dev)
+    operating = select_threshold(best, local_yaml, device=dev.split(",")[0])  # validation: one GPU
     atomic.write_json(out_dir / "train_detector.json", {
         "data": str(Path(data_yaml).resolve()), "model": model_name, "quick": quick, "device": dev,
         "arguments": args, "subsampling": own, "images": counts, "seconds": round(elapsed, 1),
