@@ -14,9 +14,11 @@ from typing import Sequence
 
 import numpy as np
 
+from ..devices import pick_device
 from ..errors import UserError
 from .cache import EmbeddingCache, image_key
-from .checkpoint import file_sha256, load_base, load_decoder
+from ..digest import file_sha256
+from .checkpoint import load_base, load_decoder
 from .families import FAMILIES, Family, get_family
 
 
@@ -28,14 +30,6 @@ class SegResult:
 
 #: prompts per decoder pass (bench_segmenter.py --decode: per-box time levels off by 16 on a 2-core CPU)
 DECODE_BATCH = 16
-
-
-def pick_device(device: str | None = None):
-    import torch
-
-    if device:
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def decode(net, decoder, embedding, boxes_model):
@@ -215,4 +209,4 @@ def load_segmenter(base: str | None = "litemedsam", checkpoint=None, decoder=Non
                      decode_batch=decode_batch)
 
 
-__all__ = ["SegResult", "Segmenter", "load_segmenter", "decode", "decode_batched", "pick_device"]
+__all__ = ["SegResult", "Segmenter", "load_segmenter", "decode", "decode_batched"]
