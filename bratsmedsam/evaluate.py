@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from .cleanup import MIN_COMPONENT_MM3
 from .errors import UserError
 from .evaluation.records import GT, SliceRecord, per_case_rows, table2, volume_table
 from .evaluation.rows import detector_name, load_detectors, load_segmenters, resolve_detector, segmenter_rows
@@ -49,12 +50,13 @@ class EvaluateConfig:
     device: str | None = None
     cache_dir: Path | None = None   # segmenter embedding cache on disk (reused between runs)
     examples_of: str | None = None  # row name for the best/median/worst figure (default: best GT-box row)
+    min_component_mm3: float = MIN_COMPONENT_MM3  # 3D clean-up scored beside the raw volumes (0: not scored)
 
 
 def evaluate(cfg: EvaluateConfig, out_dir: str | Path) -> dict:
     """Run the whole evaluation and write the report folder (``report.write_report``). Returns the results."""
     from .dataset import load_info, load_manifest, read_image, read_mask
-    from .evaluation.volumes import case_files, evaluate_volume
+    from .evaluation.volumes import case_files, cleaned, evaluate_volume
     from .report import write_report
 
     t0 = time.time()
@@ -105,9 +107,10 @@ def evaluate(cfg: EvaluateConfig, out_dir: str | Path) -> dict:
                                                   dice(pred, gtm)))
         if volumes:
             case_rows += evaluate_volume(files, case, channels_order, region, min_box, percentiles,
-                                         segmenters, detectors)
+                                         segmenters, detectors, cfg.min_component_mm3)
         del images, masks
 
+    vol_sources = sources + ([cleaned(s) for s in sources] if cfg.min_component_mm3 > 0 else [])
     results = {
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()},
         "dataset": {"path": str(data), "split": cfg.split, "region": region, "channels": list(channels_order),
@@ -117,7 +120,9 @@ def evaluate(cfg: EvaluateConfig, out_dir: str | Path) -> dict:
         "detectors": det_names,
         "table1": table1,
         "table2": table2(rows, sources, slice_rows, cfg),
-        "volume": volume_table(rows, sources, case_rows, cfg) if volumes else {},
+        "volume": volume_table(rows, vol_sources, case_rows, cfg) if volumes else {},
+        "volume_sources": vol_sources,
+        "min_component_mm3": cfg.min_component_mm3,
         "slices": slice_rows,
         "per_case": per_case_rows(slice_rows, case_rows),
         "seconds": None,

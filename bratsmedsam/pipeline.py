@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from .boxes import axial_slice
+from .cleanup import MIN_COMPONENT_MM3, remove_small_components
 from .protocols import SliceDetector, SliceSegmenter
 from .volume import VolumeResult, check_channels, segment_with_boxes
 
@@ -31,9 +32,13 @@ def detect_volume(channels: np.ndarray, detector: SliceDetector, postprocess: bo
 
 
 def detect_and_segment(channels: np.ndarray, detector: SliceDetector, segmenter: SliceSegmenter,
-                       postprocess: bool = False, progress: bool = False) -> VolumeResult:
-    """Detector on all slices, then the segmenter on each slice's detected boxes -> 3D mask."""
+                       postprocess: bool = False, progress: bool = False,
+                       min_component_mm3: float = MIN_COMPONENT_MM3,
+                       spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> VolumeResult:
+    """Detector on all slices, then the segmenter on each slice's detected boxes -> 3D mask, from which
+    26-connected components under ``min_component_mm3`` are removed (:mod:`bratsmedsam.cleanup`; 0: kept)."""
     boxes, conf = detect_volume(channels, detector, postprocess=postprocess)
     result = segment_with_boxes(channels, boxes, segmenter, progress=progress)
     result.conf = conf
+    result.label = remove_small_components(result.label, min_component_mm3, spacing).label
     return result

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from .atomic import atomic_path, write_json, write_text
+from .evaluation.records import CLEANED
 
 FIGURES = {
     "examples": "figures/examples_best_median_worst.png",
@@ -41,7 +42,9 @@ VOLUME_DEFINITION = (
     "the BraTS 2023 challenge definition (GT lesions = 26-connected components grouped by a 3-iteration "
     "18-connectivity dilation; 26-connected prediction components; GT lesions of <= 50 voxels ignored; "
     "sum over GT lesions / (GT lesions + false-positive components); 374 mm HD95 for each miss or false positive), "
-    "computed for the dataset's single target region. Brackets: bootstrap over patients."
+    "computed for the dataset's single target region. *3D clean-up*: the same prediction after removing its "
+    "26-connected components smaller than the clean-up threshold (`evaluate --min-component-mm3`, "
+    "`bratsmedsam.cleanup`). Brackets: bootstrap over patients."
 )
 
 
@@ -64,7 +67,9 @@ def _md_table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def _source_label(src: str) -> str:
-    return "GT boxes" if src == "gt" else f"end to end ({src})"
+    base = src.removesuffix(CLEANED)
+    label = "GT boxes" if base == "gt" else f"end to end ({base})"
+    return label + (", 3D clean-up" if src.endswith(CLEANED) else "")
 
 
 def table1_markdown(results: dict) -> str:
@@ -95,7 +100,7 @@ def table2_markdown(results: dict) -> str:
 def volume_markdown(results: dict) -> str:
     if not results["volume"]:
         return "3D metrics were not computed (`--no-volumes`, or no segmenter could run)."
-    sources = ["gt"] + results["detectors"]
+    sources = results.get("volume_sources") or ["gt"] + results["detectors"]
     header = ["segmenter", "boxes", "volume Dice", "volume HD95 (mm)", "lesion-wise Dice (BraTS 2023)",
               "lesion-wise HD95 (mm, BraTS 2023)"]
     rows = []

@@ -37,6 +37,11 @@ class Study:
     sources: dict[str, str]  # configured channel -> modality that filled it
     single_modality: bool
 
+    @property
+    def spacing(self) -> tuple[float, float, float]:
+        """Voxel size in mm along i, j, k (the affine's column norms)."""
+        return tuple(float(v) for v in np.linalg.norm(np.asarray(self.affine)[:3, :3], axis=0))
+
 
 def find_case_files(path: str | os.PathLike):
     """The BraTS case (``cases.CaseFiles``) a case folder or one of its modality files belongs to, or None."""

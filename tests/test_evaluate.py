@@ -142,3 +142,46 @@ def test_evaluate_verb_rejects_a_folder_that_is_not_a_dataset(tmp_path, capsys):
     code = main(["evaluate", "--data", str(tmp_path), "--out", str(tmp_path / "out")])
     assert code == 2
     assert "not a prepared dataset" in capsys.readouterr().err
+
+
+def test_3d_clean_up_is_scored_beside_the_raw_volume_and_named_in_the_report(tmp_path):
+    """evaluate_volume scores each prediction twice: as segmented, and with its small components removed."""
+    import nibabel as nib
+
+    from bratsmedsam.cases import discover_cases
+    from bratsmedsam.evaluation.volumes import evaluate_volume
+    from bratsmedsam.report import volume_markdown
+
+    class Speckled:  # the GT region inside each box, plus one stray pixel in the image corner
+        def segment_many(self, images, boxes_per_image):
+            from types import SimpleNamespace
+
+            out = []
+            for im, boxes in zip(images, boxes_per_image):
+                masks = []
+                for x0, y0, x1, y1 in np.rint(np.asarray(boxes).reshape(-1, 4)).astype(int):
+                    m = np.zeros(im.shape[:2], bool)
+                    m[y0:y1 + 1, x0:x1 + 1] = im[y0:y1 + 1, x0:x1 + 1, 0] > 127
+                    m[0, 0] = True  # far from the tumour: a false-positive component of its own
+                    masks.append(m)
+                out.append(SimpleNamespace(masks=np.array(masks), iou=np.ones(len(masks), np.float32)))
+            return out
+
+    case = tmp_path / "studies" / "BraTS-GLI-00001-000"
+    case.mkdir(parents=True)
+    seg = np.zeros((40, 40, 30), np.uint8)
+    seg[10:25, 12:26, 8:20] = 2
+    for mod in ("t1c", "t2w", "t2f"):
+        img = np.where(seg > 0, 900, 100).astype(np.float32)
+        nib.save(nib.Nifti1Image(img, np.eye(4)), case / f"{case.name}-{mod}.nii.gz")
+    nib.save(nib.Nifti1Image(seg, np.eye(4)), case / f"{case.name}-seg.nii.gz")
+    files = {c.case_id: c for c in discover_cases(tmp_path / "studies")}
+    recs = evaluate_volume(files, case.name, ("t1c", "t2w", "t2f"), "WT", 10, (0.5, 99.5), {"row": Speckled()}, {},
+                           min_component_mm3=50)
+    by_src = {r.boxes: r for r in recs}
+    assert set(by_src) == {GT, GT + "+cleanup"}
+    assert by_src[GT].lesion_n_fp > 0 and by_src[GT + "+cleanup"].lesion_n_fp == 0
+    assert by_src[GT + "+cleanup"].lesion_dice > by_src[GT].lesion_dice
+    table = volume_table([SegmenterRow("row", "litemedsam", "zero-shot")], [GT, GT + "+cleanup"], recs, CFG)
+    md = volume_markdown({"volume": table, "volume_sources": [GT, GT + "+cleanup"], "detectors": []})
+    assert "GT boxes, 3D clean-up" in md

@@ -160,3 +160,32 @@ def test_a_case_modality_brings_its_siblings(sample_studies):
     assert not study.single_modality and study.sources == {"t1c": "t1c", "t2w": "t2w", "t2f": "t2f"}
     assert study.reference == files.images["t2f"]
     assert axial_slice(study.channels, 0).shape[-1] == 3
+
+
+class BoxDetector:
+    """Detector fake: fixed pixel-XYXY boxes per slice index."""
+
+    weights_id = "fixed"
+
+    def __init__(self, boxes: dict):
+        self.boxes = boxes
+
+    def predict(self, images):
+        from types import SimpleNamespace
+
+        return [SimpleNamespace(xyxy=np.asarray(self.boxes.get(k, np.zeros((0, 4))), np.float32).reshape(-1, 4),
+                                conf=np.full(len(self.boxes.get(k, [])), 0.9, np.float32)) for k in range(len(images))]
+
+
+def test_the_automatic_chain_removes_speckle_but_keeps_the_tumour():
+    from bratsmedsam.pipeline import detect_and_segment
+
+    truth = ball()
+    speck = np.zeros_like(truth)
+    speck[2:4, 2:4, 3] = True  # 4 bright voxels on one slice, far from the tumour
+    ch = channels_of(truth | speck)
+    det = BoxDetector({**{k: [[14, 6, 26, 18]] for k in range(5, 16)}, 3: [[1, 1, 5, 5]]})
+    raw = detect_and_segment(ch, det, ThresholdSegmenter(), min_component_mm3=0)
+    clean = detect_and_segment(ch, det, ThresholdSegmenter())  # default: components < 50 mm^3 go
+    assert raw.label[2:4, 2:4, 3].all() and not clean.label[2:4, 2:4, 3].any()
+    assert np.array_equal(clean.label, raw.label & ~speck) and clean.label.sum() == truth[:, :, 5:16].sum()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..cleanup import MIN_COMPONENT_MM3
+
 
 def _conf(v: str):
     return v if v == "stored" else float(v)
@@ -42,6 +44,8 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     p.add_argument("--device", help="cpu, cuda, cuda:0 ... (None: CUDA when present)")
     p.add_argument("--cache-dir", type=Path, help="keep slice embeddings on disk here (reused between runs)")
+    p.add_argument("--min-component-mm3", type=float, default=MIN_COMPONENT_MM3,
+                   help="also score each 3D prediction with its components smaller than this removed (0: do not)")
     p.add_argument("--out", type=Path, help="report folder (default runs/evaluate/<dataset name>)")
     p.set_defaults(func=run)
 
@@ -56,6 +60,8 @@ def run(args) -> int:
 
     if args.max_cases is not None and args.max_cases < 1:
         raise UserError(f"--max-cases must be >= 1, got {args.max_cases}")
+    if args.min_component_mm3 < 0:
+        raise UserError(f"--min-component-mm3 must be >= 0, got {args.min_component_mm3}")
     if args.n_boot < 1:
         raise UserError(f"--n-boot must be >= 1, got {args.n_boot}")
     out = args.out or PROJECT_ROOT / "runs" / "evaluate" / Path(args.data).resolve().name
@@ -63,7 +69,7 @@ def run(args) -> int:
         data=args.data, detectors=args.detector, segmenters=args.segmenter, sam_checkpoint=args.sam_checkpoint,
         medsam_checkpoint=args.medsam_checkpoint, split=args.split, volumes=not args.no_volumes,
         max_cases=args.max_cases, det_conf=args.det_conf, n_boot=args.n_boot, seed=args.seed, device=args.device,
-        cache_dir=args.cache_dir,
+        cache_dir=args.cache_dir, min_component_mm3=args.min_component_mm3,
     )
     Path(out).mkdir(parents=True, exist_ok=True)
     write_text(Path(out) / "args.yaml", yaml.safe_dump(

@@ -64,7 +64,7 @@ def run(args) -> int:
         from ..detector import Detector
 
         det = Detector(args.detector, device=args.device)
-        res = detect_and_segment(study.channels, det, seg, progress=True)
+        res = detect_and_segment(study.channels, det, seg, progress=True, spacing=study.spacing)
     write_label(res.label, study.reference, args.out)
     note = " (single modality in all channels)" if study.single_modality else ""
     print(f"{study.case_id}: {int(res.label.sum())} voxels on {len(res.slices)} slices -> {args.out}{note} "

@@ -15,6 +15,8 @@ from ..metrics import bootstrap_ci
 
 #: the box source "ground-truth boxes" (the other sources are detector names)
 GT = "gt"
+#: suffix of a 3D box source whose predictions went through the clean-up (``cleanup.remove_small_components``)
+CLEANED = "+cleanup"
 VOLUME_METRICS = ("volume_dice", "volume_hd95", "lesion_dice", "lesion_hd95")
 
 

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ..cleanup import remove_small_components
 from ..errors import UserError
 from ..metrics import dice, hd95, lesion_wise
-from .records import GT, CaseRecord
+from .records import CLEANED, GT, CaseRecord
 
 
 def gt_boxes_volume(gt: np.ndarray, min_pixels: int) -> dict[int, np.ndarray]:
@@ -50,8 +51,9 @@ def case_files(studies: Path) -> dict:
 
 
 def evaluate_volume(files: dict, case: str, channels_order, region: str, min_box: int, percentiles,
-                    segmenters: dict, detectors: dict) -> list[CaseRecord]:
-    """3D records of one case: every segmenter x (GT boxes, each detector)."""
+                    segmenters: dict, detectors: dict, min_component_mm3: float = 0.0) -> list[CaseRecord]:
+    """3D records of one case: every segmenter x (GT boxes, each detector); with ``min_component_mm3`` also each
+    prediction after the 3D clean-up, as box source ``<source>+cleanup`` (:func:`cleaned`)."""
     from ..cases import load_case
     from ..intensity import compose_channels
     from ..pipeline import detect_volume
@@ -72,4 +74,12 @@ def evaluate_volume(files: dict, case: str, channels_order, region: str, min_box
         for src, bx in prompts.items():
             pred = segment_with_boxes(channels, bx, seg).label
             out.append(score_volume(case, row_name, src, len(bx), pred, gt, spacing))
+            if min_component_mm3 > 0:
+                kept = remove_small_components(pred, min_component_mm3, spacing).label
+                out.append(score_volume(case, row_name, cleaned(src), len(bx), kept, gt, spacing))
     return out
+
+
+def cleaned(source: str) -> str:
+    """The box-source name of a prediction after the 3D clean-up."""
+    return f"{source}{CLEANED}"

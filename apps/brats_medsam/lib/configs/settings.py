@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from bratsmedsam.cleanup import MIN_COMPONENT_MM3
 from bratsmedsam.errors import UserError
 from bratsmedsam.regions import REGIONS
 
@@ -38,6 +39,7 @@ class AppSettings:
     max_roi_depth: int = 64  # slices a 3D ROI may span (each costs an encoder pass): beyond it 422
     max_voxels: int = 64_000_000  # an image (upload or study) above this is refused (413)
     postprocess: bool = False
+    min_component_mm3: float = MIN_COMPONENT_MM3  # pipeline: 3D components smaller than this are removed (0: kept)
     prefetch_slices: int = 24  # slices encoded in the background after Next Sample / a prompt (0: off)
     uncertainty_z_step: int = 2
     uncertainty_max_slices: int = 6
@@ -85,6 +87,7 @@ class AppSettings:
             max_roi_depth=int(conf.get("max_roi_depth", 64)),
             max_voxels=int(conf.get("max_voxels", 64_000_000)),
             postprocess=_bool(conf.get("postprocess", "false")),
+            min_component_mm3=float(conf.get("min_component_mm3", MIN_COMPONENT_MM3)),
             prefetch_slices=int(conf.get("prefetch_slices", 24)),
             uncertainty_z_step=int(conf.get("uncertainty_z_step", 2)),
             uncertainty_max_slices=int(conf.get("uncertainty_max_slices", 6)),

@@ -21,7 +21,8 @@ class PipelineInfer(StudyInferTask):
 
     def run(self, study, request):
         det, seg = self.store.detector(), self.store.segmenter()
-        res = detect_and_segment(study.channels, det, seg, postprocess=self.cfg.postprocess)
+        res = detect_and_segment(study.channels, det, seg, postprocess=self.cfg.postprocess,
+                                 min_component_mm3=self.cfg.min_component_mm3, spacing=study.spacing)
         tumours = merge_boxes_3d(res.boxes, res.conf, study.channels.shape[:3])
         return res.label, {
             "model_id": seg.model_id, "detector_id": det.weights_id, "slices": res.slices,
