@@ -98,7 +98,8 @@ def main() -> None:
             if "app" not in skip and args.detector.is_file():
                 took["app"] = run("bench_app.py", *case, "--detector", str(args.detector))
             if "server" not in skip and args.studies.is_dir():
-                took["server"] = run("bench_server.py", "--studies", str(args.studies), "--train", "2")
+                served = ["--detector", str(args.detector)] if args.detector.is_file() else []
+                took["server"] = run("bench_server.py", "--studies", str(args.studies), *served, "--train", "2")
     got = measured()
     print(f"\n{'action':<58} {'before':>8} {'target':>8} {'now':>8}  met")
     rows = {}
