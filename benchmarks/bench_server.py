@@ -125,7 +125,7 @@ def main() -> None:
     ap.add_argument("--train", type=int, default=0, metavar="N",
                     help="also time a medsam training round over REST on N studies labelled with their BraTS WT")
     ap.add_argument("--epochs", type=int, default=3)
-    ap.add_argument("--detector", type=Path, help="YOLO weights to serve, as the demo does (start-up scoring needs them)")
+    ap.add_argument("--detector", type=Path, help="YOLO weights to serve, as the demo does (for start-up scoring)")
     args = ap.parse_args()
     served = ["--detector", str(args.detector)] if args.detector else []
     results = {}
