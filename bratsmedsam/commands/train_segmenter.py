@@ -17,7 +17,10 @@ def register(sub) -> None:
             "disk), and train the mask decoder with Dice + BCE (AdamW) on one jittered box per tumour "
             "component. Validates slice Dice with ground-truth boxes on the val split each epoch (epoch 0 = "
             "zero-shot) and keeps the best epoch. Writes best.pt, last.pt, args.yaml, history.json, "
-            "curves.png and overlays/ into the run folder. Several GPUs: torchrun --nproc_per_node N main.py ..."
+            "curves.png and overlays/ into the run folder. Several processes (GPUs, or CPU processes with gloo): "
+            "torchrun --nproc_per_node N main.py train-segmenter ...; each rank decodes its part of every batch "
+            "of --batch-size (the global batch), rank 0 alone validates and writes the run folder; on GPUs the "
+            "ranks use NCCL and mixed precision (AMP)."
         ),
     )
     p.add_argument("--data", type=Path, required=True, help="prepared dataset folder (output of `prepare`)")
@@ -35,6 +38,15 @@ def register(sub) -> None:
     p.add_argument("--jitter-px", type=float, default=3.0, help="box side jitter in pixels (added)")
     p.add_argument("--cache-dir", type=Path, default=PROJECT_ROOT / "runs" / "cache" / "embeddings",
                    help="on-disk embedding cache (default runs/cache/embeddings)")
+    p.add_argument("--cache-max-gb", type=float, default=None,
+                   help="cap of the disk cache, least recently used go first (default: no cap; a float16 "
+                        "LiteMedSAM embedding is 2.1 MB a slice); keep it above the train+val slices' size or "
+                        "evicted slices are encoded again every epoch")
+    p.add_argument("--embeddings", choices=("cache", "on-the-fly"), default="cache",
+                   help="cache: encode each slice once (memory + disk); on-the-fly: encode every step, no cache "
+                        "(a GPU option, for when encoding beats reading the cache; not measured on a GPU here)")
+    p.add_argument("--dist-timeout", type=float, default=1800.0,
+                   help="under torchrun: seconds a rank waits for the others before ending with an error")
     p.add_argument("--name", default=None, help="run name (default <base>-<timestamp>)")
     p.add_argument("--out", type=Path, default=None, help="run folder (default runs/segmenter/<name>)")
     p.add_argument("--resume", action="store_true", help="continue from <out>/last.pt")
@@ -51,6 +63,7 @@ def run(args) -> int:
     from ..segmenter import FinetuneConfig, train_decoder
 
     from ..dataset import load_info
+    from ..segmenter.distributed import dist_env
 
     if args.resume and args.out is None:
         raise UserError("--resume needs --out pointing at the run folder to continue")
@@ -62,11 +75,16 @@ def run(args) -> int:
         batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
         max_train_slices=args.max_train_slices, max_val_slices=args.max_val_slices, device=args.device,
         seed=args.seed, jitter_frac=args.jitter_frac, jitter_px=args.jitter_px, cache_dir=str(args.cache_dir),
-        resume=bool(args.resume),
+        resume=bool(args.resume), embeddings=args.embeddings, dist_timeout_s=args.dist_timeout,
+        cache_max_mb=args.cache_max_gb * 1024 if args.cache_max_gb else None,
     )
-    arg_dump = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "func"}
-    write_text(Path(out) / "args.yaml", yaml.safe_dump(arg_dump, sort_keys=False))
+    main_rank = dist_env().main
+    if main_rank:
+        arg_dump = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "func"}
+        write_text(Path(out) / "args.yaml", yaml.safe_dump(arg_dump, sort_keys=False))
     result = train_decoder(args.data, out, cfg)
+    if not main_rank:
+        return 0
     print(f"zero-shot val slice Dice {result['zero_shot_val_dice']:.4f} -> best {result['best_val_dice']:.4f}")
     print(f"best checkpoint: {result['best_checkpoint']}\nrun folder: {out}")
     return 0

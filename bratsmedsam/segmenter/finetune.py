@@ -25,6 +25,8 @@ import numpy as np
 
 from ..errors import UserError
 from ..offline import PROJECT_ROOT
+from . import distributed
+from .distributed import DistEnv
 from .samples import Sample, SplitData, jitter_box, load_split, make_samples
 
 
@@ -50,6 +52,8 @@ class FinetuneConfig:
     cache_max_mb: float | None = None  # cap of the disk cache (None: unbounded)
     n_overlays: int = 4
     resume: bool | str = False  # True: out_dir/last.pt; a path: that checkpoint
+    embeddings: str = "cache"  # "cache" (memory + disk, float16) or "on-the-fly" (encode every step: GPU option)
+    dist_timeout_s: float = 1800.0  # torchrun: a collective waiting longer than this ends the job with an error
     progress: bool = True
 
 
@@ -76,17 +80,24 @@ def loss_fn():
 
 
 def train_epoch(seg, decoder, samples: list[Sample], get_embedding, optimizer, cfg: FinetuneConfig,
-                rng: np.random.Generator, scaler=None, criterion=None, progress: bool = False, desc: str = "") -> float:
-    """One pass over ``samples`` in batches of ``cfg.batch_size``; returns the mean loss.
+                rng: np.random.Generator, scaler=None, criterion=None, progress: bool = False, desc: str = "",
+                env: DistEnv | None = None, stats: dict | None = None) -> float:
+    """One pass over ``samples`` in global batches of ``cfg.batch_size``; returns the mean loss over all samples
+    (all ranks).
 
     ``decoder`` is ``seg.net.mask_decoder`` or its DDP wrapper; ``get_embedding(slice_idx)`` returns the
     ``(1, 256, 64, 64)`` embedding on the device. Decoding loops over the samples of a batch (each has its
-    own image embedding) and accumulates gradients; DDP syncs them once per batch."""
+    own image embedding) and accumulates gradients. Under DDP every rank draws the same order and the same box
+    jitter from ``rng`` (seeded alike on every rank) and decodes only its part of each batch
+    (:func:`distributed.split_batch`); each loss is weighted ``world / len(batch)`` and DDP averages over the
+    ranks once per batch, so the step equals one process's on the whole batch, up to float summation order.
+    ``stats`` (optional) receives ``samples_per_rank``: how many samples each rank decoded."""
     import contextlib
 
     import torch
     from tqdm import tqdm
 
+    env = env or DistEnv()
     criterion = criterion or loss_fn()
     dev = seg.device
     amp = dev.type == "cuda"
@@ -96,13 +107,19 @@ def train_epoch(seg, decoder, samples: list[Sample], get_embedding, optimizer, c
     total, count = 0.0, 0
     for batch in tqdm(batches, desc=desc or "train", unit="batch", disable=not progress, leave=False):
         optimizer.zero_grad(set_to_none=True)
-        for n, si in enumerate(batch):
-            s = samples[si]
+        # Every rank draws the whole batch's jitter: the same random stream as one process.
+        boxes = [jitter_box(samples[si].box, *samples[si].target.shape, rng, cfg.jitter_frac, cfg.jitter_px)
+                 for si in batch]
+        mine = distributed.split_batch(list(range(len(batch))), env)
+        weight = env.world / len(batch)
+        if not mine:  # fewer samples than ranks: still join the gradient sync, contributing nothing
+            mine, weight = [0], 0.0
+        for n, pos in enumerate(mine):
+            s = samples[batch[pos]]
             h, w = s.target.shape
-            box = jitter_box(s.box, h, w, rng, cfg.jitter_frac, cfg.jitter_px)
             frame = seg.fam.frame(h, w)
-            bm = torch.from_numpy(seg.fam.boxes_to_model(box[None], frame)).to(dev)
-            sync = n == len(batch) - 1 or not hasattr(decoder, "no_sync")
+            bm = torch.from_numpy(seg.fam.boxes_to_model(boxes[pos][None], frame)).to(dev)
+            sync = n == len(mine) - 1 or not hasattr(decoder, "no_sync")
             ctx = contextlib.nullcontext() if sync else decoder.no_sync()
             with ctx:
                 with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=amp):
@@ -114,25 +131,26 @@ def train_epoch(seg, decoder, samples: list[Sample], get_embedding, optimizer, c
                                         multimask_output=False)
                 out = seg.fam.logits_to_original(logits.float(), frame)
                 target = torch.from_numpy(s.target[None, None].astype(np.float32)).to(dev)
-                loss = criterion(out, target) / len(batch)
+                raw = criterion(out, target)
+                loss = raw * weight
                 if scaler is not None:
                     scaler.scale(loss).backward()
                 else:
                     loss.backward()
-            total += float(loss.detach()) * len(batch)
-            count += 1
+            if weight:
+                total += float(raw.detach())
+                count += 1
         if scaler is not None:
             scaler.step(optimizer)
             scaler.update()
         else:
             optimizer.step()
-    return total / max(count, 1)
-
-
-def _dist_env():
-    """(world_size, rank, local_rank) from torchrun's environment."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    return world, int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    per_rank = [0.0] * env.world
+    per_rank[env.rank] = count
+    total, *per_rank = distributed.all_sum(env, [total, *per_rank], dev, "the epoch's loss")
+    if stats is not None:
+        stats["samples_per_rank"] = [int(c) for c in per_rank]
+    return total / max(sum(per_rank), 1)
 
 
 def _meta(seg, info: dict, dataset_dir, cfg: FinetuneConfig, epoch: int, metrics: dict) -> dict:
@@ -161,17 +179,12 @@ def train_decoder(dataset_dir, out_dir, cfg: FinetuneConfig) -> dict:
                         f"got {cfg.epochs}, {cfg.batch_size}, {cfg.lr}")
     out_dir = Path(out_dir)
     info = load_info(dataset_dir)
-    world, rank, local_rank = _dist_env()
-    device = pick_device(cfg.device)
-    if world > 1:
-        import torch.distributed as dist
-
-        if not dist.is_initialized():
-            dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
-        if torch.cuda.is_available():
-            device = torch.device("cuda", local_rank)
-            torch.cuda.set_device(device)
-    main_rank = rank == 0
+    if cfg.embeddings not in ("cache", "on-the-fly"):
+        raise UserError(f"embeddings must be 'cache' or 'on-the-fly', got {cfg.embeddings!r}")
+    env = distributed.dist_env()
+    device = distributed.init(env, pick_device(cfg.device), cfg.dist_timeout_s)
+    main_rank = env.main
+    on_the_fly = cfg.embeddings == "on-the-fly"
     torch.manual_seed(cfg.seed)
 
     train = load_split(dataset_dir, "train", cfg.max_train_slices, cfg.seed)
@@ -180,24 +193,25 @@ def train_decoder(dataset_dir, out_dir, cfg: FinetuneConfig) -> dict:
         raise UserError(f"{dataset_dir} has {len(train.images)} train and {len(val.images)} val tumour slices: "
                         "fine-tuning needs both (prepare more cases)")
     samples = make_samples(train)
-    # Memory-only caching must hold every training slice; a disk cache keeps memory bounded.
-    seg = load_segmenter(cfg.base, cfg.checkpoint, device=str(device), cache_dir=cfg.cache_dir,
-                         cache_size=256 if cfg.cache_dir else len(train.images) + len(val.images),
+    # Memory-only caching must hold every training slice; a disk cache keeps memory bounded; on the fly keeps none
+    # (every step encodes its slice: for a GPU, where encoding can be cheaper than reading 2 MB from disk).
+    cache_dir = None if on_the_fly else cfg.cache_dir
+    cache_size = 0 if on_the_fly else (256 if cache_dir else len(train.images) + len(val.images))
+    seg = load_segmenter(cfg.base, cfg.checkpoint, device=str(device), cache_dir=cache_dir, cache_size=cache_size,
                          cache_max_mb=cfg.cache_max_mb)
     for p in seg.net.parameters():
         p.requires_grad_(False)
     for p in seg.net.mask_decoder.parameters():
         p.requires_grad_(True)
 
-    # Shard the training samples over ranks (padded so every rank runs the same number of steps).
-    idx = np.arange(len(samples))
-    if world > 1:
-        idx = np.resize(idx, int(np.ceil(len(idx) / world)) * world)[rank::world]
-    my_samples = [samples[i] for i in idx]
-    needed = sorted({s.slice_idx for s in my_samples})
-    todo = [train.images[i] for i in needed] + (val.images if main_rank else [])
-    for i in range(0, len(todo), 32):  # fill the cache; chunks keep the returned stacks small
-        seg.embed(todo[i:i + 32], progress=cfg.progress and main_rank)
+    # Fill the cache, the slices split over the ranks (each encodes its share into the shared disk cache;
+    # a slice another rank encoded is read from there, or encoded again where the disk is not shared).
+    if not on_the_fly:
+        todo = [train.images[i] for i in range(env.rank, len(train.images), env.world)] + (
+            val.images if main_rank else [])
+        for i in range(0, len(todo), 32):  # chunks keep the returned stacks small
+            seg.embed(todo[i:i + 32], progress=cfg.progress and main_rank)
+        distributed.barrier(env, "the embedding cache fill")
 
     def get_embedding(i: int):
         emb = seg.cache.get(train.keys[i])
@@ -206,10 +220,10 @@ def train_decoder(dataset_dir, out_dir, cfg: FinetuneConfig) -> dict:
         return emb[None].to(device, non_blocking=True)
 
     decoder = seg.net.mask_decoder
-    if world > 1:
+    if env.world > 1:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
-        decoder = DDP(decoder, device_ids=[local_rank] if device.type == "cuda" else None,
+        decoder = DDP(decoder, device_ids=[env.local_rank] if device.type == "cuda" else None,
                       find_unused_parameters=True)  # IoU head and the 3 multimask heads get no gradient
     optimizer = torch.optim.AdamW(seg.net.mask_decoder.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scaler = torch.amp.GradScaler("cuda") if device.type == "cuda" else None
@@ -244,24 +258,20 @@ def train_decoder(dataset_dir, out_dir, cfg: FinetuneConfig) -> dict:
         if cfg.progress and main_rank:
             print(f"epoch 0 (zero-shot): val slice Dice {zero_shot:.4f} on {len(val.images)} slices")
 
-    rng = np.random.default_rng(cfg.seed + 1000 * rank + start_epoch)
     criterion = loss_fn()
     for epoch in range(start_epoch, cfg.epochs + 1):
         t0 = time.perf_counter()
-        loss = train_epoch(seg, decoder, my_samples, get_embedding, optimizer, cfg, rng, scaler, criterion,
-                           progress=cfg.progress and main_rank, desc=f"epoch {epoch}/{cfg.epochs}")
-        if world > 1:
-            import torch.distributed as dist
-
-            t = torch.tensor([loss], device=device)
-            dist.all_reduce(t)
-            loss = float(t) / world
+        rng = np.random.default_rng([cfg.seed, epoch])  # the same on every rank and on resume
+        stats: dict = {}
+        loss = train_epoch(seg, decoder, samples, get_embedding, optimizer, cfg, rng, scaler, criterion,
+                           progress=cfg.progress and main_rank, desc=f"epoch {epoch}/{cfg.epochs}", env=env,
+                           stats=stats)
         if main_rank:
             seg.net.mask_decoder.eval()
             d, _ = slice_dices(seg, val)
             vd = float(np.mean(d))
             history.append({"epoch": epoch, "train_loss": loss, "val_dice": vd,
-                            "seconds": round(time.perf_counter() - t0, 2)})
+                            "seconds": round(time.perf_counter() - t0, 2), **stats})
             metrics = {"val_dice": vd, "train_loss": loss, "zero_shot_val_dice": zero_shot}
             if vd > best:
                 best = vd
@@ -270,8 +280,7 @@ def train_decoder(dataset_dir, out_dir, cfg: FinetuneConfig) -> dict:
             write_json(out_dir / "history.json", history)
             if cfg.progress:
                 print(f"epoch {epoch}: loss {loss:.4f}  val slice Dice {vd:.4f}  (best {best:.4f})")
-        if world > 1:
-            torch.distributed.barrier()
+        distributed.barrier(env, f"epoch {epoch}'s validation on rank 0")
 
     result = {"best_checkpoint": str(out_dir / "best.pt"), "best_val_dice": best,
               "zero_shot_val_dice": zero_shot, "history": history}
@@ -286,7 +295,6 @@ def train_decoder(dataset_dir, out_dir, cfg: FinetuneConfig) -> dict:
         sub = SplitData(*[[getattr(val, f)[i] for i in pick] for f in ("keys", "images", "masks", "boxes", "names")])
         d, preds = slice_dices(best_seg, sub)
         save_overlays(sub, preds, d, out_dir / "overlays")
-    if world > 1:
-        torch.distributed.barrier()
-        torch.distributed.destroy_process_group()
+    distributed.barrier(env, "rank 0's final overlays")
+    distributed.finish(env)
     return result
