@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from .cleanup import MIN_COMPONENT_MM3
 from .errors import UserError
-from .evaluation.records import GT, SliceRecord, per_case_rows, table2, volume_table
+from .evaluation.records import GT, PROPAGATED, SliceRecord, per_case_rows, table2, volume_table
 from .evaluation.rows import detector_name, load_detectors, load_segmenters, resolve_detector, segmenter_rows
 from .metrics import dice
 
@@ -51,6 +51,7 @@ class EvaluateConfig:
     cache_dir: Path | None = None   # segmenter embedding cache on disk (reused between runs)
     examples_of: str | None = None  # row name for the best/median/worst figure (default: best GT-box row)
     min_component_mm3: float = MIN_COMPONENT_MM3  # 3D clean-up scored beside the raw volumes (0: not scored)
+    propagation: bool = True        # also score each detector's volume-aware segmentation in 3D
 
 
 def evaluate(cfg: EvaluateConfig, out_dir: str | Path) -> dict:
@@ -107,10 +108,11 @@ def evaluate(cfg: EvaluateConfig, out_dir: str | Path) -> dict:
                                                   dice(pred, gtm)))
         if volumes:
             case_rows += evaluate_volume(files, case, channels_order, region, min_box, percentiles,
-                                         segmenters, detectors, cfg.min_component_mm3)
+                                         segmenters, detectors, cfg.min_component_mm3, cfg.propagation)
         del images, masks
 
-    vol_sources = sources + ([cleaned(s) for s in sources] if cfg.min_component_mm3 > 0 else [])
+    vol_sources = (sources + ([cleaned(s) for s in sources] if cfg.min_component_mm3 > 0 else [])
+                   + ([d + PROPAGATED for d in det_names] if cfg.propagation else []))
     results = {
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()},
         "dataset": {"path": str(data), "split": cfg.split, "region": region, "channels": list(channels_order),

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from .boxes import axial_slice
+from .boxes import axial_slice, mask_inside_xyxy, put_axial_slice
 from .cleanup import MIN_COMPONENT_MM3, remove_small_components
 from .protocols import SliceDetector, SliceSegmenter
 from .volume import VolumeResult, check_channels, segment_with_boxes
+
+#: a 3D detector candidate whose best box is at least this confident seeds a propagation
+SEED_CONF = 0.3
 
 
 def detect_volume(channels: np.ndarray, detector: SliceDetector, postprocess: bool = False) -> tuple[dict, dict]:
@@ -42,3 +45,58 @@ def detect_and_segment(channels: np.ndarray, detector: SliceDetector, segmenter:
     result.conf = conf
     result.label = remove_small_components(result.label, min_component_mm3, spacing).label
     return result
+
+
+def detect_and_propagate(channels: np.ndarray, detector: SliceDetector, segmenter: SliceSegmenter,
+                         seed_conf: float = SEED_CONF, reach: int = 3, grow: float = 10.0, margin: float = 3.0,
+                         min_pixels: int = 10, stop_iou: float = 0.5, min_component_mm3: float = MIN_COMPONENT_MM3,
+                         spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> VolumeResult:
+    """Volume-aware automatic segmentation: the detector proposes, the segmenter follows each tumour.
+
+    1. The detector runs on every axial slice; its boxes are merged into 3D candidates (``slicer.merge_boxes_3d``).
+    2. A candidate whose best box has confidence >= ``seed_conf`` is segmented on that box's slice (the seed), then
+       :func:`volume.propagate` follows the mask slice by slice both ways, each slice prompted with the previous
+       mask's box grown by ``margin`` px, kept inside the candidate's footprint grown by ``grow`` px, until the
+       mask ends or the predicted IoU drops under ``stop_iou``, at most ``reach`` slices past the detected extent
+       (the thin ends the detector misses).
+    3. Candidates under ``seed_conf`` contribute nothing: detector boxes that no propagation confirms are dropped.
+    4. Components under ``min_component_mm3`` are removed (:mod:`bratsmedsam.cleanup`).
+    """
+    from .slicer import merge_boxes_3d
+    from .volume import propagate
+
+    boxes, conf = detect_volume(channels, detector)
+    X, Y, Z, _ = channels.shape
+    result = VolumeResult(label=np.zeros((X, Y, Z), bool), conf=conf)
+    image_box = np.array([0, 0, X - 1, Y - 1], np.float32)
+    for cand in merge_boxes_3d(boxes, conf, (X, Y, Z)):
+        if cand.conf < seed_conf:
+            continue
+        i0, i1, j0, j1, k0, k1 = cand.roi_ijk
+        limit = np.array([i0 - grow, j0 - grow, i1 + grow, j1 + grow], np.float32)
+        limit = np.concatenate([np.maximum(limit[:2], image_box[:2]), np.minimum(limit[2:], image_box[2:])])
+        seed, box = _best_box(boxes, conf, k0, k1, (i0, i1, j0, j1))
+        if axial_slice(result.label, seed).any():  # already reached by an earlier (more confident) tumour
+            continue
+        seg = segmenter.segment(axial_slice(channels, seed), box[None])
+        mask = mask_inside_xyxy(np.asarray(seg.masks[0], bool), limit)
+        if mask.sum() < min_pixels:
+            continue
+        put_axial_slice(result.label, seed, mask)
+        result.boxes[seed], result.iou[seed] = box[None], np.asarray(seg.iou, np.float32).reshape(-1)[:1]
+        propagate(channels, segmenter, result, seed, mask, (max(0, k0 - reach), min(Z - 1, k1 + reach)), limit,
+                  margin, min_pixels, stop_iou)
+    result.label = remove_small_components(result.label, min_component_mm3, spacing).label
+    return result
+
+
+def _best_box(boxes: dict, conf: dict, k0: int, k1: int, footprint) -> tuple[int, np.ndarray]:
+    """The most confident detector box whose top-left corner lies in the candidate's footprint: ``(k, xyxy)``."""
+    i0, i1, j0, j1 = footprint
+    best = (-1.0, k0, None)
+    for k in range(k0, k1 + 1):
+        for b, c in zip(boxes.get(k, ()), conf.get(k, ())):
+            if i0 <= round(float(b[0])) <= i1 and j0 <= round(float(b[1])) <= j1 and c > best[0]:
+                best = (float(c), k, np.asarray(b, np.float32))
+    return best[1], best[2]
+

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from .atomic import atomic_path, write_json, write_text
-from .evaluation.records import CLEANED
+from .evaluation.records import CLEANED, PROPAGATED
 
 FIGURES = {
     "examples": "figures/examples_best_median_worst.png",
@@ -44,7 +44,9 @@ VOLUME_DEFINITION = (
     "sum over GT lesions / (GT lesions + false-positive components); 374 mm HD95 for each miss or false positive), "
     "computed for the dataset's single target region. *3D clean-up*: the same prediction after removing its "
     "26-connected components smaller than the clean-up threshold (`evaluate --min-component-mm3`, "
-    "`bratsmedsam.cleanup`). Brackets: bootstrap over patients."
+    "`bratsmedsam.cleanup`). *Volume-aware*: the detector's confident 3D candidates seed a slice-by-slice "
+    "propagation of the segmenter's mask (`pipeline.detect_and_propagate`, cleaned as above); detector boxes no "
+    "propagation confirms are dropped. Brackets: bootstrap over patients."
 )
 
 
@@ -67,6 +69,8 @@ def _md_table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def _source_label(src: str) -> str:
+    if src.endswith(PROPAGATED):
+        return f"end to end ({src.removesuffix(PROPAGATED)}), volume-aware"
     base = src.removesuffix(CLEANED)
     label = "GT boxes" if base == "gt" else f"end to end ({base})"
     return label + (", 3D clean-up" if src.endswith(CLEANED) else "")

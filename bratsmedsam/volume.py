@@ -105,17 +105,29 @@ def segment_roi(channels: np.ndarray, roi: RoiIJK, segmenter: SliceSegmenter, sl
     put_axial_slice(label, seed, masks[seed])
     result.boxes[seed] = roi_box[None]
     result.iou[seed] = np.asarray(first[ks.index(seed)].iou, np.float32)
+    propagate(channels, segmenter, result, seed, masks[seed], (roi.k0, roi.k1), roi_box, margin, min_pixels, stop_iou)
+    return result
+
+
+def propagate(channels: np.ndarray, segmenter: SliceSegmenter, result: VolumeResult, seed: int,
+              seed_mask: np.ndarray, k_range: tuple[int, int], limit_xyxy: np.ndarray, margin: float = 3.0,
+              min_pixels: int = 10, stop_iou: float = 0.5) -> None:
+    """From slice ``seed`` (its 2D mask ``seed_mask``) outwards in both directions inside ``k_range`` (inclusive):
+    each next slice is prompted with the previous mask's box grown by ``margin`` px and kept inside the pixel-XYXY
+    ``limit_xyxy``; its mask (inside that limit) is united into ``result.label``. A direction stops where the
+    mask has fewer than ``min_pixels`` pixels or a predicted IoU below ``stop_iou``."""
     for step in (1, -1):
-        prev = masks[seed]
+        prev = seed_mask
         k = seed + step
-        while roi.k0 <= k <= roi.k1:
-            box = _expand(mask_to_xyxy(prev), margin, roi_box)
+        while k_range[0] <= k <= k_range[1]:
+            box = _expand(mask_to_xyxy(prev), margin, limit_xyxy)
             seg = segmenter.segment(axial_slice(channels, k), box[None])
-            mask = mask_inside_xyxy(np.asarray(seg.masks[0], bool), roi_box)
+            mask = mask_inside_xyxy(np.asarray(seg.masks[0], bool), limit_xyxy)
             iou = float(np.asarray(seg.iou).reshape(-1)[0])
             if mask.sum() < min_pixels or iou < stop_iou:
                 break
-            put_axial_slice(label, k, mask)
-            result.boxes[k], result.iou[k] = box[None], np.asarray(seg.iou, np.float32)
+            put_axial_slice(result.label, k, axial_slice(result.label, k) | mask)
+            result.boxes[k] = np.concatenate([result.boxes.get(k, np.zeros((0, 4), np.float32)), box[None]])
+            result.iou[k] = np.concatenate([result.iou.get(k, np.zeros(0, np.float32)),
+                                            np.asarray(seg.iou, np.float32).reshape(-1)[:1]])
             prev, k = mask, k + step
-    return result

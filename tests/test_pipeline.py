@@ -169,12 +169,14 @@ class BoxDetector:
 
     def __init__(self, boxes: dict):
         self.boxes = boxes
+        self.conf_of: dict[int, float] = {}  # slice -> confidence of its boxes (default 0.9)
 
     def predict(self, images):
         from types import SimpleNamespace
 
         return [SimpleNamespace(xyxy=np.asarray(self.boxes.get(k, np.zeros((0, 4))), np.float32).reshape(-1, 4),
-                                conf=np.full(len(self.boxes.get(k, [])), 0.9, np.float32)) for k in range(len(images))]
+                                conf=np.full(len(self.boxes.get(k, [])), self.conf_of.get(k, 0.9), np.float32))
+                for k in range(len(images))]
 
 
 def test_the_automatic_chain_removes_speckle_but_keeps_the_tumour():
@@ -189,3 +191,15 @@ def test_the_automatic_chain_removes_speckle_but_keeps_the_tumour():
     clean = detect_and_segment(ch, det, ThresholdSegmenter())  # default: components < 50 mm^3 go
     assert raw.label[2:4, 2:4, 3].all() and not clean.label[2:4, 2:4, 3].any()
     assert np.array_equal(clean.label, raw.label & ~speck) and clean.label.sum() == truth[:, :, 5:16].sum()
+
+
+def test_propagation_follows_the_tumour_past_the_detected_slices_and_drops_unconfirmed_boxes():
+    from bratsmedsam.pipeline import detect_and_propagate
+
+    truth = ball()  # slices 4..16
+    ch = channels_of(truth)
+    det = BoxDetector({**{k: [[14, 6, 26, 18]] for k in range(8, 13)}, 2: [[1, 1, 8, 8]]})
+    det.conf_of = {2: 0.1}  # a lone, unconfident box on an empty slice
+    res = detect_and_propagate(ch, det, ThresholdSegmenter(), reach=6, stop_iou=0.0, min_component_mm3=0)
+    assert res.label[:, :, 5:16].sum() == truth[:, :, 5:16].sum()  # beyond the detected 8..12, both ways
+    assert not res.label[:, :, 2].any() and 2 not in res.slices

@@ -46,6 +46,8 @@ def register(subparsers) -> None:
     p.add_argument("--cache-dir", type=Path, help="keep slice embeddings on disk here (reused between runs)")
     p.add_argument("--min-component-mm3", type=float, default=MIN_COMPONENT_MM3,
                    help="also score each 3D prediction with its components smaller than this removed (0: do not)")
+    p.add_argument("--no-propagation", action="store_true",
+                   help="do not score the volume-aware automatic segmentation (detector seeds + propagation)")
     p.add_argument("--out", type=Path, help="report folder (default runs/evaluate/<dataset name>)")
     p.set_defaults(func=run)
 
@@ -69,7 +71,7 @@ def run(args) -> int:
         data=args.data, detectors=args.detector, segmenters=args.segmenter, sam_checkpoint=args.sam_checkpoint,
         medsam_checkpoint=args.medsam_checkpoint, split=args.split, volumes=not args.no_volumes,
         max_cases=args.max_cases, det_conf=args.det_conf, n_boot=args.n_boot, seed=args.seed, device=args.device,
-        cache_dir=args.cache_dir, min_component_mm3=args.min_component_mm3,
+        cache_dir=args.cache_dir, min_component_mm3=args.min_component_mm3, propagation=not args.no_propagation,
     )
     Path(out).mkdir(parents=True, exist_ok=True)
     write_text(Path(out) / "args.yaml", yaml.safe_dump(

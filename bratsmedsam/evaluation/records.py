@@ -17,6 +17,8 @@ from ..metrics import bootstrap_ci
 GT = "gt"
 #: suffix of a 3D box source whose predictions went through the clean-up (``cleanup.remove_small_components``)
 CLEANED = "+cleanup"
+#: suffix of a 3D box source: the detector's volume-aware segmentation (``pipeline.detect_and_propagate``)
+PROPAGATED = "+propagate"
 VOLUME_METRICS = ("volume_dice", "volume_hd95", "lesion_dice", "lesion_hd95")
 
 

@@ -15,7 +15,7 @@ import numpy as np
 from ..cleanup import remove_small_components
 from ..errors import UserError
 from ..metrics import dice, hd95, lesion_wise
-from .records import CLEANED, GT, CaseRecord
+from .records import CLEANED, GT, PROPAGATED, CaseRecord
 
 
 def gt_boxes_volume(gt: np.ndarray, min_pixels: int) -> dict[int, np.ndarray]:
@@ -51,9 +51,11 @@ def case_files(studies: Path) -> dict:
 
 
 def evaluate_volume(files: dict, case: str, channels_order, region: str, min_box: int, percentiles,
-                    segmenters: dict, detectors: dict, min_component_mm3: float = 0.0) -> list[CaseRecord]:
+                    segmenters: dict, detectors: dict, min_component_mm3: float = 0.0,
+                    propagation: bool = False) -> list[CaseRecord]:
     """3D records of one case: every segmenter x (GT boxes, each detector); with ``min_component_mm3`` also each
-    prediction after the 3D clean-up, as box source ``<source>+cleanup`` (:func:`cleaned`)."""
+    prediction after the 3D clean-up, as box source ``<source>+cleanup`` (:func:`cleaned`); with ``propagation``
+    also each detector's volume-aware segmentation (``pipeline.detect_and_propagate``), as ``<detector>+propagate``."""
     from ..cases import load_case
     from ..intensity import compose_channels
     from ..pipeline import detect_volume
@@ -77,6 +79,12 @@ def evaluate_volume(files: dict, case: str, channels_order, region: str, min_box
             if min_component_mm3 > 0:
                 kept = remove_small_components(pred, min_component_mm3, spacing).label
                 out.append(score_volume(case, row_name, cleaned(src), len(bx), kept, gt, spacing))
+        if propagation:
+            from ..pipeline import detect_and_propagate
+
+            for name, det in detectors.items():
+                res = detect_and_propagate(channels, det, seg, min_component_mm3=min_component_mm3, spacing=spacing)
+                out.append(score_volume(case, row_name, name + PROPAGATED, len(res.slices), res.label, gt, spacing))
     return out
 
 
