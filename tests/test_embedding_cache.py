@@ -127,3 +127,15 @@ def test_float16_embeddings_change_slice_dice_on_the_real_case_by_less_than_0_00
           f"largest per-slice change {max(abs(a - b) for a, b in zip(d16, d32)):.5f}")
     assert len(ks) >= 10 and np.mean(d32) > 0.5
     assert change < 0.002
+
+
+@pytest.mark.slow
+def test_training_on_the_fly_encodes_every_step_and_writes_no_cache(sample_dataset, tmp_path):
+    from bratsmedsam.segmenter import FinetuneConfig, train_decoder
+
+    cache = tmp_path / "embeddings"
+    cfg = FinetuneConfig(epochs=1, batch_size=4, max_train_slices=3, max_val_slices=2, device="cpu",
+                         cache_dir=str(cache), embeddings="on-the-fly", n_overlays=1, progress=False)
+    result = train_decoder(sample_dataset, tmp_path / "run", cfg)
+    assert [h["epoch"] for h in result["history"]] == [0, 1] and result["history"][1]["train_loss"] > 0
+    assert not cache.exists() or not any(cache.rglob("*.pt"))
