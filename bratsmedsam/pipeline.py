@@ -91,12 +91,36 @@ def detect_and_propagate(channels: np.ndarray, detector: SliceDetector, segmente
 
 
 def _best_box(boxes: dict, conf: dict, k0: int, k1: int, footprint) -> tuple[int, np.ndarray]:
-    """The most confident detector box whose top-left corner lies in the candidate's footprint: ``(k, xyxy)``."""
+    """The most confident detector box whose top-left corner lies in the candidate's footprint (equal confidence:
+    the larger box, nearer the tumour's middle): ``(k, xyxy)``."""
     i0, i1, j0, j1 = footprint
-    best = (-1.0, k0, None)
+    best = ((-1.0, -1.0), k0, None)
     for k in range(k0, k1 + 1):
         for b, c in zip(boxes.get(k, ()), conf.get(k, ())):
-            if i0 <= round(float(b[0])) <= i1 and j0 <= round(float(b[1])) <= j1 and c > best[0]:
-                best = (float(c), k, np.asarray(b, np.float32))
+            rank = (float(c), float((b[2] - b[0] + 1) * (b[3] - b[1] + 1)))
+            if i0 <= round(float(b[0])) <= i1 and j0 <= round(float(b[1])) <= j1 and rank > best[0]:
+                best = (rank, k, np.asarray(b, np.float32))
     return best[1], best[2]
 
+
+
+#: how the automatic chain segments a volume: ``propagate`` (volume-aware, the default: measured better on the real
+#: case, README "Automatic segmentation on real MRI") or ``slices`` (every detected box on its own slice, the paper's)
+AUTO_MODES = ("propagate", "slices")
+
+
+def segment_automatic(channels: np.ndarray, detector: SliceDetector, segmenter: SliceSegmenter,
+                      mode: str = "propagate", postprocess: bool = False,
+                      min_component_mm3: float = MIN_COMPONENT_MM3,
+                      spacing: tuple[float, float, float] = (1.0, 1.0, 1.0), progress: bool = False) -> VolumeResult:
+    """The automatic chain in ``mode`` (:data:`AUTO_MODES`); ``postprocess`` (the detector's box clean-up) applies
+    to ``slices``."""
+    from .errors import UserError
+
+    if mode == "propagate":
+        return detect_and_propagate(channels, detector, segmenter, min_component_mm3=min_component_mm3,
+                                    spacing=spacing)
+    if mode == "slices":
+        return detect_and_segment(channels, detector, segmenter, postprocess=postprocess, progress=progress,
+                                  min_component_mm3=min_component_mm3, spacing=spacing)
+    raise UserError(f"automatic mode {mode!r}: expected one of {', '.join(AUTO_MODES)}")

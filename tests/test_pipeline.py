@@ -203,3 +203,16 @@ def test_propagation_follows_the_tumour_past_the_detected_slices_and_drops_uncon
     res = detect_and_propagate(ch, det, ThresholdSegmenter(), reach=6, stop_iou=0.0, min_component_mm3=0)
     assert res.label[:, :, 5:16].sum() == truth[:, :, 5:16].sum()  # beyond the detected 8..12, both ways
     assert not res.label[:, :, 2].any() and 2 not in res.slices
+
+
+def test_the_automatic_modes_are_propagate_and_slices_and_nothing_else():
+    from bratsmedsam.pipeline import detect_and_propagate, detect_and_segment, segment_automatic
+
+    ch = channels_of(ball())
+    det = BoxDetector({k: [[14, 6, 26, 18]] for k in range(8, 13)})
+    slices = segment_automatic(ch, det, ThresholdSegmenter(), "slices")
+    assert np.array_equal(slices.label, detect_and_segment(ch, det, ThresholdSegmenter()).label)
+    default = segment_automatic(ch, det, ThresholdSegmenter())
+    assert np.array_equal(default.label, detect_and_propagate(ch, det, ThresholdSegmenter()).label)
+    with pytest.raises(UserError, match="expected one of propagate, slices"):
+        segment_automatic(ch, det, ThresholdSegmenter(), "3d")

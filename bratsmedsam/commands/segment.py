@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..pipeline import AUTO_MODES
+
 
 def register(sub) -> None:
     p = sub.add_parser("segment", help="segment one study with boxes (JSON) or a detector -> label NIfTI",
@@ -14,6 +16,9 @@ def register(sub) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--boxes", type=Path, help="boxes JSON (see above)")
     src.add_argument("--detector", type=Path, help="YOLO weights: detect on every slice, then segment")
+    p.add_argument("--auto", choices=AUTO_MODES, default="propagate",
+                   help="with --detector: propagate the masks of confident detections through the volume, or "
+                        "segment every detected box on its slice")
     p.add_argument("--decoder", type=Path, help="fine-tuned mask decoder checkpoint")
     p.add_argument("--base", default="litemedsam", help="segmenter family (litemedsam, medsam, sam)")
     p.add_argument("--checkpoint", type=Path, help="base segmenter checkpoint (default: the packaged one)")
@@ -46,7 +51,7 @@ def run(args) -> int:
 
     from ..boxes import RoiIJK
     from ..intensity import parse_channels
-    from ..pipeline import detect_and_segment
+    from ..pipeline import segment_automatic
     from ..studies import load_study, write_label
     from ..volume import segment_roi, segment_with_boxes
     from ..segmenter import load_segmenter
@@ -64,7 +69,7 @@ def run(args) -> int:
         from ..detector import Detector
 
         det = Detector(args.detector, device=args.device)
-        res = detect_and_segment(study.channels, det, seg, progress=True, spacing=study.spacing)
+        res = segment_automatic(study.channels, det, seg, args.auto, progress=True, spacing=study.spacing)
     write_label(res.label, study.reference, args.out)
     note = " (single modality in all channels)" if study.single_modality else ""
     print(f"{study.case_id}: {int(res.label.sum())} voxels on {len(res.slices)} slices -> {args.out}{note} "

@@ -8,11 +8,18 @@ from pathlib import Path
 
 from bratsmedsam.cleanup import MIN_COMPONENT_MM3
 from bratsmedsam.errors import UserError
+from bratsmedsam.pipeline import AUTO_MODES
 from bratsmedsam.regions import REGIONS
 
 
 def _bool(v: str) -> bool:
     return str(v).strip().lower() in ("1", "true", "yes", "on")
+
+
+def _choice(key: str, value: str, allowed) -> str:
+    if value not in allowed:
+        raise UserError(f"--conf {key} {value!r}: expected one of {', '.join(allowed)}")
+    return value
 
 
 def _cache_dir(value, conf: dict, app_dir: str) -> str | None:
@@ -39,6 +46,7 @@ class AppSettings:
     max_roi_depth: int = 64  # slices a 3D ROI may span (each costs an encoder pass): beyond it 422
     max_voxels: int = 64_000_000  # an image (upload or study) above this is refused (413)
     postprocess: bool = False
+    auto_mode: str = "propagate"  # pipeline: bratsmedsam.pipeline.AUTO_MODES
     min_component_mm3: float = MIN_COMPONENT_MM3  # pipeline: 3D components smaller than this are removed (0: kept)
     prefetch_slices: int = 24  # slices encoded in the background after Next Sample / a prompt (0: off)
     uncertainty_z_step: int = 2
@@ -88,6 +96,7 @@ class AppSettings:
             max_voxels=int(conf.get("max_voxels", 64_000_000)),
             postprocess=_bool(conf.get("postprocess", "false")),
             min_component_mm3=float(conf.get("min_component_mm3", MIN_COMPONENT_MM3)),
+            auto_mode=_choice("auto_mode", conf.get("auto_mode", "propagate"), AUTO_MODES),
             prefetch_slices=int(conf.get("prefetch_slices", 24)),
             uncertainty_z_step=int(conf.get("uncertainty_z_step", 2)),
             uncertainty_max_slices=int(conf.get("uncertainty_max_slices", 6)),

@@ -1,11 +1,12 @@
-"""Automatic: detector over every axial slice -> segmenter on the detected boxes -> label volume."""
+"""Automatic: detector over every axial slice -> segmenter seeded by its confident boxes, propagated through the
+volume (``--conf auto_mode propagate``, the default) or on every detected box (``slices``) -> label volume."""
 
 from __future__ import annotations
 
 import numpy as np
 from monailabel.interfaces.tasks.infer_v2 import InferType
 
-from bratsmedsam.pipeline import detect_and_segment
+from bratsmedsam.pipeline import segment_automatic
 from bratsmedsam.slicer import merge_boxes_3d
 
 from .base import StudyInferTask
@@ -14,18 +15,18 @@ from .base import StudyInferTask
 class PipelineInfer(StudyInferTask):
     def __init__(self, store, cfg, prefetch):
         super().__init__(store, cfg, InferType.SEGMENTATION, 3,
-                         "YOLO detector -> MedSAM on every detected slice", prefetch=prefetch)
+                         "YOLO detector -> MedSAM seeded by confident boxes, propagated through the volume", prefetch=prefetch)
 
     def is_valid(self) -> bool:
         return self.store.has_detector() and self.store.has_segmenter()
 
     def run(self, study, request):
         det, seg = self.store.detector(), self.store.segmenter()
-        res = detect_and_segment(study.channels, det, seg, postprocess=self.cfg.postprocess,
-                                 min_component_mm3=self.cfg.min_component_mm3, spacing=study.spacing)
+        res = segment_automatic(study.channels, det, seg, self.cfg.auto_mode, postprocess=self.cfg.postprocess,
+                                min_component_mm3=self.cfg.min_component_mm3, spacing=study.spacing)
         tumours = merge_boxes_3d(res.boxes, res.conf, study.channels.shape[:3])
         return res.label, {
-            "model_id": seg.model_id, "detector_id": det.weights_id, "slices": res.slices,
+            "model_id": seg.model_id, "detector_id": det.weights_id, "mode": self.cfg.auto_mode, "slices": res.slices,
             "tumours": [{"roi_ijk": list(b.roi_ijk), "conf": round(b.conf, 4)} for b in tumours],
             "mean_iou": round(float(np.mean(np.concatenate(list(res.iou.values())))), 4) if res.iou else None,
             "voxels": int(res.label.sum()),
