@@ -15,7 +15,8 @@ from .base import StudyInferTask
 class PipelineInfer(StudyInferTask):
     def __init__(self, store, cfg, prefetch):
         super().__init__(store, cfg, InferType.SEGMENTATION, 3,
-                         "YOLO detector -> MedSAM seeded by confident boxes, propagated through the volume", prefetch=prefetch)
+                         "YOLO detector -> MedSAM seeded by confident boxes, propagated through the volume",
+                         prefetch=prefetch)
 
     def is_valid(self) -> bool:
         return self.store.has_detector() and self.store.has_segmenter()
