@@ -59,7 +59,9 @@ def detect_and_propagate(channels: np.ndarray, detector: SliceDetector, segmente
        mask's box grown by ``margin`` px, kept inside the candidate's footprint grown by ``grow`` px, until the
        mask ends or the predicted IoU drops under ``stop_iou``, at most ``reach`` slices past the detected extent
        (the thin ends the detector misses).
-    3. Candidates under ``seed_conf`` contribute nothing: detector boxes that no propagation confirms are dropped.
+    3. Other candidates under ``seed_conf`` contribute nothing: detector boxes that no propagation confirms are
+       dropped. The most confident candidate always seeds (a detector whose confidences all fall under
+       ``seed_conf`` still yields its best guess).
     4. Components under ``min_component_mm3`` are removed (:mod:`bratsmedsam.cleanup`).
     """
     from .slicer import merge_boxes_3d
@@ -69,8 +71,9 @@ def detect_and_propagate(channels: np.ndarray, detector: SliceDetector, segmente
     X, Y, Z, _ = channels.shape
     result = VolumeResult(label=np.zeros((X, Y, Z), bool), conf=conf)
     image_box = np.array([0, 0, X - 1, Y - 1], np.float32)
-    for cand in merge_boxes_3d(boxes, conf, (X, Y, Z)):
-        if cand.conf < seed_conf:
+    candidates = merge_boxes_3d(boxes, conf, (X, Y, Z))  # most confident first
+    for n, cand in enumerate(candidates):
+        if cand.conf < seed_conf and n > 0:  # the most confident one always seeds: a study is opened for a tumour
             continue
         i0, i1, j0, j1, k0, k1 = cand.roi_ijk
         limit = np.array([i0 - grow, j0 - grow, i1 + grow, j1 + grow], np.float32)

@@ -199,7 +199,7 @@ def test_propagation_follows_the_tumour_past_the_detected_slices_and_drops_uncon
     truth = ball()  # slices 4..16
     ch = channels_of(truth)
     det = BoxDetector({**{k: [[14, 6, 26, 18]] for k in range(8, 13)}, 2: [[1, 1, 8, 8]]})
-    det.conf_of = {2: 0.1}  # a lone, unconfident box on an empty slice
+    det.conf_of = {2: 0.1}  # a lone, unconfident box on a slice with nothing bright
     res = detect_and_propagate(ch, det, ThresholdSegmenter(), reach=6, stop_iou=0.0, min_component_mm3=0)
     assert res.label[:, :, 5:16].sum() == truth[:, :, 5:16].sum()  # beyond the detected 8..12, both ways
     assert not res.label[:, :, 2].any() and 2 not in res.slices
@@ -216,3 +216,12 @@ def test_the_automatic_modes_are_propagate_and_slices_and_nothing_else():
     assert np.array_equal(default.label, detect_and_propagate(ch, det, ThresholdSegmenter()).label)
     with pytest.raises(UserError, match="expected one of propagate, slices"):
         segment_automatic(ch, det, ThresholdSegmenter(), "3d")
+
+
+def test_the_most_confident_candidate_seeds_even_under_the_seed_confidence():
+    from bratsmedsam.pipeline import detect_and_propagate
+
+    ch = channels_of(ball())
+    det = BoxDetector({k: [[14, 6, 26, 18]] for k in range(8, 13)})
+    det.conf_of = dict.fromkeys(range(8, 13), 0.05)
+    assert detect_and_propagate(ch, det, ThresholdSegmenter(), seed_conf=0.3, min_component_mm3=0).label.any()
