@@ -3,9 +3,10 @@ float32) and the default one (OpenVINO at the CPU's precision) in the same run.
 
     python benchmarks/bench_app.py [--case DIR] [--detector WEIGHTS] [--backends torch,auto]
 
-Rows: flat and 3D ROIs, the automatic pipeline (detector on every slice -> segmenter on each detected box) and the
-active-learning score of one study (the calls the infer and scoring tasks make, without HTTP). Prints seconds
-per backend and the ratio reference/default; writes runs/benchmarks/bench_app.json.
+Rows: flat and 3D ROIs, the automatic pipeline (per-slice: the segmenter on each detected box; volume-aware:
+confident detections seed a propagation, the default) and the active-learning score of one study (the calls the
+infer and scoring tasks make, without HTTP). Prints seconds per backend and the ratio reference/default; writes
+runs/benchmarks/bench_app.json.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ def timed(fn):
 def measure(study, files, wt, backend: str, detector) -> tuple[dict, str]:
     """Seconds per operation with one encoder backend, each on an empty embedding cache where it says cold."""
     from bratsmedsam.boxes import RoiIJK
-    from bratsmedsam.pipeline import detect_and_segment
+    from bratsmedsam.pipeline import detect_and_propagate, detect_and_segment
     from bratsmedsam.segmenter import load_segmenter
     from bratsmedsam.uncertainty import study_uncertainty
     from bratsmedsam.volume import segment_roi
@@ -49,9 +50,12 @@ def measure(study, files, wt, backend: str, detector) -> tuple[dict, str]:
     _, rows["3D ROI 7 slices, cold"] = timed(lambda: segment_roi(study.channels, deep, seg))
     _, rows["3D ROI 7 slices, warm"] = timed(lambda: segment_roi(study.channels, deep, seg))
     if detector is not None:
-        seg = load_segmenter(backend=backend)  # empty cache: the pipeline and the score below start cold
+        seg = load_segmenter(backend=backend)  # empty cache: the pipelines and the score below start cold
         _, rows["pipeline (detector+segmenter), cold"] = timed(lambda: detect_and_segment(study.channels, detector,
                                                                                            seg))
+        seg = load_segmenter(backend=backend)
+        _, rows["pipeline volume-aware (default), cold"] = timed(lambda: detect_and_propagate(study.channels,
+                                                                                               detector, seg))
         seg = load_segmenter(backend=backend)
         _, rows["active-learning score, cold"] = timed(lambda: study_uncertainty(study.channels, detector, seg))
     return rows, seg.encoder.name

@@ -44,7 +44,7 @@ def main() -> None:
     from bratsmedsam.paths import real_cases_dir
     from bratsmedsam.regions import region_mask
     from bratsmedsam.segmenter import load_segmenter
-    from bratsmedsam.segmenter.model import DECODE_BATCH, decode, decode_batched
+    from bratsmedsam.segmenter.model import decode, decode_batched
     from bratsmedsam.studies import load_study
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -102,7 +102,7 @@ def main() -> None:
     one.embed(images)
     rows["Segmenter.segment_many, decode_batch 1"] = (best_of(lambda: one.segment_many(images, boxes),
                                                               args.repeats), 0.0)
-    rows[f"Segmenter.segment_many, decode_batch {DECODE_BATCH} (default)"] = (
+    rows[f"Segmenter.segment_many, decode_batch {seg.decode_batch} (default)"] = (
         best_of(lambda: seg.segment_many(images, boxes), args.repeats), 0.0)
 
     ref = next(iter(rows.values()))[0]

@@ -3,7 +3,7 @@
 The image embedding is computed once per slice (through :class:`EmbeddingCache`). Upstream ``MaskDecoder``
 repeats ONE image's embedding once per prompt, so it cannot decode boxes of different slices together;
 :func:`decode_batched` runs the same decoder modules with one embedding per prompt (gathered, not repeated), so
-every box of every slice in a call goes through the decoder at once (``decode_batch`` prompts per call).
+the boxes of several slices go through the decoder together (``decode_batch`` prompts per pass).
 """
 
 from __future__ import annotations
@@ -28,8 +28,10 @@ class SegResult:
     iou: np.ndarray  # float32 (n,), the model's predicted IoU per mask
 
 
-#: prompts per decoder pass (bench_segmenter.py --decode: per-box time levels off by 16 on a 2-core CPU)
-DECODE_BATCH = 16
+#: prompts per decoder pass by device type. CPU: measured (bench_decoder.py, AMX CPU, 2 threads, quiet): 57 ms per
+#: box at 4 against 72 ms one slice per call, but 106 ms at 16 (the (n, 32, 256, 256) upscaling outgrows the cache).
+#: CUDA: not measured here (no GPU); 32 is an assumption, ``decode_batch=`` overrides it.
+DECODE_BATCH = {"cpu": 4, "cuda": 32}
 
 
 def decode(net, decoder, embedding, boxes_model):
@@ -70,7 +72,7 @@ class Segmenter:
     def __init__(self, family: Family, net, base_checkpoint: Path, base_sha256: str, device,
                  meta: dict | None = None, decoder_sha256: str | None = None, cache_dir=None, cache_size=256,
                  encode_batch: int | None = None, backend: str = "auto", precision: str = "auto",
-                 cache_max_mb: float | None = None, decode_batch: int = DECODE_BATCH):
+                 cache_max_mb: float | None = None, decode_batch: int | None = None):
         from .backends import make_encoder
 
         self.fam = family
@@ -90,7 +92,7 @@ class Segmenter:
         self.model_id = f"{family.name}-{base_sha256[:12]}" + (f"-dec{decoder_sha256[:12]}" if decoder_sha256 else "")
         self.cache = EmbeddingCache(self.encoder_id, cache_size, cache_dir, cache_max_mb)
         self.encode_batch = encode_batch or (8 if device.type == "cuda" else 1)
-        self.decode_batch = max(1, int(decode_batch))
+        self.decode_batch = max(1, int(decode_batch or DECODE_BATCH.get(device.type, 4)))
 
     # -- embeddings ---------------------------------------------------------------------------
     def embed(self, images: Sequence[np.ndarray], progress: bool = False):
@@ -172,7 +174,7 @@ class Segmenter:
 
 def load_segmenter(base: str | None = "litemedsam", checkpoint=None, decoder=None, device=None, cache_dir=None,
                    cache_size: int = 256, backend: str = "auto", precision: str = "auto",
-                   cache_max_mb: float | None = None, decode_batch: int = DECODE_BATCH) -> Segmenter:
+                   cache_max_mb: float | None = None, decode_batch: int | None = None) -> Segmenter:
     """Load a family (``litemedsam`` default, ``medsam``, ``sam``), optionally with a fine-tuned ``decoder``
     checkpoint from :func:`train_decoder`. With a decoder, its metadata names the base family and the SHA-256 of
     the base checkpoint; the base checkpoint must match it (``checkpoint`` or the path recorded at training).
