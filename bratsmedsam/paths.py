@@ -21,5 +21,10 @@ def real_cases_dir() -> Path:
     return shared_data_dir() / "brats2023"
 
 
+def unlabelled_cases_dir() -> Path:
+    """Folder of real BraTS 2023 studies without segmentation (one sub-folder per case)."""
+    return shared_data_dir() / "brats2023-unlabelled"
+
+
 def sri24_dir() -> Path:
     return shared_data_dir() / "sri24"

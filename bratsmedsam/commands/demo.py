@@ -35,6 +35,26 @@ def _step(name: str, argv: list[str]) -> None:
     print(f"== demo: {name} done in {time.time() - t0:.0f} s", flush=True)
 
 
+def _add_unlabelled_real(studies: Path) -> None:
+    """The real studies without labels (``../shared/data/brats2023-unlabelled``) join the demo, copied byte for
+    byte: real anatomy to annotate from scratch. ``prepare`` skips them (no segmentation) with that reason."""
+    import shutil
+
+    from ..atomic import atomic_path
+    from ..paths import unlabelled_cases_dir
+
+    src = unlabelled_cases_dir()
+    if not src.is_dir():
+        return
+    for case in sorted(p for p in src.iterdir() if p.is_dir() and (p / f"{p.name}-t1c.nii.gz").is_file()):
+        dest = studies / case.name
+        for f in sorted(case.glob(f"{case.name}-*.nii.gz")):
+            if not (dest / f.name).is_file():
+                with atomic_path(dest / f.name) as tmp:
+                    shutil.copyfile(f, tmp)
+        print(f"== demo: real unlabelled study {case.name} in {dest}", flush=True)
+
+
 def run(args) -> int:
     root: Path = args.dir
     studies, dataset, det_dir = root / "studies", root / "dataset", root / "detector"
@@ -42,6 +62,7 @@ def run(args) -> int:
     if not (studies / "sample_info.json").exists():
         _step("sample studies", ["sample-data", "--out", str(studies), "--cases", str(args.cases),
                                  "--seed", str(args.seed)])
+    _add_unlabelled_real(studies)
     if not (dataset / "manifest.csv").exists():
         _step("prepare dataset", ["prepare", "--studies", str(studies), "--out", str(dataset), "--workers", "2"])
     if not weights.exists():

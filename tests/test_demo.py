@@ -1,0 +1,27 @@
+"""The demo's studies: the real unlabelled studies from the shared data join the sample, copied byte for byte."""
+
+from __future__ import annotations
+
+from bratsmedsam.commands.demo import _add_unlabelled_real
+
+
+def test_real_unlabelled_studies_are_copied_into_the_demo_once(tmp_path, monkeypatch):
+    case = tmp_path / "shared" / "brats2023-unlabelled" / "BraTS-GLI-00001-000"
+    case.mkdir(parents=True)
+    for mod in ("t1c", "t1n", "t2w", "t2f"):
+        (case / f"BraTS-GLI-00001-000-{mod}.nii.gz").write_bytes(f"not really {mod}".encode())
+    monkeypatch.setenv("BRATSMEDSAM_SHARED_DATA", str(tmp_path / "shared"))
+    studies = tmp_path / "studies"
+    _add_unlabelled_real(studies)
+    copied = sorted(p.name for p in (studies / "BraTS-GLI-00001-000").iterdir())
+    assert copied == sorted(p.name for p in case.iterdir())
+    assert (studies / "BraTS-GLI-00001-000" / "BraTS-GLI-00001-000-t2f.nii.gz").read_bytes() == b"not really t2f"
+    assert not list(studies.rglob("*seg*"))
+    _add_unlabelled_real(studies)  # a re-run changes nothing
+    assert sorted(p.name for p in (studies / "BraTS-GLI-00001-000").iterdir()) == copied
+
+
+def test_without_the_shared_data_the_demo_has_no_unlabelled_real_study(tmp_path, monkeypatch):
+    monkeypatch.setenv("BRATSMEDSAM_SHARED_DATA", str(tmp_path / "absent"))
+    _add_unlabelled_real(tmp_path / "studies")
+    assert not (tmp_path / "studies").exists()
