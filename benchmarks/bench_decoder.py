@@ -39,13 +39,11 @@ def main() -> None:
     import torch
 
     from bratsmedsam.atomic import write_json
+    from tumour_slices import tumour_slices
     from bratsmedsam.boxes import axial_slice, mask_to_xyxy
-    from bratsmedsam.cases import case_files_in, load_case
     from bratsmedsam.paths import real_cases_dir
-    from bratsmedsam.regions import region_mask
     from bratsmedsam.segmenter import load_segmenter
     from bratsmedsam.segmenter.model import decode, decode_batched
-    from bratsmedsam.studies import load_study
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--case", type=Path, default=real_cases_dir() / "BraTS-GLI-00000-000")
@@ -55,11 +53,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2)
     args = ap.parse_args()
 
-    files = case_files_in(args.case)
-    wt = region_mask(load_case(files, [], with_seg=True).seg, "WT")
-    study = load_study(files.images["t2f"])
-    ks = [k for k in range(wt.shape[2]) if wt[:, :, k].sum() >= 50]
-    ks = ks[:: max(1, len(ks) // args.slices)][: args.slices]
+    files, wt, study, ks = tumour_slices(args.case, args.slices)
     images = [axial_slice(study.channels, k) for k in ks]
     boxes = [mask_to_xyxy(axial_slice(wt, k).astype(bool))[None] for k in ks]
     seg = load_segmenter("litemedsam", device=args.device, cache_size=len(ks) + 8)

@@ -30,12 +30,10 @@ def main() -> None:
     import torch
 
     from bratsmedsam.atomic import write_json
+    from tumour_slices import tumour_slices
     from bratsmedsam.boxes import RoiIJK, axial_slice, component_boxes_xyxy
-    from bratsmedsam.cases import case_files_in, load_case
     from bratsmedsam.paths import real_cases_dir
-    from bratsmedsam.studies import load_study
     from bratsmedsam.volume import segment_roi
-    from bratsmedsam.regions import region_mask
     from bratsmedsam.segmenter import load_segmenter
     from bratsmedsam.segmenter.backends import cpu_flags
 
@@ -46,11 +44,7 @@ def main() -> None:
     ap.add_argument("--deep", type=int, default=21, help="slices in the timed 3D ROI")
     args = ap.parse_args()
 
-    files = case_files_in(args.case)
-    wt = region_mask(load_case(files, [], with_seg=True).seg, "WT")
-    study = load_study(files.images["t2f"])
-    ks = [k for k in range(wt.shape[2]) if wt[:, :, k].sum() >= 50]
-    ks = ks[:: max(1, len(ks) // args.slices)][: args.slices]
+    files, wt, study, ks = tumour_slices(args.case, args.slices)
     k_mid = int(np.argmax(wt.sum(axis=(0, 1))))
     ii, jj = np.nonzero(wt[:, :, k_mid])
     box = [int(ii.min()), int(ii.max()), int(jj.min()), int(jj.max())]
