@@ -121,3 +121,28 @@ def test_processes_sharing_the_encoder_cache_never_crash_each_other(tmp_path):
         assert rc == 0, err[-2000:]
         assert "(1, 256, 64, 64)" in out
     assert sorted(p.suffix for p in (tmp_path / "ov").iterdir()) == [".bin", ".xml"]
+
+
+@needs_ov
+def test_the_openvino_mask_decoder_equals_pytorch_and_steps_aside_when_the_weights_change(tmp_path):
+    """segment_many decodes through OpenVINO on a CPU; a decoder whose weights changed (training, an in-place
+    reload) decodes in PyTorch again, never with stale converted weights."""
+    img = np.zeros((200, 240, 3), np.uint8)
+    img[60:120, 100:180] = 200
+    img[img == 0] = 60
+    boxes = np.array([[95, 55, 185, 125], [20, 20, 70, 80]], np.float32)
+    ref = load_segmenter("litemedsam", device="cpu", backend="torch", cache_size=0)
+    ov = load_segmenter("litemedsam", device="cpu", cache_size=0)
+    ov.encoder = ref.encoder  # same embeddings: only the decoders differ
+    a, b = ref.segment(img, boxes), ov.segment(img, boxes)
+    assert ov._openvino_decoder() is not None and ref._openvino_decoder() is None
+    assert (a.masks != b.masks).mean() < 1e-4 and np.allclose(a.iou, b.iou, atol=1e-4)
+    with torch.no_grad():
+        for p in ov.net.mask_decoder.parameters():
+            p.mul_(1.01)
+    assert ov._openvino_decoder() is None  # stale: PyTorch decodes with the new weights
+    changed = ov.segment(img, boxes)
+    with torch.no_grad():
+        for p in ref.net.mask_decoder.parameters():
+            p.mul_(1.01)
+    assert np.array_equal(changed.masks, ref.segment(img, boxes).masks)

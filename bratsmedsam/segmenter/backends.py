@@ -93,6 +93,63 @@ class OpenVinoEncoder:
         return torch.from_numpy(next(iter(out.values())).copy()).float()
 
 
+class OpenVinoDecoder:
+    """The box-prompted mask decoder (``model.decode_batched`` with one embedding per prompt) converted by OpenVINO,
+    float32 (equal to PyTorch to ~1e-5). PyTorch's eager decoder is ~70 ms a prompt on a 2-core CPU and slows several
+    times when other work shares the cores; OpenVINO's is a fraction of that (bench_decoder.py). It serves only
+    while the PyTorch decoder's weights are the ones converted (their version counters unchanged): a decoder being
+    fine-tuned, or reloaded in place, falls back to PyTorch (:meth:`current`)."""
+
+    def __init__(self, module, params, cache_dir: str | os.PathLike, key: str):
+        import openvino as ov
+        import torch
+
+        core = ov.Core()
+        cache = Path(cache_dir)
+        cache.mkdir(parents=True, exist_ok=True)
+        xml = cache / f"{key}.xml"
+        if xml.is_file() and xml.with_suffix(".bin").is_file():
+            model = core.read_model(str(xml))
+        else:
+            logger.info("converting the mask decoder for OpenVINO (once per decoder)")
+            example = (torch.zeros(1, 256, 64, 64), torch.tensor([[8.0, 8.0, 64.0, 64.0]]))
+            model = ov.convert_model(module.eval(), example_input=example,
+                                     input=[ov.PartialShape([-1, 256, 64, 64]), ov.PartialShape([-1, 4])])
+            _save_atomically(ov, model, xml)
+        self.compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+        self.params = list(params)
+        self.versions = [p._version for p in self.params]
+        self.name = "openvino-cpu-f32"
+
+    def current(self) -> bool:
+        return [p._version for p in self.params] == self.versions
+
+    def __call__(self, embeddings, boxes_model):
+        """``embeddings`` ``(n, 256, 64, 64)`` (one per prompt), ``boxes_model`` ``(n, 4)`` -> ``(logits (n, 1, 256,
+        256), iou (n, 1))`` as float32 cpu tensors."""
+        import torch
+
+        out = list(self.compiled.create_infer_request().infer(
+            [embeddings.detach().cpu().numpy(), boxes_model.detach().cpu().numpy()]).values())
+        return torch.from_numpy(out[0].copy()), torch.from_numpy(out[1].copy())
+
+
+def make_decoder(module, params, device, key: str, backend: str = "auto",
+                 cache_dir: str | os.PathLike | None = None) -> OpenVinoDecoder | None:
+    """The OpenVINO decoder on a CPU when it loads (``backend`` ``auto``/``openvino``), else None (PyTorch)."""
+    if device.type != "cpu" or backend not in ("auto", "openvino") or not openvino_available():
+        return None
+    from ..offline import PROJECT_ROOT
+
+    default = PROJECT_ROOT / "runs" / ".cache" / "openvino"
+    cache_dir = cache_dir or os.environ.get("BRATSMEDSAM_OPENVINO_CACHE") or default
+    try:
+        return OpenVinoDecoder(module, params, cache_dir, key)
+    except Exception as exc:  # a runtime that cannot take this model: PyTorch still can
+        logger.warning(f"OpenVINO unavailable for the mask decoder ({exc}); using PyTorch")
+        return None
+
+
 def _save_atomically(ov, model, xml: Path) -> None:
     """IR = .xml + .bin: both written under temporary names, then renamed (the .xml last: it marks completion)."""
     tmp = xml.with_name(f".{xml.stem}.{os.getpid()}.tmp.xml")

@@ -199,6 +199,7 @@ def train_decoder(dataset_dir, out_dir, cfg: FinetuneConfig) -> dict:
     cache_size = 0 if on_the_fly else (256 if cache_dir else len(train.images) + len(val.images))
     seg = load_segmenter(cfg.base, cfg.checkpoint, device=str(device), cache_dir=cache_dir, cache_size=cache_size,
                          cache_max_mb=cfg.cache_max_mb)
+    seg.decoder_backend = "torch"  # the decoder is being trained: validation decodes with its current weights
     for p in seg.net.parameters():
         p.requires_grad_(False)
     for p in seg.net.mask_decoder.parameters():

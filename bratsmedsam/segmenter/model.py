@@ -66,6 +66,24 @@ def decode_batched(net, embeddings, owner, boxes_model):
     return logits, iou
 
 
+class _PromptDecoder:
+    """``decode_batched`` with one embedding per prompt, as a module OpenVINO can convert."""
+
+    @staticmethod
+    def of(net):
+        import torch
+
+        class PromptDecoder(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.net = net
+
+            def forward(self, embeddings, boxes_model):
+                return decode_batched(self.net, embeddings, torch.arange(embeddings.shape[0]), boxes_model)
+
+        return PromptDecoder()
+
+
 class Segmenter:
     """A loaded model of one family (optionally with a fine-tuned decoder) plus its embedding cache."""
 
@@ -93,6 +111,20 @@ class Segmenter:
         self.cache = EmbeddingCache(self.encoder_id, cache_size, cache_dir, cache_max_mb)
         self.encode_batch = encode_batch or (8 if device.type == "cuda" else 1)
         self.decode_batch = max(1, int(decode_batch or DECODE_BATCH.get(device.type, 4)))
+        self.decoder_backend = backend  # the mask decoder: OpenVINO on a CPU where it loads (made on first use)
+        self._decoder_key = f"{family.name}-{base_sha256[:16]}-dec-{(decoder_sha256 or 'base')[:16]}"
+        self._ov_decoder = None
+
+    def _openvino_decoder(self):
+        """The OpenVINO mask decoder while it matches ``self.net``'s weights, else None (PyTorch decodes)."""
+        if self.decoder_backend == "torch" or self.device.type != "cpu":
+            return None
+        if self._ov_decoder is None:
+            from .backends import make_decoder
+
+            self._ov_decoder = make_decoder(_PromptDecoder.of(self.net), self.net.mask_decoder.parameters(),
+                                            self.device, self._decoder_key, self.decoder_backend) or False
+        return self._ov_decoder if self._ov_decoder and self._ov_decoder.current() else None
 
     # -- embeddings ---------------------------------------------------------------------------
     def embed(self, images: Sequence[np.ndarray], progress: bool = False):
@@ -162,7 +194,11 @@ class Segmenter:
                 owner = torch.tensor([rows.index(j) for j, _, _ in part], device=self.device)
                 bm = torch.from_numpy(np.stack([self.fam.boxes_to_model(box[None], frames[i])[0]
                                                 for _, i, box in part])).to(self.device)
-                logits, iou = decode_batched(self.net, embs[rows].to(self.device), owner, bm)
+                ov = self._openvino_decoder()
+                if ov is not None:
+                    logits, iou = ov(embs[rows].index_select(0, owner), bm)
+                else:
+                    logits, iou = decode_batched(self.net, embs[rows].to(self.device), owner, bm)
                 for (_, i, _), lg, io in zip(part, logits, iou):
                     logits_of[i].append(lg)
                     iou_of[i].append(io)
