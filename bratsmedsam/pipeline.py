@@ -56,7 +56,8 @@ def detect_and_propagate(channels: np.ndarray, detector: SliceDetector, segmente
     1. The detector runs on every axial slice; its boxes are merged into 3D candidates (``slicer.merge_boxes_3d``).
     2. A candidate whose best box has confidence >= ``seed_conf`` is segmented on that box's slice (the seed), then
        :func:`volume.propagate` follows the mask slice by slice both ways, each slice prompted with the previous
-       mask's box grown by ``margin`` px, kept inside the candidate's footprint grown by ``grow`` px, until the
+       mask's box grown by ``margin`` px and united with the detector's boxes it overlaps on that slice, kept
+       inside the candidate's footprint grown by ``grow`` px, until the
        mask ends or the predicted IoU drops under ``stop_iou``, at most ``reach`` slices past the detected extent
        (the thin ends the detector misses).
     3. Other candidates under ``seed_conf`` contribute nothing: detector boxes that no propagation confirms are
@@ -88,7 +89,7 @@ def detect_and_propagate(channels: np.ndarray, detector: SliceDetector, segmente
         put_axial_slice(result.label, seed, mask)
         result.boxes[seed], result.iou[seed] = box[None], np.asarray(seg.iou, np.float32).reshape(-1)[:1]
         propagate(channels, segmenter, result, seed, mask, (max(0, k0 - reach), min(Z - 1, k1 + reach)), limit,
-                  margin, min_pixels, stop_iou)
+                  margin, min_pixels, stop_iou, hints=boxes)
     result.label = remove_small_components(result.label, min_component_mm3, spacing).label
     return result
 

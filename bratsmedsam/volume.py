@@ -17,6 +17,8 @@ from .boxes import RoiIJK, axial_slice, clip_xyxy, mask_inside_xyxy, mask_to_xyx
 from .errors import UserError
 from .protocols import SliceSegmenter
 
+#: a hint box (a detector's) joins a propagated slice's prompt when its IoU with the mask-derived box is at least this
+HINT_IOU = 0.3
 #: ROIs this deep (in k) or less are "flat": Slicer gives a box drawn in one view a slice or two of thickness.
 FLAT_ROI_MAX_DEPTH = 3
 
@@ -61,6 +63,21 @@ def segment_with_boxes(channels: np.ndarray, boxes: dict[int, np.ndarray], segme
             result.boxes[k] = prompt
             result.iou[k] = np.asarray(seg.iou, np.float32)
     return result
+
+
+def _grow_with(box: np.ndarray, hints, limit: np.ndarray, min_iou: float = HINT_IOU) -> np.ndarray:
+    """``box`` united with every pixel-XYXY ``hints`` box whose IoU with it is at least ``min_iou``, clipped to
+    ``limit``."""
+    from .boxes import box_iou_xyxy
+
+    if hints is None or not len(hints):
+        return box
+    hints = np.asarray(hints, np.float32).reshape(-1, 4)
+    out = box.copy()
+    for h in hints[box_iou_xyxy(box[None], hints)[0] >= min_iou]:
+        out[:2], out[2:] = np.minimum(out[:2], h[:2]), np.maximum(out[2:], h[2:])
+    out[:2], out[2:] = np.maximum(out[:2], limit[:2]), np.minimum(out[2:], limit[2:])
+    return out
 
 
 def _expand(box: np.ndarray, margin: float, limit: np.ndarray) -> np.ndarray:
@@ -111,16 +128,17 @@ def segment_roi(channels: np.ndarray, roi: RoiIJK, segmenter: SliceSegmenter, sl
 
 def propagate(channels: np.ndarray, segmenter: SliceSegmenter, result: VolumeResult, seed: int,
               seed_mask: np.ndarray, k_range: tuple[int, int], limit_xyxy: np.ndarray, margin: float = 3.0,
-              min_pixels: int = 10, stop_iou: float = 0.5) -> None:
+              min_pixels: int = 10, stop_iou: float = 0.5, hints: dict[int, np.ndarray] | None = None) -> None:
     """From slice ``seed`` (its 2D mask ``seed_mask``) outwards in both directions inside ``k_range`` (inclusive):
-    each next slice is prompted with the previous mask's box grown by ``margin`` px and kept inside the pixel-XYXY
-    ``limit_xyxy``; its mask (inside that limit) is united into ``result.label``. A direction stops where the
-    mask has fewer than ``min_pixels`` pixels or a predicted IoU below ``stop_iou``."""
+    each next slice is prompted with the previous mask's box grown by ``margin`` px, united with the ``hints``
+    boxes of that slice it overlaps (a detector's: they let the mask grow where the tumour widens), kept inside the
+    pixel-XYXY ``limit_xyxy``; its mask (inside that limit) is united into ``result.label``. A direction stops
+    where the mask has fewer than ``min_pixels`` pixels or a predicted IoU below ``stop_iou``."""
     for step in (1, -1):
         prev = seed_mask
         k = seed + step
         while k_range[0] <= k <= k_range[1]:
-            box = _expand(mask_to_xyxy(prev), margin, limit_xyxy)
+            box = _grow_with(_expand(mask_to_xyxy(prev), margin, limit_xyxy), (hints or {}).get(k), limit_xyxy)
             seg = segmenter.segment(axial_slice(channels, k), box[None])
             mask = mask_inside_xyxy(np.asarray(seg.masks[0], bool), limit_xyxy)
             iou = float(np.asarray(seg.iou).reshape(-1)[0])

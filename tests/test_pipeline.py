@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bratsmedsam.boxes import RoiIJK, axial_slice
+from bratsmedsam.boxes import RoiIJK, axial_slice, mask_to_xyxy, put_axial_slice
 from bratsmedsam.errors import UserError
 from bratsmedsam.protocols import SliceSegmenter
 from bratsmedsam.slicer import merge_boxes_3d, points_to_boxes
@@ -225,3 +225,26 @@ def test_the_most_confident_candidate_seeds_even_under_the_seed_confidence():
     det = BoxDetector({k: [[14, 6, 26, 18]] for k in range(8, 13)})
     det.conf_of = dict.fromkeys(range(8, 13), 0.05)
     assert detect_and_propagate(ch, det, ThresholdSegmenter(), seed_conf=0.3, min_component_mm3=0).label.any()
+
+
+def test_propagation_grows_with_the_detector_where_the_tumour_widens():
+    """Seeded at a tumour's narrow end, mask-derived boxes alone stay narrow; an overlapping detector box on the
+    next slice lets the prompt widen with the tumour."""
+    from bratsmedsam.volume import VolumeResult, propagate
+
+    cone = np.zeros((60, 60, 12), bool)
+    for k in range(12):
+        r = 2 + 4 * k  # widens by 2 px a side a slice: faster than the 1 px margin
+        cone[30 - r // 2:30 + r // 2 + 1, 30 - r // 2:30 + r // 2 + 1, k] = True
+    ch = channels_of(cone)
+    seed = axial_slice(cone, 0).astype(bool)
+    limit = np.array([0, 0, 59, 59], np.float32)
+    hints = {k: mask_to_xyxy(axial_slice(cone, k).astype(bool))[None] for k in range(12)}
+    runs = {}
+    for name, h in (("masks only", None), ("with detector boxes", hints)):
+        res = VolumeResult(label=np.zeros(cone.shape, bool))
+        put_axial_slice(res.label, 0, seed)
+        propagate(ch, ThresholdSegmenter(), res, 0, seed, (0, 11), limit, margin=1, stop_iou=0.0, hints=h)
+        runs[name] = res.label
+    assert runs["with detector boxes"].sum() == cone.sum()
+    assert runs["masks only"].sum() < 0.7 * cone.sum()
