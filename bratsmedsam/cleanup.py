@@ -38,10 +38,11 @@ def remove_small_components(label: np.ndarray, min_mm3: float = MIN_COMPONENT_MM
     from monai.transforms import RemoveSmallObjects
 
     label = np.asarray(label, bool)
-    before = components(label)
-    if min_mm3 <= 0 or before == 0:
-        return Cleaned(label, before, 0, 0)
-    voxel = float(np.prod([float(s) for s in spacing]))
-    keep = RemoveSmallObjects(min_size=int(np.ceil(min_mm3 / voxel)), connectivity=3)(label[None])
-    out = np.asarray(keep)[0].astype(bool)
-    return Cleaned(out, before, before - components(out), int(label.sum() - out.sum()))
+    cc, before = ndimage.label(label, structure=ndimage.generate_binary_structure(3, 3))
+    min_size = int(np.ceil(min_mm3 / float(np.prod([float(s) for s in spacing])))) if min_mm3 > 0 else 0
+    sizes = np.bincount(cc.ravel())[1:]
+    small = sizes < min_size
+    if not small.any():  # nothing to remove (also: clean-up off, empty volume)
+        return Cleaned(label, int(before), 0, 0)
+    out = np.asarray(RemoveSmallObjects(min_size=min_size, connectivity=3)(label[None]))[0].astype(bool)
+    return Cleaned(out, int(before), int(small.sum()), int(sizes[small].sum()))

@@ -65,20 +65,28 @@ def detect_and_propagate(channels: np.ndarray, detector: SliceDetector, segmente
        ``seed_conf`` still yields its best guess).
     4. Components under ``min_component_mm3`` are removed (:mod:`bratsmedsam.cleanup`).
     """
+    boxes, conf = detect_volume(channels, detector)
+    return propagate_detections(channels, boxes, conf, segmenter, seed_conf, reach, grow, margin, min_pixels,
+                                stop_iou, min_component_mm3, spacing)
+
+
+def propagate_detections(channels: np.ndarray, boxes: dict, conf: dict, segmenter: SliceSegmenter,
+                         seed_conf: float = SEED_CONF, reach: int = 3, grow: float = 10.0, margin: float = 3.0,
+                         min_pixels: int = 10, stop_iou: float = 0.5, min_component_mm3: float = MIN_COMPONENT_MM3,
+                         spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> VolumeResult:
+    """Steps 1-4 of :func:`detect_and_propagate` on detections already made (``detect_volume``'s output)."""
     from .slicer import merge_boxes_3d
     from .volume import propagate
 
-    boxes, conf = detect_volume(channels, detector)
     X, Y, Z, _ = channels.shape
     result = VolumeResult(label=np.zeros((X, Y, Z), bool), conf=conf)
-    image_box = np.array([0, 0, X - 1, Y - 1], np.float32)
     candidates = merge_boxes_3d(boxes, conf, (X, Y, Z))  # most confident first
     for n, cand in enumerate(candidates):
         if cand.conf < seed_conf and n > 0:  # the most confident one always seeds: a study is opened for a tumour
             continue
         i0, i1, j0, j1, k0, k1 = cand.roi_ijk
-        limit = np.array([i0 - grow, j0 - grow, i1 + grow, j1 + grow], np.float32)
-        limit = np.concatenate([np.maximum(limit[:2], image_box[:2]), np.minimum(limit[2:], image_box[2:])])
+        limit = np.clip(np.array([i0 - grow, j0 - grow, i1 + grow, j1 + grow], np.float32), 0,
+                        np.array([X - 1, Y - 1, X - 1, Y - 1], np.float32))
         seed, box = _best_box(boxes, conf, k0, k1, (i0, i1, j0, j1))
         if axial_slice(result.label, seed).any():  # already reached by an earlier (more confident) tumour
             continue

@@ -114,17 +114,16 @@ def write_label(label: np.ndarray, reference: str | os.PathLike, out: str | os.P
     from .atomic import atomic_path, save_nifti
 
     out = Path(out)
-    arr = np.asarray(label)
-    arr = (arr > 0).view(np.uint8) * np.uint8(value) if value != 1 or arr.dtype != bool else arr.view(np.uint8)
+    mask = np.asarray(label) > 0
     if out.name.endswith((".nii", ".nii.gz")):
         import nibabel as nib
 
         ref = nib.load(str(reference))
-        if ref.shape[:3] != arr.shape:
-            raise UserError(f"label shape {arr.shape} does not match {reference} ({ref.shape[:3]})")
+        if ref.shape[:3] != mask.shape:
+            raise UserError(f"label shape {mask.shape} does not match {reference} ({ref.shape[:3]})")
         header = ref.header.copy()
         header.set_data_dtype(np.uint8)
-        img = nib.Nifti1Image(arr, ref.affine, header)
+        img = nib.Nifti1Image(mask.astype(np.uint8) * np.uint8(value), ref.affine, header)
         img.set_qform(ref.affine, int(ref.header["qform_code"]) or 1)
         img.set_sform(ref.affine, int(ref.header["sform_code"]) or 1)
         return save_nifti(img, out)
@@ -133,13 +132,13 @@ def write_label(label: np.ndarray, reference: str | os.PathLike, out: str | os.P
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(reference))
     reader.ReadImageInformation()
-    if tuple(reader.GetSize()[:3]) != arr.shape:
-        raise UserError(f"label shape {arr.shape} does not match {reference} ({reader.GetSize()})")
+    if tuple(reader.GetSize()[:3]) != mask.shape:
+        raise UserError(f"label shape {mask.shape} does not match {reference} ({reader.GetSize()})")
     # ITK wants (Z, Y, X) in C order; copying only the slices that hold a label keeps a one-slice prompt's result
     # cheap (the whole-volume transpose cost 86 ms of a 0.1 s warm prompt on a 2-core CPU)
-    zyx = np.zeros(arr.shape[::-1], np.uint8)
-    for k in np.flatnonzero(arr.any(axis=(0, 1))):
-        zyx[k] = arr[:, :, k].T
+    zyx = np.zeros(mask.shape[::-1], np.uint8)
+    for k in np.flatnonzero(mask.any(axis=(0, 1))):
+        zyx[k] = mask[:, :, k].T * np.uint8(value)
     img = sitk.GetImageFromArray(zyx)
     img.SetOrigin(reader.GetOrigin()[:3])
     img.SetSpacing(reader.GetSpacing()[:3])

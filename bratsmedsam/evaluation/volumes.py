@@ -68,9 +68,9 @@ def evaluate_volume(files: dict, case: str, channels_order, region: str, min_box
     channels = compose_channels(vol, channels_order, *percentiles)   # the same slices prepare wrote
     gt = region_mask(vol.seg, region)
     spacing = tuple(float(s) for s in np.linalg.norm(np.asarray(vol.affine)[:3, :3], axis=0))
-    prompts = {GT: gt_boxes_volume(gt, min_box)}
+    prompts, confidences = {GT: gt_boxes_volume(gt, min_box)}, {}
     for name, det in detectors.items():
-        prompts[name], _ = detect_volume(channels, det)
+        prompts[name], confidences[name] = detect_volume(channels, det)
     out = []
     for row_name, seg in segmenters.items():
         for src, bx in prompts.items():
@@ -80,10 +80,11 @@ def evaluate_volume(files: dict, case: str, channels_order, region: str, min_box
                 kept = remove_small_components(pred, min_component_mm3, spacing).label
                 out.append(score_volume(case, row_name, cleaned(src), len(bx), kept, gt, spacing))
         if propagation:
-            from ..pipeline import detect_and_propagate
+            from ..pipeline import propagate_detections
 
-            for name, det in detectors.items():
-                res = detect_and_propagate(channels, det, seg, min_component_mm3=min_component_mm3, spacing=spacing)
+            for name in detectors:  # the same detections as the per-slice rows: the detector runs once per case
+                res = propagate_detections(channels, prompts[name], confidences[name], seg,
+                                           min_component_mm3=min_component_mm3, spacing=spacing)
                 out.append(score_volume(case, row_name, name + PROPAGATED, len(res.slices), res.label, gt, spacing))
     return out
 

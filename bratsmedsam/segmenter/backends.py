@@ -73,15 +73,8 @@ class OpenVinoEncoder:
             raise ValueError(f"encoder precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
         self.precision = ("bf16" if bf16_capable() else "f32") if precision == "auto" else precision
         core = ov.Core()
-        cache = Path(cache_dir)
-        cache.mkdir(parents=True, exist_ok=True)
-        xml = cache / f"{key}.xml"
-        if xml.is_file() and xml.with_suffix(".bin").is_file():
-            model = core.read_model(str(xml))
-        else:
-            logger.info("converting the image encoder for OpenVINO (once per checkpoint)")
-            model = ov.convert_model(module.eval(), example_input=torch.zeros(1, 3, input_size, input_size))
-            _save_atomically(ov, model, xml)
+        model = _read_or_convert(ov, core, cache_dir, key, "the image encoder", lambda: ov.convert_model(
+            module.eval(), example_input=torch.zeros(1, 3, input_size, input_size)))
         self.compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": self.precision})
         self.name = f"openvino-cpu-{self.precision}"
 
@@ -105,17 +98,10 @@ class OpenVinoDecoder:
         import torch
 
         core = ov.Core()
-        cache = Path(cache_dir)
-        cache.mkdir(parents=True, exist_ok=True)
-        xml = cache / f"{key}.xml"
-        if xml.is_file() and xml.with_suffix(".bin").is_file():
-            model = core.read_model(str(xml))
-        else:
-            logger.info("converting the mask decoder for OpenVINO (once per decoder)")
-            example = (torch.zeros(1, 256, 64, 64), torch.tensor([[8.0, 8.0, 64.0, 64.0]]))
-            model = ov.convert_model(module.eval(), example_input=example,
-                                     input=[ov.PartialShape([-1, 256, 64, 64]), ov.PartialShape([-1, 4])])
-            _save_atomically(ov, model, xml)
+        example = (torch.zeros(1, 256, 64, 64), torch.tensor([[8.0, 8.0, 64.0, 64.0]]))
+        model = _read_or_convert(ov, core, cache_dir, key, "the mask decoder", lambda: ov.convert_model(
+            module.eval(), example_input=example,
+            input=[ov.PartialShape([-1, 256, 64, 64]), ov.PartialShape([-1, 4])]))
         self.compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
         self.params = list(params)
         self.versions = [p._version for p in self.params]
@@ -139,15 +125,32 @@ def make_decoder(module, params, device, key: str, backend: str = "auto",
     """The OpenVINO decoder on a CPU when it loads (``backend`` ``auto``/``openvino``), else None (PyTorch)."""
     if device.type != "cpu" or backend not in ("auto", "openvino") or not openvino_available():
         return None
-    from ..offline import PROJECT_ROOT
-
-    default = PROJECT_ROOT / "runs" / ".cache" / "openvino"
-    cache_dir = cache_dir or os.environ.get("BRATSMEDSAM_OPENVINO_CACHE") or default
     try:
-        return OpenVinoDecoder(module, params, cache_dir, key)
+        return OpenVinoDecoder(module, params, _ir_cache_dir(cache_dir), key)
     except Exception as exc:  # a runtime that cannot take this model: PyTorch still can
         logger.warning(f"OpenVINO unavailable for the mask decoder ({exc}); using PyTorch")
         return None
+
+
+def _ir_cache_dir(cache_dir: str | os.PathLike | None) -> Path:
+    """Where converted models live: ``cache_dir``, else ``$BRATSMEDSAM_OPENVINO_CACHE``, else runs/.cache/openvino."""
+    from ..offline import PROJECT_ROOT
+
+    default = PROJECT_ROOT / "runs" / ".cache" / "openvino"
+    return Path(cache_dir or os.environ.get("BRATSMEDSAM_OPENVINO_CACHE") or default)
+
+
+def _read_or_convert(ov, core, cache_dir: str | os.PathLike, key: str, what: str, convert):
+    """The IR ``<cache_dir>/<key>.xml`` if a complete one is there, else ``convert()`` saved there atomically."""
+    cache_dir = Path(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    xml = cache_dir / f"{key}.xml"
+    if xml.is_file() and xml.with_suffix(".bin").is_file():
+        return core.read_model(str(xml))
+    logger.info(f"converting {what} for OpenVINO (once per weights)")
+    model = convert()
+    _save_atomically(ov, model, xml)
+    return model
 
 
 def _save_atomically(ov, model, xml: Path) -> None:
@@ -172,12 +175,8 @@ def make_encoder(module, device, input_size: int, key: str, backend: str = "auto
         use_ov = False
     if not use_ov:
         return TorchEncoder(module, device)
-    from ..offline import PROJECT_ROOT
-
-    default = PROJECT_ROOT / "runs" / ".cache" / "openvino"
-    cache_dir = cache_dir or os.environ.get("BRATSMEDSAM_OPENVINO_CACHE") or default
     try:
-        return OpenVinoEncoder(module, input_size, cache_dir, key, precision)
+        return OpenVinoEncoder(module, input_size, _ir_cache_dir(cache_dir), key, precision)
     except Exception as exc:  # a runtime that cannot take this model or CPU: PyTorch still can
         if backend == "openvino":
             raise UserError(f"OpenVINO could not compile the image encoder: {exc}") from None

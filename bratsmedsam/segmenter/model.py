@@ -66,22 +66,20 @@ def decode_batched(net, embeddings, owner, boxes_model):
     return logits, iou
 
 
-class _PromptDecoder:
-    """``decode_batched`` with one embedding per prompt, as a module OpenVINO can convert."""
+def prompt_decoder_module(net):
+    """:func:`decode_batched` with one embedding per prompt, ``(embeddings (n, 256, 64, 64), boxes (n, 4))``, as a
+    ``torch.nn.Module`` OpenVINO can convert."""
+    import torch
 
-    @staticmethod
-    def of(net):
-        import torch
+    class PromptDecoder(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = net
 
-        class PromptDecoder(torch.nn.Module):
-            def __init__(self):
-                super().__init__()
-                self.net = net
+        def forward(self, embeddings, boxes_model):
+            return decode_batched(self.net, embeddings, torch.arange(embeddings.shape[0]), boxes_model)
 
-            def forward(self, embeddings, boxes_model):
-                return decode_batched(self.net, embeddings, torch.arange(embeddings.shape[0]), boxes_model)
-
-        return PromptDecoder()
+    return PromptDecoder()
 
 
 class Segmenter:
@@ -122,7 +120,7 @@ class Segmenter:
         if self._ov_decoder is None:
             from .backends import make_decoder
 
-            self._ov_decoder = make_decoder(_PromptDecoder.of(self.net), self.net.mask_decoder.parameters(),
+            self._ov_decoder = make_decoder(prompt_decoder_module(self.net), self.net.mask_decoder.parameters(),
                                             self.device, self._decoder_key, self.decoder_backend) or False
         return self._ov_decoder if self._ov_decoder and self._ov_decoder.current() else None
 
@@ -187,17 +185,17 @@ class Segmenter:
         prompts = [(j, i, box) for j, i in enumerate(need) for box in boxes[i]]  # (embedding row, image, box)
         logits_of: dict[int, list] = {i: [] for i in need}
         iou_of: dict[int, list] = {i: [] for i in need}
+        ov = self._openvino_decoder() if prompts else None
         with torch.inference_mode():
             for start in range(0, len(prompts), self.decode_batch):
                 part = prompts[start:start + self.decode_batch]
-                rows = sorted({j for j, _, _ in part})
-                owner = torch.tensor([rows.index(j) for j, _, _ in part], device=self.device)
                 bm = torch.from_numpy(np.stack([self.fam.boxes_to_model(box[None], frames[i])[0]
                                                 for _, i, box in part])).to(self.device)
-                ov = self._openvino_decoder()
                 if ov is not None:
-                    logits, iou = ov(embs[rows].index_select(0, owner), bm)
+                    logits, iou = ov(embs[[j for j, _, _ in part]], bm)
                 else:
+                    rows = sorted({j for j, _, _ in part})  # only this pass's slices go to the device
+                    owner = torch.tensor([rows.index(j) for j, _, _ in part], device=self.device)
                     logits, iou = decode_batched(self.net, embs[rows].to(self.device), owner, bm)
                 for (_, i, _), lg, io in zip(part, logits, iou):
                     logits_of[i].append(lg)
