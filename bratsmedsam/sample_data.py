@@ -47,6 +47,13 @@ def synthetic_case_id(index: int) -> str:
     return f"BraTS-GLI-{SYNTHETIC_ID_BASE + index:05d}-000"
 
 
+def is_synthetic_case(case_id: str) -> bool:
+    """True for ids in the generator's reserved range ``BraTS-GLI-9xxxx-000``."""
+    parts = str(case_id).split("-")
+    return len(parts) == 4 and parts[:2] == ["BraTS", "GLI"] and len(parts[2]) == 5 and parts[2][0] == "9" \
+        and parts[2].isdigit()
+
+
 def case_plan(index: int, rng: np.random.Generator) -> dict:
     """Variety across cases: sizes spread over the range by a golden-ratio sequence (+ jitter), so that
     any few consecutive cases hold small and large tumours; every 4th case without necrosis

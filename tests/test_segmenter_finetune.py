@@ -104,3 +104,74 @@ def test_resume_continues_after_the_last_finished_epoch(finetune_run):
     assert [h["epoch"] for h in first_history] == list(range(EPOCHS + 1))
     assert [h["epoch"] for h in history] == list(range(EPOCHS + 2))
     assert history[:EPOCHS + 1] == first_history
+
+
+def test_intensity_variants_change_contrast_keep_the_background_and_are_reproducible():
+    from bratsmedsam.segmenter.samples import augment_intensity
+
+    rng = np.random.default_rng(0)
+    img = np.zeros((64, 64, 3), np.uint8)
+    img[8:56, 8:56] = rng.integers(20, 230, (48, 48, 3))
+    a = augment_intensity(img, np.random.default_rng([0, 1, 1]))
+    b = augment_intensity(img, np.random.default_rng([0, 1, 1]))
+    c = augment_intensity(img, np.random.default_rng([0, 1, 2]))
+    assert a.dtype == np.uint8 and a.shape == img.shape
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+    assert not a[:8].any() and not a[:, 56:].any()  # outside the head stays 0
+    diff = np.abs(a[8:56, 8:56].astype(int) - img[8:56, 8:56])
+    assert diff.mean() > 3  # the intensities moved ...
+    assert np.corrcoef(a[8:56, 8:56].ravel(), img[8:56, 8:56].ravel())[0, 1] > 0.8  # ... the image did not
+
+
+def test_synthetic_ids_are_told_from_real_ones():
+    from bratsmedsam.sample_data import is_synthetic_case, synthetic_case_id
+
+    assert is_synthetic_case(synthetic_case_id(0)) and is_synthetic_case(synthetic_case_id(9999))
+    for real in ("BraTS-GLI-00000-000", "BraTS-GLI-01234-001", "site-case-9", "BraTS-MEN-90000-000"):
+        assert not is_synthetic_case(real), real
+
+
+def test_the_model_is_selected_on_the_real_validation_cases_when_there_are_some():
+    from bratsmedsam.errors import UserError
+    from bratsmedsam.segmenter.finetune import _selection_set
+
+    names = ["BraTS-GLI-90001-000_z050", "BraTS-GLI-00007-000_z060", "BraTS-GLI-90002-000_z070"]
+    val = SplitData(keys=list("abc"), images=[None] * 3, masks=[None] * 3, boxes=[None] * 3, names=names)
+    assert _selection_set(val, "auto", "d").names == ["BraTS-GLI-00007-000_z060"]
+    assert _selection_set(val, "all", "d").names == names
+    synthetic = SplitData(keys=["a"], images=[None], masks=[None], boxes=[None], names=names[:1])
+    assert _selection_set(synthetic, "auto", "d") is synthetic
+    with pytest.raises(UserError, match="no real case"):
+        _selection_set(synthetic, "real", "d")
+
+
+def test_epochs_since_the_best_val_dice():
+    from bratsmedsam.segmenter.finetune import _epochs_since_best
+
+    h = [{"val_dice": v} for v in (0.7, 0.8, 0.75, 0.8)]
+    assert _epochs_since_best(h) == 2 and _epochs_since_best(h[:2]) == 0 and _epochs_since_best([]) == 0
+
+
+@pytest.mark.slow
+def test_early_stopping_ends_the_run_and_intensity_variants_are_encoded_once(sample_dataset, cache_root, tmp_path):
+    """A learning rate far too high makes every epoch worse than the zero-shot model: patience 1 stops after
+    one epoch, and best.pt stays the zero-shot decoder. One intensity variant per slice goes into the cache."""
+    import torch
+
+    from bratsmedsam.segmenter import FinetuneConfig, train_decoder
+    from bratsmedsam.segmenter.cache import image_key
+    from bratsmedsam.segmenter.samples import augment_intensity, load_split
+
+    cfg = FinetuneConfig(epochs=4, lr=0.05, patience=1, intensity_variants=1, max_train_slices=6, max_val_slices=6,
+                         device="cpu", cache_dir=str(cache_root / "embeddings"), n_overlays=0, progress=False)
+    result = train_decoder(sample_dataset, tmp_path / "run", cfg)
+    assert [h["epoch"] for h in result["history"]] == [0, 1]
+    assert result["best_val_dice"] == pytest.approx(result["zero_shot_val_dice"])
+    assert torch.load(tmp_path / "run" / "best.pt", map_location="cpu", weights_only=True)["meta"]["epoch"] == 0
+    train = load_split(sample_dataset, "train", 6, 0)
+    variant = augment_intensity(train.images[0], np.random.default_rng([0, 0, 1]))
+    assert (cache_root / "embeddings").is_dir()
+    from bratsmedsam.segmenter import load_segmenter
+
+    seg = load_segmenter("litemedsam", device="cpu", cache_dir=cache_root / "embeddings")
+    assert image_key(variant) in seg.cache

@@ -47,6 +47,14 @@ def register(sub) -> None:
                         "(a GPU option, for when encoding beats reading the cache; not measured on a GPU here)")
     p.add_argument("--dist-timeout", type=float, default=1800.0,
                    help="under torchrun: seconds a rank waits for the others before ending with an error")
+    p.add_argument("--intensity-variants", type=int, default=0, metavar="K",
+                   help="also encode each training slice in K random intensity variants (gamma, contrast, noise, "
+                        "bias) and draw one per sample and epoch (default 0: none; costs K encoder passes a slice)")
+    p.add_argument("--patience", type=int, default=None,
+                   help="early stopping: end after N epochs without a better val Dice (default: run every epoch)")
+    p.add_argument("--select-on", choices=("auto", "all", "real"), default="auto",
+                   help="val slices the best model is picked on: real cases when the val split has any (auto), "
+                        "all, or real only")
     p.add_argument("--name", default=None, help="run name (default <base>-<timestamp>)")
     p.add_argument("--out", type=Path, default=None, help="run folder (default runs/segmenter/<name>)")
     p.add_argument("--resume", action="store_true", help="continue from <out>/last.pt")
@@ -77,6 +85,7 @@ def run(args) -> int:
         seed=args.seed, jitter_frac=args.jitter_frac, jitter_px=args.jitter_px, cache_dir=str(args.cache_dir),
         resume=bool(args.resume), embeddings=args.embeddings, dist_timeout_s=args.dist_timeout,
         cache_max_mb=args.cache_max_gb * 1024 if args.cache_max_gb else None,
+        intensity_variants=args.intensity_variants, patience=args.patience, select_on=args.select_on,
     )
     main_rank = dist_env().main
     if main_rank:

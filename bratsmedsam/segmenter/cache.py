@@ -69,6 +69,13 @@ class EmbeddingCache:
     def _path(self, key: str) -> Path:
         return self.dir / key[:2] / f"{key}.pt"
 
+    def __contains__(self, key: str) -> bool:
+        """Whether ``key`` is held in memory or on disk (without loading it)."""
+        with self._lock:
+            if key in self._mem:
+                return True
+        return self.dir is not None and self._path(key).is_file()
+
     def get(self, key: str):
         """The cached embedding (cpu float32 ``(256, 64, 64)``, float16 precision) or None."""
         import torch

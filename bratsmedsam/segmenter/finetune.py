@@ -10,8 +10,15 @@ inside that box. Why: the detector is trained on the same per-component boxes (l
 pipeline segments each detected box and unites the masks, so the decoder is trained on the unit it is
 prompted with. Each box is jittered every epoch: each side moves independently by up to
 ``jitter_frac`` of the box size plus ``jitter_px`` pixels, which covers shifts, shrinking and growing.
+Intensity augmentation (``intensity_variants`` K > 0): the image encoder is frozen and its embeddings are
+cached, so an intensity transform cannot be applied on the fly; instead each training slice is also encoded in K
+fixed random intensity variants (:func:`samples.augment_intensity`: gamma, contrast, noise, bias ramp) and every
+epoch each sample draws one of its K + 1 embeddings. Cost: K extra encoder passes per training slice, once.
 Validation: GT boxes (no jitter), masks of a slice united, slice Dice against the slice's whole mask;
-epoch 0 in the history is the zero-shot model.
+epoch 0 in the history is the zero-shot model. When the validation split holds real cases (ids outside the
+synthetic range ``BraTS-GLI-9xxxx``), the model is selected on those alone (``select_on="auto"``): synthetic
+validation slices are easy to overfit to and say little about real scans. ``patience`` stops the run after that
+many epochs without a better validation Dice (early stopping); ``best.pt`` is the selected model either way.
 """
 
 from __future__ import annotations
@@ -27,7 +34,9 @@ from ..errors import UserError
 from ..offline import PROJECT_ROOT
 from . import distributed
 from .distributed import DistEnv
-from .samples import Sample, SplitData, jitter_box, load_split, make_samples
+from .samples import Sample, SplitData, augment_intensity, jitter_box, load_split, make_samples
+
+SELECT_ON = ("auto", "all", "real")
 
 
 def default_cache_dir() -> Path:
@@ -55,6 +64,9 @@ class FinetuneConfig:
     embeddings: str = "cache"  # "cache" (memory + disk, float16) or "on-the-fly" (encode every step: GPU option)
     dist_timeout_s: float = 1800.0  # torchrun: a collective waiting longer than this ends the job with an error
     progress: bool = True
+    intensity_variants: int = 0  # extra encoded intensity variants per training slice (0: none)
+    patience: int | None = None  # stop after this many epochs without a better val Dice (None: run every epoch)
+    select_on: str = "auto"  # val slices the model is selected on: "auto" (real cases if any), "all", "real"
 
 
 def slice_dices(seg, data: SplitData, progress: bool = False,
@@ -110,6 +122,9 @@ def train_epoch(seg, decoder, samples: list[Sample], get_embedding, optimizer, c
         # Every rank draws the whole batch's jitter: the same random stream as one process.
         boxes = [jitter_box(samples[si].box, *samples[si].target.shape, rng, cfg.jitter_frac, cfg.jitter_px)
                  for si in batch]
+        # Which embedding each sample uses: 0 the slice as it is, v >= 1 its v-th intensity variant.
+        variants = (rng.integers(0, cfg.intensity_variants + 1, len(batch)) if cfg.intensity_variants > 0
+                    else np.zeros(len(batch), int))
         mine = distributed.split_batch(list(range(len(batch))), env)
         weight = env.world / len(batch)
         if not mine:  # fewer samples than ranks: still join the gradient sync, contributing nothing
@@ -126,7 +141,8 @@ def train_epoch(seg, decoder, samples: list[Sample], get_embedding, optimizer, c
                     with torch.no_grad():  # frozen prompt encoder
                         sparse, dense = seg.net.prompt_encoder(points=None, boxes=bm[:, None, :], masks=None)
                         pe = seg.net.prompt_encoder.get_dense_pe()
-                    logits, _ = decoder(image_embeddings=get_embedding(s.slice_idx), image_pe=pe,
+                    emb = get_embedding(s.slice_idx, int(variants[pos])) if variants[pos] else get_embedding(s.slice_idx)
+                    logits, _ = decoder(image_embeddings=emb, image_pe=pe,
                                         sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
                                         multimask_output=False)
                 out = seg.fam.logits_to_original(logits.float(), frame)
@@ -161,6 +177,28 @@ def _meta(seg, info: dict, dataset_dir, cfg: FinetuneConfig, epoch: int, metrics
             "epoch": epoch, "metrics": metrics, "config": asdict(cfg)}
 
 
+def _selection_set(val: SplitData, select_on: str, dataset_dir) -> SplitData:
+    """The validation slices the model is selected on: the real cases' when ``select_on`` is "real", or "auto"
+    and the split has some; else all of them."""
+    from ..sample_data import is_synthetic_case
+
+    real = [i for i, n in enumerate(val.names) if not is_synthetic_case(n.rsplit("_z", 1)[0])]
+    if select_on == "all" or (select_on == "auto" and not real):
+        return val
+    if not real:
+        raise UserError(f"select_on='real' but the val split of {dataset_dir} has no real case "
+                        "(all ids are synthetic BraTS-GLI-9xxxx)")
+    return SplitData(*[[getattr(val, f)[i] for i in real] for f in ("keys", "images", "masks", "boxes", "names")])
+
+
+def _epochs_since_best(history: list[dict]) -> int:
+    """Epochs after the best val Dice in ``history`` (for early stopping on resume)."""
+    if not history:
+        return 0
+    best = max(range(len(history)), key=lambda i: (history[i]["val_dice"], -i))
+    return len(history) - 1 - best
+
+
 def train_decoder(dataset_dir, out_dir, cfg: FinetuneConfig) -> dict:
     """Fine-tune the mask decoder of ``cfg.base`` on a prepared dataset. Writes into ``out_dir``: ``best.pt``
     (best val Dice), ``last.pt`` (to resume), ``history.json``, ``curves.png``, ``overlays/*.png``.
@@ -181,6 +219,13 @@ def train_decoder(dataset_dir, out_dir, cfg: FinetuneConfig) -> dict:
     info = load_info(dataset_dir)
     if cfg.embeddings not in ("cache", "on-the-fly"):
         raise UserError(f"embeddings must be 'cache' or 'on-the-fly', got {cfg.embeddings!r}")
+    if cfg.select_on not in SELECT_ON:
+        raise UserError(f"select_on must be one of {', '.join(SELECT_ON)}, got {cfg.select_on!r}")
+    if cfg.intensity_variants < 0 or (cfg.patience is not None and cfg.patience < 1):
+        raise UserError(f"intensity variants must be >= 0 and patience >= 1, "
+                        f"got {cfg.intensity_variants}, {cfg.patience}")
+    if cfg.intensity_variants and cfg.embeddings == "on-the-fly":
+        raise UserError("intensity variants are cached embeddings: use them with embeddings='cache'")
     env = distributed.dist_env()
     device = distributed.init(env, pick_device(cfg.device), cfg.dist_timeout_s)
     main_rank = env.main
@@ -193,6 +238,7 @@ def train_decoder(dataset_dir, out_dir, cfg: FinetuneConfig) -> dict:
         raise UserError(f"{dataset_dir} has {len(train.images)} train and {len(val.images)} val tumour slices: "
                         "fine-tuning needs both (prepare more cases)")
     samples = make_samples(train)
+    val = _selection_set(val, cfg.select_on, dataset_dir)
     # Memory-only caching must hold every training slice; a disk cache keeps memory bounded; on the fly keeps none
     # (every step encodes its slice: for a GPU, where encoding can be cheaper than reading 2 MB from disk).
     cache_dir = None if on_the_fly else cfg.cache_dir
@@ -214,10 +260,26 @@ def train_decoder(dataset_dir, out_dir, cfg: FinetuneConfig) -> dict:
             seg.embed(todo[i:i + 32], progress=cfg.progress and main_rank)
         distributed.barrier(env, "the embedding cache fill")
 
-    def get_embedding(i: int):
-        emb = seg.cache.get(train.keys[i])
+    def variant_image(i: int, v: int) -> np.ndarray:  # deterministic: the same on every rank and every epoch
+        return augment_intensity(train.images[i], np.random.default_rng([cfg.seed, i, v]))
+
+    variant_keys: dict[tuple[int, int], str] = {}
+    if cfg.intensity_variants:
+        from .cache import image_key
+
+        mine = set(range(env.rank, len(train.images), env.world))
+        for v in range(1, cfg.intensity_variants + 1):
+            for i in range(len(train.images)):
+                variant_keys[i, v] = image_key(variant_image(i, v))
+            todo = [i for i in sorted(mine) if variant_keys[i, v] not in seg.cache]
+            for j in range(0, len(todo), 32):
+                seg.embed([variant_image(i, v) for i in todo[j:j + 32]], progress=cfg.progress and main_rank)
+        distributed.barrier(env, "the intensity variants' embeddings")
+
+    def get_embedding(i: int, v: int = 0):
+        emb = seg.cache.get(variant_keys[i, v] if v else train.keys[i])
         if emb is None:
-            emb = seg.embed([train.images[i]])[0]
+            emb = seg.embed([variant_image(i, v) if v else train.images[i]])[0]
         return emb[None].to(device, non_blocking=True)
 
     decoder = seg.net.mask_decoder
@@ -260,7 +322,12 @@ def train_decoder(dataset_dir, out_dir, cfg: FinetuneConfig) -> dict:
             print(f"epoch 0 (zero-shot): val slice Dice {zero_shot:.4f} on {len(val.images)} slices")
 
     criterion = loss_fn()
+    since_best = _epochs_since_best(history)
     for epoch in range(start_epoch, cfg.epochs + 1):
+        if cfg.patience is not None and since_best >= cfg.patience:
+            if cfg.progress and main_rank:
+                print(f"early stop before epoch {epoch}: no better val Dice in {since_best} epochs")
+            break
         t0 = time.perf_counter()
         rng = np.random.default_rng([cfg.seed, epoch])  # the same on every rank and on resume
         stats: dict = {}
@@ -274,14 +341,16 @@ def train_decoder(dataset_dir, out_dir, cfg: FinetuneConfig) -> dict:
             history.append({"epoch": epoch, "train_loss": loss, "val_dice": vd,
                             "seconds": round(time.perf_counter() - t0, 2), **stats})
             metrics = {"val_dice": vd, "train_loss": loss, "zero_shot_val_dice": zero_shot}
+            since_best += 1
             if vd > best:
-                best = vd
+                best, since_best = vd, 0
                 checkpoint(out_dir / "best.pt", epoch, metrics)
             checkpoint(out_dir / "last.pt", epoch, metrics)
             write_json(out_dir / "history.json", history)
             if cfg.progress:
                 print(f"epoch {epoch}: loss {loss:.4f}  val slice Dice {vd:.4f}  (best {best:.4f})")
         distributed.barrier(env, f"epoch {epoch}'s validation on rank 0")
+        since_best = int(distributed.all_sum(env, [since_best if main_rank else 0], device, "early stopping")[0])
 
     result = {"best_checkpoint": str(out_dir / "best.pt"), "best_val_dice": best,
               "zero_shot_val_dice": zero_shot, "history": history}

@@ -73,3 +73,30 @@ def jitter_box(box: np.ndarray, height: int, width: int, rng: np.random.Generato
     if j[3] < j[1]:
         j[1] = j[3] = (j[1] + j[3]) / 2
     return j.astype(np.float32)
+
+
+def augment_intensity(image: np.ndarray, rng: np.random.Generator, strength: float = 1.0) -> np.ndarray:
+    """A random intensity variant of a uint8 ``(H, W, 3)`` slice, for encoding extra training embeddings.
+
+    Per channel: a gamma curve (``exp(U(-0.35, 0.35) * strength)``), a contrast scale (``exp(U(-0.15, 0.15) *
+    strength)``) and Gaussian noise (sigma ``U(0, 4) * strength`` grey levels); then a smooth multiplicative bias
+    across the slice (a random linear ramp of up to +-10 % * strength). Background (0 in every channel, the
+    scans' outside) stays 0, so the head's outline is unchanged: what varies is what differs between
+    scanners and sites, not the anatomy or the tumour's extent (the target mask is the original one).
+    """
+    img = image.astype(np.float32) / 255.0
+    h, w = img.shape[:2]
+    fg = image.max(axis=2) > 0
+    yy, xx = np.mgrid[:h, :w].astype(np.float32)
+    gx, gy = rng.uniform(-1, 1, 2) * 0.1 * strength
+    bias = 1.0 + gx * (xx / max(w - 1, 1) - 0.5) * 2 + gy * (yy / max(h - 1, 1) - 0.5) * 2
+    out = np.empty_like(img)
+    for c in range(img.shape[2]):
+        gamma = float(np.exp(rng.uniform(-0.35, 0.35) * strength))
+        scale = float(np.exp(rng.uniform(-0.15, 0.15) * strength))
+        sigma = float(rng.uniform(0, 4) * strength) / 255.0
+        ch = np.power(np.clip(img[..., c], 0, 1), gamma) * scale * bias
+        out[..., c] = ch + rng.standard_normal((h, w), dtype=np.float32) * sigma
+    out = np.clip(np.rint(out * 255.0), 0, 255).astype(np.uint8)
+    out[~fg] = 0
+    return out
