@@ -296,3 +296,51 @@ def test_running_the_detector_leaves_torchs_thread_count_as_it_was(tmp_path):
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+REAL, SYN = "BraTS-GLI-00000-000", "BraTS-GLI-90000-000"
+
+
+def test_real_weight_repeats_real_images_to_the_stated_share(tmp_path):
+    from bratsmedsam.detection.training import mix_real
+
+    files, _ = _slices(tmp_path, [REAL, SYN], 10, range(10))
+    files += _slices(tmp_path / "more", ["BraTS-GLI-90001-000", "BraTS-GLI-90002-000"], 10, range(10))[0]
+    named, mix = mix_real(files, 0.5)  # 10 real, 30 synthetic: 3 copies of each real image
+    assert mix["copies"] == 3 and mix["real_share"] == 0.5 and len(named) == 60
+    real_names = [n for n, f in named if f.stem.startswith(REAL)]
+    assert len(real_names) == 30 and len(set(real_names)) == 30  # every copy its own file name
+    assert f"{REAL}-r2_z004.png" in real_names
+    assert mix_real(files, 0.25)[1]["real_share"] == 0.25  # the natural share: once each
+    assert mix_real(files, None)[1] | {"real_weight": 0.25} == mix_real(files, 0.25)[1]
+    named0, mix0 = mix_real(files, 0.0)
+    assert mix0["real_share"] == 0.0 and all(not f.stem.startswith(REAL) for _, f in named0)
+
+
+def test_real_weight_without_real_cases_repeats_nothing_and_is_checked(tmp_path):
+    from bratsmedsam.detection.training import is_synthetic_case, mix_real
+
+    files, _ = _slices(tmp_path, [SYN], 5, range(5))
+    named, mix = mix_real(files, 0.5)
+    assert len(named) == 5 and mix["real_share"] == 0.0 and mix["real_cases"] == []
+    assert is_synthetic_case(SYN) and not is_synthetic_case(REAL) and not is_synthetic_case("my_study")
+    with pytest.raises(UserError, match="real_weight"):
+        mix_real(files, 1.0)
+
+
+def test_run_local_data_links_each_real_copy_with_its_label(tmp_path):
+    import yaml
+
+    from bratsmedsam.detection.training import run_local_data
+
+    root = tmp_path / "ds"
+    _slices(root, [REAL, SYN], 4, range(2))
+    for split in ("val",):
+        (root / "images" / split).mkdir(parents=True)
+        (root / "labels" / split).mkdir(parents=True)
+    (root / "dataset.yaml").write_text(yaml.safe_dump({"path": str(root), "train": "images/train", "val": "images/val"}))
+    _, counts, mix = run_local_data(root / "dataset.yaml", tmp_path / "run", real_weight=0.75)
+    assert mix["copies"] == 3 and counts["train"] == 16
+    view = tmp_path / "run" / "data"
+    assert (view / "labels" / "train" / f"{REAL}-r2_z001.txt").read_text() == "0 0.5 0.5 0.1 0.1\n"
+    assert (view / "images" / "train" / f"{REAL}-r2_z001.png").resolve() == (root / "images" / "train" / f"{REAL}_z001.png").resolve()
