@@ -83,6 +83,31 @@ def test_operating_metrics_count_missed_and_false_alarm_slices():
     assert (m["tp"], m["fp"], m["fn"]) == (1, 1, 1)
 
 
+def test_recall_by_size_bins_gt_boxes_by_pixel_area():
+    from bratsmedsam.detection.evaluation import recall_by_size
+
+    # GT areas: 5x5=25 (<100), 10x10=100 (100-400), 20x20=400 and 30x30=900 (400-1600), 50x50=2500 (>=1600)
+    gts = [np.array([[0, 0, 4, 4], [100, 100, 109, 109]], np.float32),
+           np.array([[0, 0, 19, 19], [50, 50, 79, 79]], np.float32),
+           np.array([[10, 10, 59, 59]], np.float32), np.zeros((0, 4), np.float32)]
+    preds = [sb((100, 100, 109, 109, 0.9)),  # finds the 100-px box, misses the tiny one
+             sb((50, 50, 79, 79, 0.8), (0, 0, 9, 9, 0.7)),  # finds the 900-px box; IoU 0.25 on the 400-px one
+             sb((10, 10, 59, 59, 0.6)), sb((0, 0, 9, 9, 0.5))]  # the large one; a false positive (ignored)
+    rows = recall_by_size(preds, gts)
+    assert [r["bin"] for r in rows] == ["<100", "100-400", "400-1600", ">=1600"]
+    assert [(r["found"], r["targets"]) for r in rows] == [(0, 1), (1, 1), (1, 2), (1, 1)]
+    assert [r["recall"] for r in rows] == [0.0, 1.0, 0.5, 1.0]
+    assert recall_by_size([sb()], [np.zeros((0, 4), np.float32)])[0]["recall"] is None  # empty bin
+
+
+def test_recall_by_size_uses_the_same_one_to_one_matching():
+    from bratsmedsam.detection.evaluation import gt_found
+
+    gt = np.array([[0, 0, 19, 19], [1, 1, 20, 20]], np.float32)  # two overlapping GT boxes
+    assert gt_found(sb((0, 0, 19, 19, 0.9)), gt).tolist() == [True, False]  # one box finds one GT
+    assert gt_found(sb((0, 0, 19, 19, 0.9), (1, 1, 20, 20, 0.8)), gt).tolist() == [True, True]
+
+
 def test_yolo_label_reads_back_as_inclusive_pixel_boxes(tmp_path):
     f = tmp_path / "a.txt"
     # A box covering columns 10..29 and rows 40..49 of a 100x200 (W x H) image.
