@@ -7,7 +7,8 @@ Normal brain (per case: random contrast gamma, brain median 1):
 - ``t2f``: FLAIR: T2-like with CSF suppressed (dark).
 Tumour compartments get ``ratio * median(normal brain)`` (ratio from ``REAL_RATIOS``, jittered per case),
 mixed with a little of the underlying anatomy and a smooth heterogeneity, with soft (partial-volume)
-edges. Then a smooth multiplicative bias field, a global intensity scale and Rician noise.
+edges. Then a smooth multiplicative bias field, a global intensity scale and Rician noise (the ``randomised``
+profile draws all of these from wider ranges, then thickens the slices / blurs: :mod:`.randomise`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from scipy import ndimage
 from .anatomy import Anatomy
 from .fields import separable_field, smooth_field, vessel_map
 from .lesions import ED, ET, NCR
+from .randomise import degrade
 
 COMPARTMENTS = {"NCR": NCR, "ED": ED, "ET": ET}
 
@@ -106,8 +108,6 @@ def synthesize_images(anatomy: Anatomy, seg: np.ndarray, rng: np.random.Generato
     ``domain`` (:func:`.randomise.draw_domain`; None = the calibrated defaults) sets the gamma, ratio
     jitter, bias field, noise, texture and, last, the resolution / blur of each modality.
     """
-    from .randomise import degrade
-
     ratios = ratios or REAL_RATIOS
     brain = anatomy.brain
     normal = brain & (seg == 0)
