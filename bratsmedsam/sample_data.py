@@ -25,6 +25,7 @@ from .errors import UserError
 from .synthetic.anatomy import BRATS_AFFINE, Anatomy, load_anatomy
 from .synthetic.contrast import COMPARTMENTS, REAL_RATIOS, compartment_ratios, synthesize_images
 from .synthetic.lesions import draw_lesions, mass_effect, render_lesions
+from .synthetic.randomise import PROFILES, draw_domain
 
 ATTRIBUTION = {
     "SRI24": "SRI24 atlas, CC BY-SA 3.0: T. Rohlfing, N. M. Zahr, E. V. Sullivan, A. Pfefferbaum, "
@@ -65,16 +66,27 @@ def case_plan(index: int, rng: np.random.Generator) -> dict:
     }
 
 
-def generate_case(anatomy: Anatomy, seed: int, index: int) -> tuple[dict[str, np.ndarray], np.ndarray, dict]:
-    """One synthetic case: ({modality: int16 (240,240,155)}, uint8 seg (240,240,155), metadata)."""
+def generate_case(anatomy: Anatomy, seed: int, index: int,
+                  profile: str = "standard") -> tuple[dict[str, np.ndarray], np.ndarray, dict]:
+    """One synthetic case: ({modality: int16 (240,240,155)}, uint8 seg (240,240,155), metadata).
+
+    ``profile``: ``standard`` (calibrated on the real case) or ``randomised`` (domain randomisation:
+    :func:`bratsmedsam.synthetic.randomise.draw_domain`, its parameters in ``metadata["domain"]``).
+    """
+    if profile not in PROFILES:
+        raise UserError(f"unknown sample-data profile {profile!r}: expected one of {', '.join(PROFILES)}")
     rng = np.random.default_rng([int(seed), int(index)])
+    domain = draw_domain(seed, index) if profile == "randomised" else None
     plan = case_plan(index, rng)
-    specs = draw_lesions(anatomy, rng, plan["size_quantile"], plan["n_lesions"], plan["necrosis"])
+    if domain is not None:
+        plan["n_lesions"] = domain["shape"]["n_lesions"]
+    specs = draw_lesions(anatomy, rng, plan["size_quantile"], plan["n_lesions"], plan["necrosis"],
+                         shape=domain["shape"] if domain else None)
     if not specs:
         raise UserError(f"the {anatomy.name} anatomy has no room for a lesion (is its tissue map empty?)")
     anatomy = mass_effect(anatomy, specs)
-    seg = render_lesions(anatomy, specs, rng)
-    images, settings = synthesize_images(anatomy, seg, rng)
+    seg = render_lesions(anatomy, specs, rng, irregularity=domain["shape"]["irregularity"] if domain else 1.0)
+    images, settings = synthesize_images(anatomy, seg, rng, domain=domain)
     labels, counts = np.unique(seg, return_counts=True)
     meta = {
         "case_id": synthetic_case_id(index),
@@ -84,6 +96,8 @@ def generate_case(anatomy: Anatomy, seed: int, index: int) -> tuple[dict[str, np
         "voxels": {name: int(counts[labels == lab].sum()) for name, lab in COMPARTMENTS.items()},
         "intensity": settings,
     }
+    if domain is not None:
+        meta["domain"] = domain
     return images, seg, meta
 
 
@@ -216,8 +230,11 @@ def format_ratio_table(synthetic: dict, real: dict, real_label: str) -> str:
 
 
 def write_sample_studies(out, n_cases: int = 8, seed: int = 0, real_dir=DEFAULT, atlas_dir=DEFAULT,
-                         montage: bool = True, verbose: bool = True) -> dict:
+                         montage: bool = True, verbose: bool = True, profile: str = "standard") -> dict:
     """Write the real case(s) and ``n_cases`` synthetic cases into ``out``; returns the sample_info dict.
+
+    ``profile``: ``standard`` (the default sample data) or ``randomised`` (domain randomisation, see
+    :func:`generate_case`).
 
     ``real_dir`` / ``atlas_dir``: ``DEFAULT`` uses ``paths.real_cases_dir()`` / ``paths.sri24_dir()`` when
     they exist (else no real case / the MNI152 fallback); ``None`` skips the real case / forces MNI152;
@@ -233,6 +250,8 @@ def write_sample_studies(out, n_cases: int = 8, seed: int = 0, real_dir=DEFAULT,
         raise UserError(f"at most 10000 synthetic cases fit the reserved ids BraTS-GLI-9xxxx-000, got {n_cases}")
     if int(seed) != seed or seed < 0:
         raise UserError(f"seed must be a whole number >= 0, got {seed}")
+    if profile not in PROFILES:
+        raise UserError(f"unknown sample-data profile {profile!r}: expected one of {', '.join(PROFILES)}")
     out = Path(out)
     real = _resolve(real_dir, paths.real_cases_dir)
     atlas = _resolve(atlas_dir, paths.sri24_dir)
@@ -243,7 +262,7 @@ def write_sample_studies(out, n_cases: int = 8, seed: int = 0, real_dir=DEFAULT,
         raise UserError("nothing to write: 0 synthetic cases and no real case")
     check_writable(out)
 
-    info: dict = {"seed": seed, "n_cases": n_cases, "synthetic_id_range": "BraTS-GLI-9xxxx-000 (BraTS-GLI-90000-000 + index)"}
+    info: dict = {"seed": seed, "n_cases": n_cases, "profile": profile, "synthetic_id_range": "BraTS-GLI-9xxxx-000 (BraTS-GLI-90000-000 + index)"}
     real_info, real_arrays = [], None
     for case_dir in real_cases:
         real_info.append(copy_real_case(case_dir, out))
@@ -267,7 +286,7 @@ def write_sample_studies(out, n_cases: int = 8, seed: int = 0, real_dir=DEFAULT,
         say(f"anatomy: {anatomy.name} ({anatomy.source})")
         for index in tqdm(range(n_cases), desc="synthetic cases", unit="case", disable=not verbose):
             t0 = time.perf_counter()
-            images, seg, meta = generate_case(anatomy, seed, index)
+            images, seg, meta = generate_case(anatomy, seed, index, profile)
             cid = meta["case_id"]
             tmp = _partial_dir(out, cid)
             for m in MODALITIES:

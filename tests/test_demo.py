@@ -25,3 +25,20 @@ def test_without_the_shared_data_the_demo_has_no_unlabelled_real_study(tmp_path,
     monkeypatch.setenv("BRATSMEDSAM_SHARED_DATA", str(tmp_path / "absent"))
     _add_unlabelled_real(tmp_path / "studies")
     assert not (tmp_path / "studies").exists()
+
+
+def test_the_demo_detector_trains_on_domain_randomised_synthetic_cases(tmp_path, monkeypatch):
+    import argparse
+
+    from bratsmedsam.commands import demo
+
+    steps = []
+    monkeypatch.setattr(demo, "_step", lambda name, argv: steps.append(argv))
+    monkeypatch.setattr(demo, "_add_unlabelled_real", lambda studies: None)
+    parser = argparse.ArgumentParser()
+    demo.register(parser.add_subparsers())
+    args = parser.parse_args(["demo", "--dir", str(tmp_path), "--no-serve"])
+    assert args.func(args) == 0
+    sample = next(a for a in steps if a[0] == "sample-data")
+    assert sample[sample.index("--profile") + 1] == "randomised"
+    assert [a[0] for a in steps] == ["sample-data", "prepare", "train-detector"]

@@ -83,6 +83,31 @@ def test_operating_metrics_count_missed_and_false_alarm_slices():
     assert (m["tp"], m["fp"], m["fn"]) == (1, 1, 1)
 
 
+def test_recall_by_size_bins_gt_boxes_by_pixel_area():
+    from bratsmedsam.detection.evaluation import recall_by_size
+
+    # GT areas: 5x5=25 (<100), 10x10=100 (100-400), 20x20=400 and 30x30=900 (400-1600), 50x50=2500 (>=1600)
+    gts = [np.array([[0, 0, 4, 4], [100, 100, 109, 109]], np.float32),
+           np.array([[0, 0, 19, 19], [50, 50, 79, 79]], np.float32),
+           np.array([[10, 10, 59, 59]], np.float32), np.zeros((0, 4), np.float32)]
+    preds = [sb((100, 100, 109, 109, 0.9)),  # finds the 100-px box, misses the tiny one
+             sb((50, 50, 79, 79, 0.8), (0, 0, 9, 9, 0.7)),  # finds the 900-px box; IoU 0.25 on the 400-px one
+             sb((10, 10, 59, 59, 0.6)), sb((0, 0, 9, 9, 0.5))]  # the large one; a false positive (ignored)
+    rows = recall_by_size(preds, gts)
+    assert [r["bin"] for r in rows] == ["<100", "100-400", "400-1600", ">=1600"]
+    assert [(r["found"], r["targets"]) for r in rows] == [(0, 1), (1, 1), (1, 2), (1, 1)]
+    assert [r["recall"] for r in rows] == [0.0, 1.0, 0.5, 1.0]
+    assert recall_by_size([sb()], [np.zeros((0, 4), np.float32)])[0]["recall"] is None  # empty bin
+
+
+def test_recall_by_size_uses_the_same_one_to_one_matching():
+    from bratsmedsam.detection.evaluation import gt_found
+
+    gt = np.array([[0, 0, 19, 19], [1, 1, 20, 20]], np.float32)  # two overlapping GT boxes
+    assert gt_found(sb((0, 0, 19, 19, 0.9)), gt).tolist() == [True, False]  # one box finds one GT
+    assert gt_found(sb((0, 0, 19, 19, 0.9), (1, 1, 20, 20, 0.8)), gt).tolist() == [True, True]
+
+
 def test_yolo_label_reads_back_as_inclusive_pixel_boxes(tmp_path):
     f = tmp_path / "a.txt"
     # A box covering columns 10..29 and rows 40..49 of a 100x200 (W x H) image.
@@ -296,3 +321,51 @@ def test_running_the_detector_leaves_torchs_thread_count_as_it_was(tmp_path):
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+REAL, SYN = "BraTS-GLI-00000-000", "BraTS-GLI-90000-000"
+
+
+def test_real_weight_repeats_real_images_to_the_stated_share(tmp_path):
+    from bratsmedsam.detection.training import mix_real
+
+    files, _ = _slices(tmp_path, [REAL, SYN], 10, range(10))
+    files += _slices(tmp_path / "more", ["BraTS-GLI-90001-000", "BraTS-GLI-90002-000"], 10, range(10))[0]
+    named, mix = mix_real(files, 0.5)  # 10 real, 30 synthetic: 3 copies of each real image
+    assert mix["copies"] == 3 and mix["real_share"] == 0.5 and len(named) == 60
+    real_names = [n for n, f in named if f.stem.startswith(REAL)]
+    assert len(real_names) == 30 and len(set(real_names)) == 30  # every copy its own file name
+    assert f"{REAL}-r2_z004.png" in real_names
+    assert mix_real(files, 0.25)[1]["real_share"] == 0.25  # the natural share: once each
+    assert mix_real(files, None)[1] | {"real_weight": 0.25} == mix_real(files, 0.25)[1]
+    named0, mix0 = mix_real(files, 0.0)
+    assert mix0["real_share"] == 0.0 and all(not f.stem.startswith(REAL) for _, f in named0)
+
+
+def test_real_weight_without_real_cases_repeats_nothing_and_is_checked(tmp_path):
+    from bratsmedsam.detection.training import is_synthetic_case, mix_real
+
+    files, _ = _slices(tmp_path, [SYN], 5, range(5))
+    named, mix = mix_real(files, 0.5)
+    assert len(named) == 5 and mix["real_share"] == 0.0 and mix["real_cases"] == []
+    assert is_synthetic_case(SYN) and not is_synthetic_case(REAL) and not is_synthetic_case("my_study")
+    with pytest.raises(UserError, match="real_weight"):
+        mix_real(files, 1.0)
+
+
+def test_run_local_data_links_each_real_copy_with_its_label(tmp_path):
+    import yaml
+
+    from bratsmedsam.detection.training import run_local_data
+
+    root = tmp_path / "ds"
+    _slices(root, [REAL, SYN], 4, range(2))
+    for split in ("val",):
+        (root / "images" / split).mkdir(parents=True)
+        (root / "labels" / split).mkdir(parents=True)
+    (root / "dataset.yaml").write_text(yaml.safe_dump({"path": str(root), "train": "images/train", "val": "images/val"}))
+    _, counts, mix = run_local_data(root / "dataset.yaml", tmp_path / "run", real_weight=0.75)
+    assert mix["copies"] == 3 and counts["train"] == 16
+    view = tmp_path / "run" / "data"
+    assert (view / "labels" / "train" / f"{REAL}-r2_z001.txt").read_text() == "0 0.5 0.5 0.1 0.1\n"
+    assert (view / "images" / "train" / f"{REAL}-r2_z001.png").resolve() == (root / "images" / "train" / f"{REAL}_z001.png").resolve()

@@ -11,6 +11,18 @@ def _conf(value: str) -> float | str | None:
     return None if value == "auto" else value if value == "stored" else float(value)
 
 
+def format_recall_by_size(by_size: dict) -> str:
+    """The recall-by-size table: one column per GT-box area bin, rows raw / postprocessed (found/targets)."""
+    bins = [r["bin"] for r in by_size["raw"]]
+    lines = [f"recall by GT box area (pixels) at conf {by_size['conf']:.3f}, IoU {by_size['iou']}:",
+             f"  {'':<14}" + "".join(f"{b:>16}" for b in bins)]
+    for name in ("raw", "postprocessed"):
+        cells = [f"{'-' if r['recall'] is None else format(r['recall'], '.3f')} ({r['found']}/{r['targets']})"
+                 for r in by_size[name]]
+        lines.append(f"  {name:<14}" + "".join(f"{c:>16}" for c in cells))
+    return "\n".join(lines)
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate-detector", help="precision / recall / mAP50 / mAP50-95 of a trained detector",
                        description="Evaluate YOLO weights on a prepared dataset split (default test). Writes "
@@ -48,5 +60,6 @@ def run(args) -> int:
     for name, m in res["operating"].items():
         print(f"  {name:<20} {m['precision']:6.3f} {m['recall']:6.3f} {m['f1']:6.3f} {m['ap50']:6.3f} "
               f"{m['tumour_slices_without_box']:7d} {m['tumour_free_slices_with_box']:6d}")
+    print(format_recall_by_size(res["recall_by_size"]))
     print(f"-> {args.out / 'evaluate_detector.json'}")
     return 0

@@ -24,6 +24,12 @@ def register(subparsers) -> None:
     p.add_argument("--mni152", action="store_true", help="use nilearn's MNI152 anatomy even if the SRI24 atlas exists")
     p.add_argument("--no-real", action="store_true", help="do not copy the real case(s)")
     p.add_argument("--no-montage", action="store_true", help="skip sample_montage.png")
+    p.add_argument("--profile", choices=("standard", "randomised"), default="standard",
+                   help="standard (default): calibrated on the real case; randomised: domain randomisation for "
+                   "detector training (wider contrast curves and ratios, stronger bias field, noise range, thick "
+                   "slices / blur, elongated, lobulated tumours with satellites); parameters per case in sample_info.json")
+    p.add_argument("--randomise", dest="profile", action="store_const", const="randomised",
+                   help="shorthand for --profile randomised")
     p.set_defaults(func=run)
 
 
@@ -40,7 +46,7 @@ def run(args) -> int:
     real = None if args.no_real else (args.real_cases or DEFAULT)
     atlas = None if args.mni152 else (args.atlas or DEFAULT)
     info = write_sample_studies(args.out, n_cases=args.cases, seed=args.seed, real_dir=real, atlas_dir=atlas,
-                                montage=not args.no_montage)
+                                montage=not args.no_montage, profile=args.profile)
     n_real = len(info["real_cases"])
     print(f"wrote {n_real} real + {args.cases} synthetic case(s) to {args.out}")
     return 0

@@ -46,6 +46,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", help="cpu, 0, or several GPUs 0,1,... (ultralytics' own multi-GPU DDP: it "
                    "starts one process per GPU and splits --batch over them); default: CUDA when present, else cpu")
     p.add_argument("--quick", action="store_true", help=QUICK_HELP)
+    p.add_argument("--real-weight", type=float, metavar="W",
+                   help="share of real-case training images (ids not BraTS-GLI-9xxxx-000), 0 <= W < 1: each real "
+                   "image is repeated round(W * synthetic / ((1 - W) * real)) times (at least once; 0 leaves real "
+                   "cases out); default: every image once. The share reached is printed and written to "
+                   "train_detector.json (real_mixing)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="any ultralytics training argument, repeatable (e.g. --set lr0=0.02 --set mosaic=0)")
     p.add_argument("--out", type=Path, help="run folder (default runs/train-detector/<name>)")
@@ -58,8 +63,11 @@ def run(args) -> int:
 
     model = args.model or (QUICK if args.quick else PAPER)["model"]
     out = args.out or Path("runs") / "train-detector" / (args.name or f"{Path(model).stem}-{time.strftime('%Y%m%d-%H%M%S')}")
+    overrides = parse_set(args.overrides)
+    if args.real_weight is not None:
+        overrides["real_weight"] = args.real_weight
     best = train_detector(args.data, out, model=args.model, epochs=args.epochs, imgsz=args.imgsz,
-                          batch=args.batch, quick=args.quick, device=args.device, **parse_set(args.overrides))
+                          batch=args.batch, quick=args.quick, device=args.device, **overrides)
     print(f"best weights: {best}")
     print(f"run folder:   {Path(out).resolve()}")
     return 0

@@ -20,6 +20,22 @@ from .predict import Detector, SliceBoxes
 from .weights import DEFAULT_CONF
 
 IOUV = np.linspace(0.5, 0.95, 10)
+# Recall by tumour size: GT box area in pixels (inclusive corners, (x1-x0+1)*(y1-y0+1)), bin edges.
+# At imgsz 224 a 240-pixel slice shrinks 0.93x per side: boxes under 100 px are under ~9 px across there.
+SIZE_BINS = (100, 400, 1600)
+
+
+def _greedy(iou: np.ndarray, order: np.ndarray, thr: float) -> tuple[np.ndarray, np.ndarray]:
+    """One greedy pass (predictions in ``order``): (bool per prediction: hit, bool per GT: hit)."""
+    tp = np.zeros(iou.shape[0], bool)
+    used = np.zeros(iou.shape[1], bool)
+    for i in order:
+        cand = np.where(~used & (iou[i] >= thr), iou[i], -1.0)
+        j = int(cand.argmax())
+        if cand[j] >= 0:
+            used[j] = True
+            tp[i] = True
+    return tp, used
 
 
 def match(pred: SliceBoxes, gt: np.ndarray) -> np.ndarray:
@@ -30,14 +46,36 @@ def match(pred: SliceBoxes, gt: np.ndarray) -> np.ndarray:
     iou = box_iou_xyxy(pred.xyxy, gt)
     order = np.argsort(-pred.conf, kind="stable")
     for t, thr in enumerate(IOUV):
-        used = np.zeros(len(gt), bool)
-        for i in order:
-            cand = np.where(~used & (iou[i] >= thr), iou[i], -1.0)
-            j = int(cand.argmax())
-            if cand[j] >= 0:
-                used[j] = True
-                tp[i, t] = True
+        tp[:, t] = _greedy(iou, order, thr)[0]
     return tp
+
+
+def gt_found(pred: SliceBoxes, gt: np.ndarray, iou_thr: float = 0.5) -> np.ndarray:
+    """bool (n_gt,): which GT boxes (pixel XYXY) the same greedy matching as :func:`match` finds at ``iou_thr``."""
+    if not len(pred) or not len(gt):
+        return np.zeros(len(gt), bool)
+    return _greedy(box_iou_xyxy(pred.xyxy, gt), np.argsort(-pred.conf, kind="stable"), iou_thr)[1]
+
+
+def box_area(xyxy: np.ndarray) -> np.ndarray:
+    """Pixel areas of inclusive pixel-XYXY boxes (n, 4) -> (n,)."""
+    xyxy = np.asarray(xyxy, np.float64).reshape(-1, 4)
+    return (xyxy[:, 2] - xyxy[:, 0] + 1) * (xyxy[:, 3] - xyxy[:, 1] + 1)
+
+
+def recall_by_size(preds: list[SliceBoxes], gts: list[np.ndarray], bins=SIZE_BINS, iou_thr: float = 0.5) -> list[dict]:
+    """Recall at IoU ``iou_thr`` per GT-box area bin: ``[{bin, lo, hi, targets, found, recall}]`` (``hi``
+    exclusive, None = open; ``recall`` None for an empty bin), one row per bin of ``bins`` edges."""
+    edges = [0, *bins, None]
+    found = np.concatenate([gt_found(p, g, iou_thr) for p, g in zip(preds, gts)] or [np.zeros(0, bool)])
+    areas = np.concatenate([box_area(g) for g in gts] or [np.zeros(0)])
+    rows = []
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        sel = (areas >= lo) & (areas < hi if hi is not None else True)
+        n, k = int(sel.sum()), int(found[sel].sum())
+        label = f"<{hi}" if lo == 0 else (f">={lo}" if hi is None else f"{lo}-{hi}")
+        rows.append({"bin": label, "lo": lo, "hi": hi, "targets": n, "found": k, "recall": k / n if n else None})
+    return rows
 
 
 def box_metrics(preds: list[SliceBoxes], gts: list[np.ndarray]) -> dict:
@@ -87,7 +125,8 @@ def evaluate_detector(weights, data_yaml, split: str = "test", conf: float | str
     Returns ``{split, weights_id, conf, postprocess, n_cases, n_slices, precision, recall, map50,
     map50_95, operating: {raw, postprocessed}, per_case: {case: {...}}}``. ``conf="stored"``: operate at
     the confidence stored in the weights by train-detector (else 0.25); ``conf=None``: at this split's
-    max-F1 confidence (use it on the validation split only). The headline mAP columns
+    max-F1 confidence (use it on the validation split only). ``recall_by_size``: at ``conf``, raw and
+    post-processed, recall per GT-box area bin (:data:`SIZE_BINS`). The headline mAP columns
     come from the raw low-confidence boxes (ultralytics' protocol); ``postprocess=True`` makes the
     headline precision/recall the post-processed ones at ``conf``.
     """
@@ -122,6 +161,7 @@ def evaluate_detector(weights, data_yaml, split: str = "test", conf: float | str
     pp = operating_metrics(post_op, all_gts)
     raw["ap50"] = box_metrics(raw_op, all_gts)["map50"]
     pp["ap50"] = box_metrics(post_op, all_gts)["map50"]
+    by_size = {"raw": recall_by_size(raw_op, all_gts), "postprocessed": recall_by_size(post_op, all_gts)}
     head = pp if postprocess else None
     return {
         "split": split, "weights": str(weights), "weights_id": det.weights_id, "conf": conf, "iou": iou,
@@ -130,4 +170,5 @@ def evaluate_detector(weights, data_yaml, split: str = "test", conf: float | str
         "recall": head["recall"] if head else table["recall"],
         "map50": table["map50"], "map50_95": table["map50_95"],
         "table": table, "operating": {"raw": raw, "postprocessed": pp}, "per_case": per_case,
+        "recall_by_size": {"area": "GT box area in pixels (inclusive corners)", "iou": 0.5, "conf": conf, **by_size},
     }

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import shutil
 import time
 from pathlib import Path
@@ -38,8 +39,50 @@ PAPER = {"model": "yolov5s", "epochs": 100, "imgsz": 256, "batch": 16, "optimize
 QUICK = {"model": "yolov5n", "epochs": 30, "imgsz": 224, "batch": 8, "optimizer": "SGD", "lr0": 0.01,
          "nbs": 8, "warmup_epochs": 0, "close_mosaic": 3, "val": False,
          "train_slice_step": 2, "train_background": 0.1}
-# Our own training options (not ultralytics'): subsampling of the training slices, see subsample_slices.
-OWN_KEYS = ("train_slice_step", "train_background")
+# Our own training options (not ultralytics'): subsampling of the training slices (subsample_slices) and the
+# share of real cases among the training images (mix_real).
+OWN_KEYS = ("train_slice_step", "train_background", "real_weight")
+_SYNTHETIC_ID = re.compile(r"^BraTS-[A-Z]+-9\d{4}-\d{3}$")  # the sample data's reserved ids (BraTS-GLI-9xxxx-000)
+
+
+def is_synthetic_case(case: str) -> bool:
+    """True for the synthetic sample cases' reserved ids ``BraTS-GLI-9xxxx-000``; every other case is real."""
+    return bool(_SYNTHETIC_ID.match(case))
+
+
+def mix_real(images: list[Path], real_weight: float | None) -> tuple[list[tuple[str, Path]], dict]:
+    """Training images as (link name, file), the real cases' ones repeated so that they make up about
+    ``real_weight`` of the list; and a summary (``real_share`` is the share reached).
+
+    ``real_weight`` None: every image once (the natural share). 0: real images left out. Otherwise each real
+    image appears ``copies = max(1, round(w * n_synthetic / ((1 - w) * n_real)))`` times (copy c > 0 is
+    named ``<case>-r<c>_z<kkk>``, so it stays a slice of its own case); a real weight below the natural
+    share does not drop real images, use 0 for that. Without real (or synthetic) images nothing is repeated.
+    """
+    if real_weight is not None and not 0 <= real_weight < 1:
+        raise UserError(f"real_weight must be in [0, 1) (the share of real-case images in training), got {real_weight}")
+    by_case = slices_by_case(images)
+    real = [f for c, items in by_case.items() if not is_synthetic_case(c) for _, f in items]
+    synthetic = [f for c, items in by_case.items() if is_synthetic_case(c) for _, f in items]
+    if real_weight is None or not real or not synthetic:
+        copies = 1
+    elif real_weight == 0:
+        copies = 0
+    else:
+        copies = max(1, round(real_weight * len(synthetic) / ((1 - real_weight) * len(real))))
+    out = [(f.name, f) for f in synthetic]
+    for f in real:
+        out += [(f.name if c == 0 else _copy_name(f, c), f) for c in range(copies)]
+    n_real = copies * len(real)
+    summary = {"real_weight": real_weight, "real_cases": sorted(c for c in by_case if not is_synthetic_case(c)),
+               "real_images": len(real), "copies": copies, "synthetic_images": len(synthetic),
+               "training_images": len(out), "real_share": round(n_real / len(out), 4) if out else 0.0}
+    return sorted(out), summary
+
+
+def _copy_name(f: Path, c: int) -> str:
+    case, _, z = f.stem.rpartition("_z")
+    return f"{case}-r{c}_z{z}{f.suffix}"
 
 
 def subsample_slices(images: list[Path], labels: Path, slice_step: int = 1,
@@ -65,11 +108,12 @@ def subsample_slices(images: list[Path], labels: Path, slice_step: int = 1,
 
 
 def run_local_data(data_yaml: str | Path, run_dir: Path, slice_step: int = 1,
-                   background: float | None = None) -> tuple[Path, dict[str, int]]:
+                   background: float | None = None, real_weight: float | None = None) -> tuple[Path, dict[str, int], dict]:
     """Write ``run_dir/data/dataset.yaml`` whose split folders link to the dataset's.
 
-    The train split is subsampled by :func:`subsample_slices` (``slice_step``, ``background``); val and
-    test are linked whole. Returns (its path, {split: images linked}).
+    The train split is subsampled by :func:`subsample_slices` (``slice_step``, ``background``), then its
+    real cases weighted by :func:`mix_real` (``real_weight``; its labels linked file by file, repeats
+    included); val and test are linked whole. Returns (its path, {split: images linked}, mix_real's summary).
     """
     data, dirs = read_data_yaml(data_yaml)
     view = run_dir / "data"
@@ -89,18 +133,28 @@ def run_local_data(data_yaml: str | Path, run_dir: Path, slice_step: int = 1,
             shutil.rmtree(images)
         images.mkdir(parents=True)
         files = sorted(f for f in d.iterdir() if f.is_file())
-        if split == "train":
-            files = subsample_slices(files, labels, slice_step, background)
-        for f in files:
-            (images / f.name).symlink_to(f.resolve())
-        counts[split] = len(files)
         link = view / "labels" / split
         link.parent.mkdir(parents=True, exist_ok=True)
-        if link.is_symlink() or link.exists():
+        if link.is_symlink() or link.is_file():
             link.unlink()
-        link.symlink_to(labels.resolve(), target_is_directory=True)
+        elif link.is_dir():
+            shutil.rmtree(link)
+        if split == "train":
+            named, mixing = mix_real(subsample_slices(files, labels, slice_step, background), real_weight)
+            link.mkdir()
+            for name, f in named:
+                (images / name).symlink_to(f.resolve())
+                label = labels / f"{f.stem}.txt"
+                if label.is_file():
+                    (link / f"{Path(name).stem}.txt").symlink_to(label.resolve())
+            counts[split] = len(named)
+        else:
+            for f in files:
+                (images / f.name).symlink_to(f.resolve())
+            link.symlink_to(labels.resolve(), target_is_directory=True)
+            counts[split] = len(files)
         local[split] = f"images/{split}"
-    return atomic.write_text(view / "dataset.yaml", yaml.safe_dump(local, sort_keys=False)), counts
+    return atomic.write_text(view / "dataset.yaml", yaml.safe_dump(local, sort_keys=False)), counts, mixing
 
 
 def check_overrides(overrides: dict) -> None:
@@ -140,8 +194,12 @@ def train_detector(data_yaml, out_dir, model: str | None = None, epochs: int | N
                         "and the run folder as --out / out_dir")
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
-    local_yaml, counts = run_local_data(data_yaml, out_dir, slice_step=int(own.get("train_slice_step") or 1),
-                                        background=own.get("train_background"))
+    local_yaml, counts, mixing = run_local_data(data_yaml, out_dir, slice_step=int(own.get("train_slice_step") or 1),
+                                                background=own.get("train_background"),
+                                                real_weight=own.get("real_weight"))
+    print(f"training images: {mixing['training_images']} ({mixing['synthetic_images']} synthetic, "
+          f"{mixing['real_images']} real x {mixing['copies']}); real share {mixing['real_share']:.3f} "
+          f"(real_weight {mixing['real_weight']}; real cases: {', '.join(mixing['real_cases']) or 'none'})", flush=True)
     model_name = profile.pop("model")
     dev = ultralytics_device(device)
     args = {**profile, "data": str(local_yaml), "project": str(out_dir.parent), "name": out_dir.name,
@@ -158,7 +216,7 @@ def train_detector(data_yaml, out_dir, model: str | None = None, epochs: int | N
     operating = select_threshold(best, local_yaml, device=dev.split(",")[0])  # validation: one GPU
     atomic.write_json(out_dir / "train_detector.json", {
         "data": str(Path(data_yaml).resolve()), "model": model_name, "quick": quick, "device": dev,
-        "arguments": args, "subsampling": own, "images": counts, "seconds": round(elapsed, 1),
+        "arguments": args, "subsampling": own, "images": counts, "real_mixing": mixing, "seconds": round(elapsed, 1),
         "cpu_seconds": round(cpu, 1), "epochs_run": int(trainer.epoch) + 1,
         "best": str(best), "final_val_metrics": metrics, "operating_threshold": operating,
         "host": {"cpu_count": os.cpu_count(), "machine": platform.machine(), "python": platform.python_version()},

@@ -7,7 +7,8 @@ Normal brain (per case: random contrast gamma, brain median 1):
 - ``t2f``: FLAIR: T2-like with CSF suppressed (dark).
 Tumour compartments get ``ratio * median(normal brain)`` (ratio from ``REAL_RATIOS``, jittered per case),
 mixed with a little of the underlying anatomy and a smooth heterogeneity, with soft (partial-volume)
-edges. Then a smooth multiplicative bias field, a global intensity scale and Rician noise.
+edges. Then a smooth multiplicative bias field, a global intensity scale and Rician noise (the ``randomised``
+profile draws all of these from wider ranges, then thickens the slices / blurs: :mod:`.randomise`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from scipy import ndimage
 from .anatomy import Anatomy
 from .fields import separable_field, smooth_field, vessel_map
 from .lesions import ED, ET, NCR
+from .randomise import degrade
 
 COMPARTMENTS = {"NCR": NCR, "ED": ED, "ET": ET}
 
@@ -62,16 +64,22 @@ def compartment_ratios(images: dict[str, np.ndarray], seg: np.ndarray) -> dict[s
     return out
 
 
-def _normal_brain(anatomy: Anatomy, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """float32 full volumes per modality, 0 outside the brain (median set to 1 later, outside the tumour)."""
+def _normal_brain(anatomy: Anatomy, rng: np.random.Generator, domain: dict | None = None) -> dict[str, np.ndarray]:
+    """float32 full volumes per modality, 0 outside the brain (median set to 1 later, outside the tumour).
+
+    ``domain`` (randomised profile): its per-modality gamma and vessel strength replace the default draws."""
     if "vessels" not in anatomy._cache:
         anatomy._cache["vessels"] = vessel_map(anatomy.tissues.shape) * anatomy.brain
     vessels = anatomy._cache["vessels"]
     brain = anatomy.brain
     t1, t2 = anatomy.t1[brain], anatomy.t2[brain]  # brain voxels only: 1/6 of the grid
     g = rng.uniform(0.85, 1.15, 4).astype(np.float32)
+    vessel_gain = np.float32(rng.uniform(0.6, 1.2))
+    if domain is not None:
+        g = np.asarray([domain["contrast"][m]["gamma"] for m in ("t1c", "t1n", "t2w", "t2f")], np.float32)
+        vessel_gain = np.float32(domain["contrast"]["vessels"])
     vectors = {
-        "t1c": t1 ** (0.75 * g[0]) * (1 + np.float32(rng.uniform(0.6, 1.2)) * vessels[brain]),
+        "t1c": t1 ** (0.75 * g[0]) * (1 + vessel_gain * vessels[brain]),
         "t1n": t1 ** g[1],
         "t2w": t2 ** g[2],
         "t2f": t2 ** g[3] * (1 - 0.85 * anatomy.csf_fraction[brain]),
@@ -92,10 +100,13 @@ def _compose(anat, soft, soft_sum, values):
 
 
 def synthesize_images(anatomy: Anatomy, seg: np.ndarray, rng: np.random.Generator,
-                      ratios: dict[str, dict[str, float]] | None = None) -> tuple[dict[str, np.ndarray], dict]:
+                      ratios: dict[str, dict[str, float]] | None = None,
+                      domain: dict | None = None) -> tuple[dict[str, np.ndarray], dict]:
     """int16 (240,240,155) images per modality for label map ``seg``; background exactly 0, brain >= 1.
 
     Returns (images, settings) where settings records the per-case scale, noise and target ratios.
+    ``domain`` (:func:`.randomise.draw_domain`; None = the calibrated defaults) sets the gamma, ratio
+    jitter, bias field, noise, texture and, last, the resolution / blur of each modality.
     """
     ratios = ratios or REAL_RATIOS
     brain = anatomy.brain
@@ -113,23 +124,29 @@ def synthesize_images(anatomy: Anatomy, seg: np.ndarray, rng: np.random.Generato
     soft = {name: ndimage.gaussian_filter((seg_c == lab).astype(np.float32), 0.6) for name, lab in COMPARTMENTS.items()}
     soft_sum = sum(soft.values())
     bi, bj, bk = np.nonzero(brain)
-    bias_field = separable_field(seg.shape, 160.0, rng)(bi, bj, bk)
+    bias_corr = 160.0 if domain is None else float(domain["contrast"]["bias_corr_mm"])
+    bias_field = separable_field(seg.shape, bias_corr, rng)(bi, bj, bk)
+    het_amp, het_corr, weight_scale = 0.08, 6.0, 1.0
+    if domain is not None:
+        tex = domain["texture"]
+        het_amp, het_corr, weight_scale = tex["heterogeneity"], tex["heterogeneity_corr_mm"], tex["anatomy_weight_scale"]
     in_tumour = seg[bi, bj, bk] > 0
     settings = {"targets": {}, "scale": {}, "noise_sigma": {}, "bias_amplitude": {}}
     images = {}
-    for m, vol in _normal_brain(anatomy, rng).items():
+    for m, vol in _normal_brain(anatomy, rng, domain).items():
         vol = vol / np.float32(np.median(vol[normal]))
-        targets = {c: float(ratios[m][c] * np.exp(rng.uniform(-RATIO_JITTER, RATIO_JITTER))) for c in COMPARTMENTS}
+        jitter = RATIO_JITTER if domain is None else domain["contrast"][m]["ratio_jitter"]
+        targets = {c: float(ratios[m][c] * np.exp(rng.uniform(-jitter, jitter))) for c in COMPARTMENTS}
         settings["targets"][m] = {c: round(v, 3) for c, v in targets.items()}
-        het = smooth_field(cshape, 6.0, rng)
+        het = smooth_field(cshape, het_corr, rng)
         anat = vol[box]
         values = {}
         for name, lab in COMPARTMENTS.items():
             sel = seg_c == lab
             if sel.any():
-                w = ANATOMY_WEIGHT[name]
+                w = ANATOMY_WEIGHT[name] if domain is None else min(0.9, ANATOMY_WEIGHT[name] * weight_scale)
                 texture = anat / np.float32(max(float(np.median(anat[sel])), 1e-3))
-                values[name] = targets[name] * ((1 - w) + w * texture) * (1 + 0.08 * het)
+                values[name] = targets[name] * ((1 - w) + w * texture) * (1 + het_amp * het)
         mixed = _compose(anat, soft, soft_sum, values)
         # Soft edges pull a thin compartment (a 2-3 mm rim, a small necrosis) towards its neighbours:
         # rescale each compartment until its median hits the target again (a few fixed-point passes).
@@ -144,6 +161,9 @@ def synthesize_images(anatomy: Anatomy, seg: np.ndarray, rng: np.random.Generato
         amp = float(rng.uniform(0.05, 0.15))
         scale = float(REAL_NORMAL_MEDIAN[m] * np.exp(rng.uniform(np.log(0.6), np.log(1.6))))
         sigma = float(rng.uniform(0.015, 0.04)) * scale
+        if domain is not None:
+            amp = float(domain["contrast"][m]["bias_amplitude"])
+            sigma = float(domain["contrast"][m]["noise_fraction"]) * scale
         log_bias = amp * bias_field
         # Anchor the bias so that it is neutral over the tumour relative to the normal brain: the field
         # still varies across the brain, but the compartment-to-brain ratios stay calibrated.
@@ -152,6 +172,10 @@ def synthesize_images(anatomy: Anatomy, seg: np.ndarray, rng: np.random.Generato
         n1 = rng.standard_normal(v.shape, dtype=np.float32) * np.float32(sigma)
         n2 = rng.standard_normal(v.shape, dtype=np.float32) * np.float32(sigma)
         v = np.sqrt((v + n1) ** 2 + n2 ** 2)
+        if domain is not None:  # acquired coarser / blurrier, then resampled to 1 mm
+            full = np.zeros(seg.shape, np.float32)
+            full[bi, bj, bk] = v
+            v = degrade(full, brain, domain["resolution"][m])[bi, bj, bk]
         out = np.zeros(seg.shape, np.int16)
         out[bi, bj, bk] = np.clip(np.rint(v), 1, np.iinfo(np.int16).max).astype(np.int16)
         images[m] = out

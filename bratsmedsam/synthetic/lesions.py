@@ -22,6 +22,7 @@ from .fields import smooth_field
 
 NCR, ED, ET = 1, 2, 3
 CORE_RADIUS_MM = (5.0, 26.0)  # tumour core (NCR + ET) radius: 1 cm to ~5 cm across
+AXES_RANGE = (0.75, 1.3)  # ellipsoid semi-axis scales, uniform per axis
 OEDEMA_FACTOR = (1.3, 2.1)  # oedema radius / core radius: whole tumour ~1.3 cm to ~11 cm across
 MIDLINE_I = 119.0  # BraTS grid: left/right midline (SRI24 brain centroid)
 MIN_K = 50  # keep centres above the cerebellum / brainstem (BraTS gliomas are mostly supratentorial)
@@ -75,15 +76,26 @@ def _pick_centre(anatomy: Anatomy, radius: float, rng: np.random.Generator, near
 
 
 def draw_lesions(anatomy: Anatomy, rng: np.random.Generator, size_quantile: float, n_lesions: int,
-                 necrosis: bool) -> list[LesionSpec]:
-    """Lesion parameters for one case; ``size_quantile`` in [0, 1) picks the core radius (log scale)."""
-    lo, hi = np.log(CORE_RADIUS_MM[0]), np.log(CORE_RADIUS_MM[1])
+                 necrosis: bool, shape: dict | None = None) -> list[LesionSpec]:
+    """Lesion parameters for one case; ``size_quantile`` in [0, 1) picks the core radius (log scale).
+
+    ``shape`` (the randomised profile's, see :func:`.randomise.draw_domain`) widens the ranges:
+    ``core_radius_mm``, ``axes_range`` (elongation), ``satellite_radius_mm``; None = the calibrated defaults.
+    """
+    shape = shape or {}
+    core_range = shape.get("core_radius_mm", CORE_RADIUS_MM)
+    axes_range = shape.get("axes_range", AXES_RANGE)
+    lo, hi = np.log(core_range[0]), np.log(core_range[1])
     specs: list[LesionSpec] = []
     radius = float(np.exp(lo + size_quantile * (hi - lo)))
     for n in range(n_lesions):
         if n > 0:  # a satellite: smaller, near the first lesion's oedema edge
             first = specs[0]
-            radius = float(rng.uniform(CORE_RADIUS_MM[0], max(CORE_RADIUS_MM[0] + 1, min(10.0, first.core_radius))))
+            if "satellite_radius_mm" in shape:
+                s_lo, s_hi = shape["satellite_radius_mm"]
+                radius = float(rng.uniform(s_lo, max(s_lo + 0.5, min(s_hi, first.core_radius))))
+            else:
+                radius = float(rng.uniform(CORE_RADIUS_MM[0], max(CORE_RADIUS_MM[0] + 1, min(10.0, first.core_radius))))
         oedema = float(rng.uniform(*OEDEMA_FACTOR))
         centre = None
         r = radius
@@ -102,27 +114,34 @@ def draw_lesions(anatomy: Anatomy, rng: np.random.Generator, size_quantile: floa
         nf = max(float(rng.uniform(0.35, 0.75)), 3.5 / r) if necrosis else 0.0
         specs.append(LesionSpec(
             centre=centre, core_radius=r, oedema_factor=oedema, necrosis_fraction=nf,
-            axes=tuple(float(a) for a in rng.uniform(0.75, 1.3, 3)),
+            axes=tuple(float(a) for a in rng.uniform(axes_range[0], axes_range[1], 3)),
             rotation=_random_rotation(rng).tolist(),
             push=float(rng.uniform(0.15, 0.4) * min(1.0, r / 15.0)),
         ))
     return specs
 
 
-def _crop(spec: LesionSpec, shape) -> tuple[slice, slice, slice]:
+def _crop(spec: LesionSpec, shape, irregularity: float = 1.0) -> tuple[slice, slice, slice]:
     reach = spec.core_radius * spec.oedema_factor * max(spec.axes) * 1.7 + 4
+    if irregularity > 1.0:  # larger perturbations reach further: ~2 sd of the oedema's at the new amplitude
+        reach *= float(np.exp(0.6 * (irregularity - 1.0)))
     return tuple(slice(max(0, int(c - reach)), min(n, int(np.ceil(c + reach)) + 1))
                  for c, n in zip(spec.centre, shape))
 
 
-def render_lesions(anatomy: Anatomy, specs: list[LesionSpec], rng: np.random.Generator) -> np.ndarray:
-    """uint8 (240, 240, 155) label map {0, 1 NCR, 2 ED, 3 ET}; labels only inside the brain."""
+def render_lesions(anatomy: Anatomy, specs: list[LesionSpec], rng: np.random.Generator,
+                   irregularity: float = 1.0) -> np.ndarray:
+    """uint8 (240, 240, 155) label map {0, 1 NCR, 2 ED, 3 ET}; labels only inside the brain.
+
+    ``irregularity`` multiplies the amplitude of the smooth radius perturbations (1 = the default outlines;
+    2 = deeply lobulated)."""
+    amp = [np.float32(a * irregularity) for a in (0.22, 0.3, 0.2)] if irregularity != 1.0 else (0.22, 0.3, 0.2)
     shape = anatomy.tissues.shape
     ncr = np.zeros(shape, bool)
     et = np.zeros(shape, bool)
     ed = np.zeros(shape, bool)
     for spec in specs:
-        box = _crop(spec, shape)
+        box = _crop(spec, shape, irregularity)
         cshape = tuple(s.stop - s.start for s in box)
         grids = np.ogrid[box[0], box[1], box[2]]
         rel = [(g - c).astype(np.float32) for g, c in zip(grids, spec.centre)]
@@ -136,13 +155,13 @@ def render_lesions(anatomy: Anatomy, specs: list[LesionSpec], rng: np.random.Gen
         r = spec.core_radius
         brain = anatomy.brain[box]
         tissue = anatomy.tissues[box]
-        d_core = dist / (r * np.exp(0.22 * smooth_field(cshape, max(5.0, r / 1.5), rng)))
+        d_core = dist / (r * np.exp(amp[0] * smooth_field(cshape, max(5.0, r / 1.5), rng)))
         core = (d_core < 1) & brain
-        d_ed = dist / (r * spec.oedema_factor * np.exp(0.3 * smooth_field(cshape, max(8.0, r), rng)))
+        d_ed = dist / (r * spec.oedema_factor * np.exp(amp[1] * smooth_field(cshape, max(8.0, r), rng)))
         d_ed = np.where(tissue == GM, d_ed * 1.25, d_ed)
         ed[box] |= (d_ed < 1) & brain & (tissue != CSF) & ~core
         if spec.necrosis_fraction > 0:
-            d_ncr = dist / (r * spec.necrosis_fraction * np.exp(0.2 * smooth_field(cshape, max(4.0, r / 2), rng)))
+            d_ncr = dist / (r * spec.necrosis_fraction * np.exp(amp[2] * smooth_field(cshape, max(4.0, r / 2), rng)))
             n = core & (d_ncr < 1) & (d_core < 1 - 2.5 / r)
             ncr[box] |= n
             et[box] |= core & ~n
