@@ -49,3 +49,18 @@ def test_the_loss_falls_as_the_logits_agree_with_the_target():
     losses = [float(loss_fn()(k * (2 * target - 1), target)) for k in (0.0, 1.0, 4.0)]
     assert losses[0] > losses[1] > losses[2]
 
+
+
+def test_the_iou_head_loss_is_the_squared_error_of_the_predicted_against_the_actual_iou():
+    import torch
+
+    from bratsmedsam.segmenter.finetune import iou_head_loss
+
+    target = torch.zeros(2, 1, 4, 4)
+    target[0, 0, :2, :2] = 1  # 4 px
+    logits = -torch.ones(2, 1, 4, 4)
+    logits[0, 0, :2, :3] = 1  # 6 px predicted, 4 of them right: IoU 4/6
+    # second sample: nothing true, nothing predicted -> IoU 1 by convention
+    pred = torch.tensor([[0.5], [0.8]])
+    expected = ((0.5 - 4 / 6) ** 2 + (0.8 - 1.0) ** 2) / 2
+    assert float(iou_head_loss(logits, target, pred)) == pytest.approx(expected, rel=1e-6)

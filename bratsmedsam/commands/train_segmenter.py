@@ -50,6 +50,8 @@ def register(sub) -> None:
     p.add_argument("--intensity-variants", type=int, default=0, metavar="K",
                    help="also encode each training slice in K random intensity variants (gamma, contrast, noise, "
                         "bias) and draw one per sample and epoch (default 0: none; costs K encoder passes a slice)")
+    p.add_argument("--iou-loss-weight", type=float, default=1.0,
+                   help="weight of the IoU head's MSE term (default 1, LiteMedSAM's; 0 trains the masks alone)")
     p.add_argument("--patience", type=int, default=None,
                    help="early stopping: end after N epochs without a better val Dice (default: run every epoch)")
     p.add_argument("--select-on", choices=("auto", "all", "real"), default="auto",
@@ -85,7 +87,7 @@ def run(args) -> int:
         seed=args.seed, jitter_frac=args.jitter_frac, jitter_px=args.jitter_px, cache_dir=str(args.cache_dir),
         resume=bool(args.resume), embeddings=args.embeddings, dist_timeout_s=args.dist_timeout,
         cache_max_mb=args.cache_max_gb * 1024 if args.cache_max_gb else None,
-        intensity_variants=args.intensity_variants, patience=args.patience, select_on=args.select_on,
+        iou_loss_weight=args.iou_loss_weight, intensity_variants=args.intensity_variants, patience=args.patience, select_on=args.select_on,
     )
     main_rank = dist_env().main
     if main_rank:

@@ -1,7 +1,8 @@
 """Mask-decoder fine-tuning on cached image embeddings (image and prompt encoders frozen).
 
 Recipe (MedSAM's): loss ``monai.losses.DiceCELoss(sigmoid=True, squared_pred=True)`` (= MONAI ``DiceLoss`` +
-``BCEWithLogitsLoss`` on our one-channel logits),
+``BCEWithLogitsLoss`` on our one-channel logits) plus, as in LiteMedSAM's training, the IoU head's MSE against the
+mask's actual IoU (:func:`iou_head_loss`, ``iou_loss_weight``),
 AdamW(lr 1e-4, weight decay 0.01). The loss is computed on the decoder logits brought back to the slice's
 own ``(H, W)`` grid with the family's post-processing, so training sees exactly the frame inference uses.
 
@@ -66,6 +67,7 @@ class FinetuneConfig:
     progress: bool = True
     intensity_variants: int = 0  # extra encoded intensity variants per training slice (0: none)
     patience: int | None = None  # stop after this many epochs without a better val Dice (None: run every epoch)
+    iou_loss_weight: float = 1.0  # weight of the IoU head's MSE term (0: masks only, the IoU head is left as it was)
     select_on: str = "auto"  # val slices the model is selected on: "auto" (real cases if any), "all", "real"
 
 
@@ -89,6 +91,23 @@ def loss_fn():
     from monai.losses import DiceCELoss
 
     return DiceCELoss(sigmoid=True, squared_pred=True, reduction="mean", lambda_dice=1.0, lambda_ce=1.0)
+
+
+def iou_head_loss(logits, target, iou_pred):
+    """MSE between the decoder's predicted IoU and the IoU its mask (logits > 0) actually has with ``target``.
+
+    The IoU head reads the decoder transformer's IoU token; fine-tuning the transformer on the masks alone moves
+    that token, and the head's predictions drift, while the volume-aware propagation stops where the predicted IoU
+    falls below 0.5. LiteMedSAM and SAM train the head with this term."""
+    import torch
+
+    with torch.no_grad():
+        pred, true = logits > 0, target > 0.5
+        dims = tuple(range(1, pred.dim()))
+        inter = (pred & true).sum(dims).float()
+        union = (pred | true).sum(dims).float()
+        actual = torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union))
+    return torch.nn.functional.mse_loss(iou_pred.float().reshape(-1), actual.reshape(-1))
 
 
 def train_epoch(seg, decoder, samples: list[Sample], get_embedding, optimizer, cfg: FinetuneConfig,
@@ -142,12 +161,14 @@ def train_epoch(seg, decoder, samples: list[Sample], get_embedding, optimizer, c
                         sparse, dense = seg.net.prompt_encoder(points=None, boxes=bm[:, None, :], masks=None)
                         pe = seg.net.prompt_encoder.get_dense_pe()
                     emb = get_embedding(s.slice_idx, int(variants[pos])) if variants[pos] else get_embedding(s.slice_idx)
-                    logits, _ = decoder(image_embeddings=emb, image_pe=pe,
+                    logits, iou_pred = decoder(image_embeddings=emb, image_pe=pe,
                                         sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
                                         multimask_output=False)
                 out = seg.fam.logits_to_original(logits.float(), frame)
                 target = torch.from_numpy(s.target[None, None].astype(np.float32)).to(dev)
                 raw = criterion(out, target)
+                if cfg.iou_loss_weight:
+                    raw = raw + cfg.iou_loss_weight * iou_head_loss(out, target, iou_pred)
                 loss = raw * weight
                 if scaler is not None:
                     scaler.scale(loss).backward()
@@ -287,7 +308,7 @@ def train_decoder(dataset_dir, out_dir, cfg: FinetuneConfig) -> dict:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
         decoder = DDP(decoder, device_ids=[env.local_rank] if device.type == "cuda" else None,
-                      find_unused_parameters=True)  # IoU head and the 3 multimask heads get no gradient
+                      find_unused_parameters=True)  # the 3 multimask heads (and, unweighted, the IoU head) get no gradient
     optimizer = torch.optim.AdamW(seg.net.mask_decoder.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scaler = torch.amp.GradScaler("cuda") if device.type == "cuda" else None
 
