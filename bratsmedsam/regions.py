@@ -82,3 +82,8 @@ def parse_region_list(text: str | None) -> tuple[str, ...] | None:
     if str(text).strip().lower() == BRATS.lower():
         return tuple(REGIONS)
     return tuple(parse_region(r) for r in str(text).split(",") if r.strip())
+
+
+#: one region's mask alone in the label map: the label of the part of it outside the next inner region
+#: (WT -> ED 2, TC -> NCR 1, ET -> ET 3), so a single-region answer shows in the region's outermost segment
+REGION_LABEL = {"WT": BRATS_LABELS["ED"], "TC": BRATS_LABELS["NCR"], "ET": BRATS_LABELS["ET"]}

@@ -1,4 +1,5 @@
-"""Fine-tune the MedSAM mask decoder on the ``final`` labels; publish it for the infer tasks."""
+"""Fine-tune the MedSAM mask decoder on the ``final`` labels; publish it for the infer tasks. In the BraTS mode the
+submitted label maps train the WT, TC and ET decoders together (one checkpoint)."""
 
 from __future__ import annotations
 
@@ -31,14 +32,16 @@ class MedSamTrain(TrainTask):
         studies, skipped = labelled_studies(items, run / "studies", cfg.channels, cfg.region,
                                             cfg.labels.values())
         n = sum(1 for p in studies.iterdir() if p.is_dir())
-        prepare_dataset(studies, run / "dataset", PrepareConfig(channels=cfg.channels, region=cfg.region,
+        prepare_dataset(studies, run / "dataset", PrepareConfig(channels=cfg.channels, region=cfg.dataset_region,
                                                                split=split_for(n)), workers=1)
         max_slices = int(request.get("max_train_slices") or 0) or cfg.train_max_slices
         result = train_decoder(run / "dataset", run / "out", FinetuneConfig(
             base=cfg.segmenter_base, checkpoint=cfg.segmenter_checkpoint,
             epochs=int(request.get("max_epochs") or cfg.train_epochs), max_train_slices=max_slices,
             max_val_slices=max_slices, cache_dir=cfg.embedding_cache_dir, cache_max_mb=cfg.embedding_cache_gb * 1024,
-            device=request.get("device") if request.get("device") not in (None, "cuda") else cfg.device))
+            device=request.get("device") if request.get("device") not in (None, "cuda") else cfg.device,
+            regions=cfg.regions if cfg.multi else None))
         publish(result["best_checkpoint"], cfg.decoder_path)
-        return {"published": str(cfg.decoder_path), "cases": n, "best_val_dice": result.get("best_val_dice"),
+        return {"published": str(cfg.decoder_path), "cases": n, "regions": list(cfg.regions),
+                "best_val_dice": result.get("best_val_dice"),
                 "zero_shot_val_dice": result.get("zero_shot_val_dice"), "skipped_labels": skipped}
