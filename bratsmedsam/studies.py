@@ -111,21 +111,26 @@ def write_label(label: np.ndarray, reference: str | os.PathLike, out: str | os.P
     ``.nii``/``.nii.gz`` keep the reference's affine and header (nibabel); anything else (``.nrrd``)
     is written by SimpleITK with the reference's origin, spacing and direction as ITK reads them.
     """
-    return write_label_map((np.asarray(label) > 0).astype(np.uint8) * np.uint8(value), reference, out)
+    return _write(np.asarray(label) > 0, reference, out, np.uint8(value))
 
 
 def write_label_map(labels: np.ndarray, reference: str | os.PathLike, out: str | os.PathLike) -> Path:
     """Write a uint8 ``(X, Y, Z)`` multi-label map (values kept: the BraTS 1 NCR / 2 ED / 3 ET, or one region's 1)
     with the reference volume's exact geometry, atomically (formats as :func:`write_label`)."""
-    from .atomic import atomic_path, save_nifti
-
-    out = Path(out)
     mask = np.asarray(labels)
     if mask.dtype != np.uint8:
         if mask.dtype == bool or mask.min(initial=0) < 0 or mask.max(initial=0) > 255:
             raise UserError(f"a label map must hold values 0-255, got {mask.dtype} "
                             f"{mask.min(initial=0)}..{mask.max(initial=0)}")
         mask = mask.astype(np.uint8)
+    return _write(mask, reference, out, np.uint8(1))
+
+
+def _write(mask: np.ndarray, reference, out, value) -> Path:
+    """``mask`` (bool or uint8 ``(X, Y, Z)``) times ``value`` as uint8, with the reference's geometry."""
+    from .atomic import atomic_path, save_nifti
+
+    out = Path(out)
     if out.name.endswith((".nii", ".nii.gz")):
         import nibabel as nib
 
@@ -134,7 +139,7 @@ def write_label_map(labels: np.ndarray, reference: str | os.PathLike, out: str |
             raise UserError(f"label shape {mask.shape} does not match {reference} ({ref.shape[:3]})")
         header = ref.header.copy()
         header.set_data_dtype(np.uint8)
-        img = nib.Nifti1Image(mask, ref.affine, header)
+        img = nib.Nifti1Image(mask.astype(np.uint8) * value, ref.affine, header)
         img.set_qform(ref.affine, int(ref.header["qform_code"]) or 1)
         img.set_sform(ref.affine, int(ref.header["sform_code"]) or 1)
         return save_nifti(img, out)
@@ -149,7 +154,7 @@ def write_label_map(labels: np.ndarray, reference: str | os.PathLike, out: str |
     # cheap (the whole-volume transpose cost 86 ms of a 0.1 s warm prompt on a 2-core CPU)
     zyx = np.zeros(mask.shape[::-1], np.uint8)
     for k in np.flatnonzero(mask.any(axis=(0, 1))):
-        zyx[k] = mask[:, :, k].T
+        zyx[k] = mask[:, :, k].T * value
     img = sitk.GetImageFromArray(zyx)
     img.SetOrigin(reader.GetOrigin()[:3])
     img.SetSpacing(reader.GetSpacing()[:3])

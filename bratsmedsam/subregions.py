@@ -69,9 +69,24 @@ def inner_volumes(channels: np.ndarray, wt: np.ndarray, segmenter, min_pixels: i
 
 def brats_label(channels: np.ndarray, wt: np.ndarray, segmenter, min_pixels: int = 10) -> np.ndarray:
     """The BraTS label map uint8 ``(X, Y, Z)`` (1 NCR, 2 ED, 3 ET) of a WT volume: its TC and ET from
-    :func:`inner_volumes`, nested and composed (``regions.label_map``)."""
-    inner = inner_volumes(channels, wt, segmenter, min_pixels)
-    return label_map(np.asarray(wt, bool), inner["TC"], inner["ET"])
+    :func:`inner_volumes`, nested and composed (``regions.label_map``). Only the slab of slices holding WT is
+    worked on (a one-slice prompt pays for one slice, not for the whole volume)."""
+    wt = np.asarray(wt, bool)
+    out = np.zeros(wt.shape, np.uint8)
+    ks = np.flatnonzero(wt.any(axis=(0, 1)))
+    if not len(ks):
+        return out
+    k0, k1 = int(ks[0]), int(ks[-1]) + 1
+    slab = wt[:, :, k0:k1]
+    inner = inner_volumes(channels[:, :, k0:k1], slab, segmenter, min_pixels)
+    out[:, :, k0:k1] = label_map(slab, inner["TC"], inner["ET"])
+    return out
 
 
-__all__ = ["INNER", "PARENT", "brats_label", "inner_masks_2d", "inner_volumes", "parent_boxes"]
+def region_voxels(labels: np.ndarray) -> dict[str, int]:
+    """``{"WT", "TC", "ET": voxels}`` of a BraTS label map."""
+    n = np.bincount(np.asarray(labels, np.uint8).ravel(), minlength=4)
+    return {"WT": int(n[1:].sum()), "TC": int(n[1] + n[3]), "ET": int(n[3])}
+
+
+__all__ = ["INNER", "PARENT", "brats_label", "inner_masks_2d", "inner_volumes", "parent_boxes", "region_voxels"]

@@ -115,13 +115,12 @@ class StudyInferTask(InferTask):
         """``(result, per-region voxel counts)``: ``region`` None (BraTS mode): the WT ``label``'s TC and ET
         (``subregions``) composed into the label map; a region in the BraTS mode: its mask as its label-map value;
         a single-region server: the bool mask (label 1)."""
-        from bratsmedsam.regions import REGION_LABEL, label_map
-        from bratsmedsam.subregions import inner_volumes
+        from bratsmedsam.regions import REGION_LABEL
+        from bratsmedsam.subregions import brats_label, region_voxels
 
         if region is None:
-            inner = inner_volumes(study.channels, label, seg)
-            lm = label_map(label, inner["TC"], inner["ET"])
-            return lm, {"WT": int((lm > 0).sum()), "TC": int(np.isin(lm, (1, 3)).sum()), "ET": int((lm == 3).sum())}
+            lm = brats_label(study.channels, label, seg)
+            return lm, region_voxels(lm[:, :, label.any(axis=(0, 1))])
         counts = {region if self.cfg.multi else self.cfg.region: int(label.sum())}
         if self.cfg.multi:
             return label.astype(np.uint8) * np.uint8(REGION_LABEL[region]), counts
