@@ -227,3 +227,30 @@ def test_the_app_defaults_to_the_brats_label_map_and_keeps_the_single_region_mod
     assert not one.multi and one.labels == {"TC": 1} and one.regions == ("TC",) and one.dataset_region == "TC"
     with pytest.raises(UserError, match="--conf region"):
         _settings({"model_dir": str(tmp_path), "region": "necrosis"})
+
+
+# -- evaluation rows per region ----------------------------------------------------------------------------
+def test_evaluation_scores_every_region_with_own_and_wt_derived_boxes_and_the_report_has_their_rows(
+        sample_dataset, tmp_path):
+    from bratsmedsam.dataset import load_manifest, read_image
+    from bratsmedsam.evaluate import EvaluateConfig, _region_slices
+    from bratsmedsam.evaluation.records import DERIVED, GT, table2
+    from bratsmedsam.evaluation.rows import SegmenterRow
+    from bratsmedsam.report import table2_markdown
+
+    recs = [r for r in load_manifest(sample_dataset) if r.area > 0][:4]
+    images = [read_image(r.image) for r in recs]
+    slices = _region_slices(recs[0].case, recs, images, {GT: [r.boxes_xyxy for r in recs]}, BoxEcho(), "echo",
+                            ("WT", "TC", "ET"), 10)
+    got = {(s.region, s.boxes) for s in slices}
+    assert got == {(r, b) for r in ("WT", "TC", "ET") for b in (GT, DERIVED)}
+    assert all(len([s for s in slices if (s.region, s.boxes) == key]) == len(recs) for key in got)
+    wt = {s.z: s.dice for s in slices if s.region == "WT" and s.boxes == GT}
+    assert wt == {s.z: s.dice for s in slices if s.region == "WT" and s.boxes == DERIVED}
+    cfg = EvaluateConfig(data=sample_dataset, n_boot=20)
+    rows = [SegmenterRow("echo", "litemedsam", "zero-shot")]
+    results = {"dataset": {"regions": ["WT", "TC", "ET"]}, "detectors": [],
+               "table2": table2(rows, [GT, DERIVED], slices, cfg, ("WT", "TC", "ET"))}
+    md = table2_markdown(results)
+    assert [line.split("|")[2].strip() for line in md.splitlines()[2:]] == ["WT", "TC", "ET"]
+    assert "GT WT boxes, inner boxes derived" in md.splitlines()[0]
