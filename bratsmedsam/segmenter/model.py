@@ -135,6 +135,12 @@ class Segmenter:
         """A view that segments with ``region``'s decoder (``segment`` / ``segment_many``, as the volume code needs)."""
         return RegionSegmenter(self, self._decoder(region)[0])
 
+    def prepare_decoders(self) -> None:
+        """Make every region's OpenVINO decoder now (converted once per weights, then read from disk) instead of
+        on its first prompt."""
+        for region in self.regions:
+            self._openvino_decoder(region)
+
     def _openvino_decoder(self, region: str | None = None):
         """The OpenVINO mask decoder of ``region`` (None: the default one) while it matches its PyTorch weights, else
         None (PyTorch decodes)."""
