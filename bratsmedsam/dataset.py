@@ -75,6 +75,36 @@ def manifest_row(rec: dict) -> dict:
     return {**rec, "boxes_xyxy": json.dumps(rec["boxes_xyxy"])}
 
 
+def labelmap_path(rec: SliceRecord) -> Path:
+    """The slice's BraTS label map PNG (``labelmaps/<split>/<stem>.png``, beside ``masks/``), written by ``prepare``
+    since multi-region support; older datasets lack it (:func:`read_labelmap` says so)."""
+    return rec.mask.parent.parent.parent / "labelmaps" / rec.mask.parent.name / rec.mask.name
+
+
+def read_labelmap(rec: SliceRecord) -> np.ndarray:
+    """The slice's BraTS label map as uint8 ``(H, W)`` in {0, 1 NCR, 2 ED, 3 ET}."""
+    from PIL import Image
+
+    path = labelmap_path(rec)
+    if not path.is_file():
+        raise UserError(f"{path} does not exist: the dataset was prepared before label maps were written "
+                        "(run prepare again for multi-region fine-tuning or evaluation)")
+    with Image.open(path) as im:
+        arr = np.asarray(im)
+    if arr.ndim != 2 or arr.max(initial=0) > 3:
+        raise UserError(f"label map {path} has shape {arr.shape} and values up to {arr.max(initial=0)}: expected a "
+                        "single-channel PNG with BraTS labels 0-3")
+    return arr.astype(np.uint8)
+
+
+def has_labelmaps(dataset_dir: str | Path) -> bool:
+    """Whether ``prepare`` wrote label maps for this dataset (``prepare.json``)."""
+    try:
+        return bool(load_info(dataset_dir).get("labelmaps"))
+    except UserError:
+        return False
+
+
 def load_info(dataset_dir: str | Path) -> dict:
     """``prepare.json``: settings (channels, region, ...), studies dir, cases used/skipped, ``splits`` {case: split}."""
     path = _dataset_dir(dataset_dir) / INFO

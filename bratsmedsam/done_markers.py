@@ -14,7 +14,7 @@ from .cases import CaseFiles
 from .dataset import SPLITS
 
 DONE_DIR = ".done"
-KINDS = ("images", "masks", "labels")
+KINDS = ("images", "masks", "labels", "labelmaps")
 
 
 def fingerprint(files: CaseFiles, cfg) -> str:
@@ -51,7 +51,7 @@ def is_trusted(marker: dict | None, files: CaseFiles, cfg, out: Path) -> bool:
     """The case's marker matches its settings and inputs, and every file it names exists."""
     if not marker or marker.get("fingerprint") != fingerprint(files, cfg):
         return False
-    return all((out / r[k]).is_file() for r in marker["rows"] for k in ("image", "mask", "label"))
+    return all(k in r and (out / r[k]).is_file() for r in marker["rows"] for k in ("image", "mask", "label", "labelmap"))
 
 
 def sweep(out: Path, keep: set[str], keep_cases: set[str]) -> int:

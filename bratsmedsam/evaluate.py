@@ -9,6 +9,11 @@
   dataset kept (``prepare`` keeps a sample of tumour-free slices, ``background_ratio``).
 - 3D per case (:mod:`.evaluation.volumes`): whole-volume and BraTS 2023 lesion-wise Dice / HD95.
 - Every mean comes with a 95 % bootstrap interval over patients (:func:`.evaluation.records.aggregate`).
+- BraTS sub-regions (``regions`` = WT, TC, ET, on a WT dataset with label maps): every table has a row per region.
+  WT is scored as above. Each inner region (TC, ET) is scored with its own GT boxes (box source ``gt``: one box per
+  component of that region), and prompted from a WT mask (``subregions``: the WT mask's component boxes, the mask
+  clipped to its parent): the one the GT WT boxes gave (source ``gt-wt``) and the one each detector's boxes gave
+  (the detector's source), so ``gt`` vs ``gt-wt`` measures the derived inner boxes against GT inner boxes.
 
 Results are records (:mod:`.evaluation.records`); the rows evaluated come from :mod:`.evaluation.rows`.
 Boxes are inclusive pixel XYXY on ``(H, W, 3)`` slice images; volumes are ``(X, Y, Z)`` (``boxes.py``).
@@ -26,7 +31,7 @@ from tqdm import tqdm
 
 from .cleanup import MIN_COMPONENT_MM3
 from .errors import UserError
-from .evaluation.records import GT, PROPAGATED, SliceRecord, per_case_rows, table2, volume_table
+from .evaluation.records import DERIVED, GT, PROPAGATED, SliceRecord, per_case_rows, table2, volume_table
 from .evaluation.rows import detector_name, load_detectors, load_segmenters, resolve_detector, segmenter_rows
 from .metrics import dice
 
@@ -52,6 +57,26 @@ class EvaluateConfig:
     examples_of: str | None = None  # row name for the best/median/worst figure (default: best GT-box row)
     min_component_mm3: float = MIN_COMPONENT_MM3  # 3D clean-up scored beside the raw volumes (0: not scored)
     propagation: bool = True        # also score each detector's volume-aware segmentation in 3D
+    regions: tuple[str, ...] | None = None  # None: the dataset's region; ("WT", "TC", "ET"): BraTS sub-regions
+
+
+def eval_regions(cfg: EvaluateConfig, info: dict, data) -> tuple[str, ...]:
+    """The regions scored: the dataset's own, or WT / TC / ET (which needs a WT dataset with label maps)."""
+    from .regions import REGIONS, parse_region
+
+    own = info.get("region", "WT")
+    if not cfg.regions:
+        return (own,)
+    regions = tuple(r for r in REGIONS if r in {parse_region(x) for x in cfg.regions})
+    if regions == (own,):
+        return regions
+    if own != "WT" or "WT" not in regions:
+        raise UserError(f"evaluating {', '.join(regions)} needs a WT dataset (the inner regions are prompted from WT); "
+                        f"{data} was prepared for {own}")
+    if not info.get("labelmaps"):
+        raise UserError(f"{data} has no label maps (prepared by an older version): run prepare again to evaluate "
+                        "sub-regions")
+    return regions
 
 
 def evaluate(cfg: EvaluateConfig, out_dir: str | Path) -> dict:
@@ -77,10 +102,12 @@ def evaluate(cfg: EvaluateConfig, out_dir: str | Path) -> dict:
     taken: set[str] = set()
     det_names = [detector_name(w, taken) for w in det_weights]
 
+    regions = eval_regions(cfg, info, data)
+    multi = len(regions) > 1
     table1 = _table1(det_weights, det_names, data, cfg)
-    segmenters = load_segmenters(rows, cfg)
+    segmenters = load_segmenters(rows, cfg, regions if multi else None)
     detectors = load_detectors(det_weights, det_names, cfg)
-    sources = [GT] + det_names
+    sources = [GT] + ([DERIVED] if multi else []) + det_names
 
     volumes = cfg.volumes and bool(segmenters)
     if volumes:
@@ -100,29 +127,34 @@ def evaluate(cfg: EvaluateConfig, out_dir: str | Path) -> dict:
         for name, det in detectors.items():
             boxes[name] = [sb.xyxy for sb in det.predict(images)]
         for row_name, seg in segmenters.items():
+            if multi:
+                slice_rows += _region_slices(case, recs, images, boxes, seg, row_name, regions, min_box)
+                continue
             for src in sources:
                 results = seg.segment_many(images, boxes[src])
                 for rec, img, gtm, b, res in zip(recs, images, masks, boxes[src], results):
                     pred = _union(res.masks, gtm.shape)
                     slice_rows.append(SliceRecord(case, rec.z, bool(gtm.any()), row_name, src, int(len(b)),
-                                                  dice(pred, gtm)))
+                                                  dice(pred, gtm), region))
         if volumes:
             case_rows += evaluate_volume(files, case, channels_order, region, min_box, percentiles,
-                                         segmenters, detectors, cfg.min_component_mm3, cfg.propagation)
+                                         segmenters, detectors, cfg.min_component_mm3, cfg.propagation,
+                                         regions if multi else None)
         del images, masks
 
     vol_sources = (sources + ([cleaned(s) for s in sources] if cfg.min_component_mm3 > 0 else [])
                    + ([d + PROPAGATED for d in det_names] if cfg.propagation else []))
     results = {
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()},
-        "dataset": {"path": str(data), "split": cfg.split, "region": region, "channels": list(channels_order),
+        "dataset": {"path": str(data), "split": cfg.split, "region": region, "regions": list(regions),
+                    "channels": list(channels_order),
                     "studies": info.get("studies"), "cases": cases, "n_slices": sum(len(by_case[c]) for c in cases)},
         "rows": [{**asdict(r), "checkpoint": str(r.checkpoint) if r.checkpoint else None,
                   "decoder": str(r.decoder) if r.decoder else None} for r in rows],
         "detectors": det_names,
         "table1": table1,
-        "table2": table2(rows, sources, slice_rows, cfg),
-        "volume": volume_table(rows, vol_sources, case_rows, cfg) if volumes else {},
+        "table2": table2(rows, sources, slice_rows, cfg, regions),
+        "volume": volume_table(rows, vol_sources, case_rows, cfg, regions) if volumes else {},
         "volume_sources": vol_sources,
         "min_component_mm3": cfg.min_component_mm3,
         "slices": slice_rows,
@@ -148,6 +180,38 @@ def _table1(weights: list[Path], names: list[str], data: Path, cfg: EvaluateConf
     return out
 
 
+def _region_slices(case, recs, images, boxes: dict, seg, row_name: str, regions, min_box: int) -> list[SliceRecord]:
+    """Slice records of one case for every region (module docstring): WT on each box source; each inner region on
+    its own GT boxes (``gt``) and from the WT masks of the GT boxes (``gt-wt``) and of each detector's boxes."""
+    from .boxes import component_boxes_xyxy
+    from .dataset import read_labelmap
+    from .regions import region_mask
+    from .subregions import inner_masks_2d
+
+    maps = [read_labelmap(r) for r in recs]
+    truth = {g: [region_mask(m, g) for m in maps] for g in regions}
+    inner = [g for g in regions if g != "WT"]
+    out = []
+
+    def add(g, src, preds, counts):
+        for rec, gtm, pred, n in zip(recs, truth[g], preds, counts):
+            out.append(SliceRecord(case, rec.z, bool(gtm.any()), row_name, src, int(n), dice(pred, gtm), g))
+
+    for src, bx in boxes.items():  # GT (the manifest's WT boxes) and each detector's
+        wt = [_union(r.masks, m.shape) for r, m in zip(seg.segment_many(images, bx, region="WT"), truth["WT"])]
+        add("WT", src, wt, [len(b) for b in bx])
+        if src == GT:
+            add("WT", DERIVED, wt, [len(b) for b in bx])
+        derived = inner_masks_2d(seg, images, wt, min_box, inner)
+        for g in inner:
+            add(g, DERIVED if src == GT else src, derived[g], [len(b) for b in bx])
+    for g in inner:
+        own = [component_boxes_xyxy(m, min_box)[0] for m in truth[g]]
+        res = seg.segment_many(images, own, region=g)
+        add(g, GT, [_union(r.masks, m.shape) for r, m in zip(res, truth[g])], [len(b) for b in own])
+    return out
+
+
 def _union(masks: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     m = np.asarray(masks, bool)
     return m.any(axis=0) if m.shape[0] else np.zeros(shape, bool)
@@ -162,11 +226,14 @@ def _examples(results: dict, segmenters: dict, by_case: dict, cfg: EvaluateConfi
     row = cfg.examples_of
     if row not in segmenters:
         scored = [(e["cells"][GT]["tumour"]["mean"], e["segmenter"]) for e in results["table2"]
-                  if e["segmenter"] in segmenters and np.isfinite(e["cells"][GT]["tumour"]["mean"])]
+                  if e["segmenter"] in segmenters and e.get("region") == results["dataset"]["regions"][0]
+                  and np.isfinite(e["cells"][GT]["tumour"]["mean"])]
         if not scored:
             return {}
         row = max(scored)[1]
-    tum = sorted((s for s in results["slices"] if s.segmenter == row and s.boxes == GT and s.tumour),
+    first = results["dataset"].get("regions", [None])[0]
+    tum = sorted((s for s in results["slices"] if s.segmenter == row and s.boxes == GT and s.tumour
+                  and s.region in (first, None)),
                  key=lambda s: s.dice)
     if not tum:
         return {}
@@ -175,7 +242,7 @@ def _examples(results: dict, segmenters: dict, by_case: dict, cfg: EvaluateConfi
     for label, s in picks.items():
         rec = next(r for r in by_case[s.case] if r.z == s.z)
         img, gtm = read_image(rec.image), read_mask(rec.mask)
-        res = segmenters[row].segment(img, rec.boxes_xyxy)
+        res = segmenters[row].segment_many([img], [rec.boxes_xyxy])[0]
         out["slices"][label] = {"case": s.case, "z": s.z, "dice": s.dice, "image": img, "gt": gtm,
                                 "pred": _union(res.masks, gtm.shape), "boxes": rec.boxes_xyxy}
     return out

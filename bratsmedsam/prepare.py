@@ -2,8 +2,10 @@
 
 Per case: load and check (:func:`cases.load_case`), normalise and stack three modalities
 (:func:`intensity.compose_channels`), then for each axial slice ``image = vol[:, :, k].T``
-(:func:`boxes.axial_slice`) write the RGB PNG, the target-region mask PNG and the YOLO label
-(one box per 8-connected component of at least ``min_box_pixels`` pixels).
+(:func:`boxes.axial_slice`) write the RGB PNG, the target-region mask PNG, the YOLO label
+(one box per 8-connected component of at least ``min_box_pixels`` pixels) and the slice's BraTS label map
+(``labelmaps/``: uint8 PNG, 0 / 1 NCR / 2 ED / 3 ET), from which multi-region fine-tuning and evaluation take
+every region's masks and boxes.
 
 Slices: every slice with a tumour box is kept; tumour-free slices that show brain are kept up to
 ``background_ratio`` per tumour slice (per case, evenly spread over the case's tumour-free brain slices);
@@ -156,6 +158,7 @@ def prepare_case(files: CaseFiles, split: str, cfg: PrepareConfig, out: Path) ->
             row[kind[:-1]] = _rel(kind, split, stem)
         save_png(image, out / row["image"])
         save_png(mask.astype(np.uint8) * 255, out / row["mask"])
+        save_png(np.ascontiguousarray(axial_slice(case.seg, z)).astype(np.uint8), out / row["labelmap"])
         write_text(out / row["label"], _yolo_text(boxes, w, h))
         row["boxes_xyxy"] = boxes.astype(np.int64).tolist()
         row["area"] = int(mask.sum())
@@ -266,7 +269,7 @@ def prepare_dataset(
 
     used = sorted(results)
     rows = sorted((r for c in used for r in results[c]["rows"]), key=lambda r: (r["case"], r["z"]))
-    keep = {r[k] for r in rows for k in ("image", "mask", "label")}
+    keep = {r[k] for r in rows for k in ("image", "mask", "label", "labelmap")}
     removed = sweep(out, keep, set(used))
     splits = {c: splits[c] for c in used}
     slices_per_split = {s: sum(1 for r in rows if r["split"] == s) for s in SPLITS}
@@ -278,6 +281,7 @@ def prepare_dataset(
     info = {
         "channels": list(cfg.channels),
         "region": cfg.region,
+        "labelmaps": True,  # labelmaps/<split>/<stem>.png beside every mask (all regions of the slice)
         "studies": str(studies),
         "dataset": str(out),
         "settings": {**asdict(cfg), "channels": list(cfg.channels), "split": list(cfg.split)},

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from .atomic import atomic_path, write_json, write_text
-from .evaluation.records import CLEANED, PROPAGATED
+from .evaluation.records import CLEANED, DERIVED, PROPAGATED
 
 FIGURES = {
     "examples": "figures/examples_best_median_worst.png",
@@ -50,6 +50,16 @@ VOLUME_DEFINITION = (
 )
 
 
+REGIONS_DEFINITION = (
+    "*Regions*: WT = labels {1, 2, 3}, TC = {1, 3}, ET = {3}, each scored against its own ground truth. WT rows: as "
+    "above. Inner regions (TC, ET): *GT boxes* = one box per 8-connected component of that region's own ground truth, "
+    "its own decoder; *GT WT boxes, inner boxes derived* = the WT decoder on the GT WT boxes, then the region's "
+    "decoder prompted with the tight box of each 8-connected component of that WT mask, its mask clipped to its parent "
+    "(TC to WT, ET to TC); *end to end* = the same from the detector's WT boxes. A slice without the region counts as "
+    "a tumour-free slice for it (1 if nothing is predicted, else 0)."
+)
+
+
 def _fmt(x: float, digits: int = 3) -> str:
     return "n/a" if x is None or not math.isfinite(x) else f"{x:.{digits}f}"
 
@@ -72,7 +82,8 @@ def _source_label(src: str) -> str:
     if src.endswith(PROPAGATED):
         return f"end to end ({src.removesuffix(PROPAGATED)}), volume-aware"
     base = src.removesuffix(CLEANED)
-    label = "GT boxes" if base == "gt" else f"end to end ({base})"
+    label = ("GT boxes" if base == "gt" else "GT WT boxes, inner boxes derived" if base == DERIVED
+             else f"end to end ({base})")
     return label + (", 3D clean-up" if src.endswith(CLEANED) else "")
 
 
@@ -84,17 +95,23 @@ def table1_markdown(results: dict) -> str:
     return _md_table(["detector", "precision", "recall", "mAP50", "mAP50-95"], rows)
 
 
+def _multi(results: dict) -> bool:
+    return len((results.get("dataset") or {}).get("regions") or []) > 1
+
+
 def table2_markdown(results: dict) -> str:
-    sources = ["gt"] + results["detectors"]
-    header = ["segmenter"]
+    multi = _multi(results)
+    sources = ["gt"] + ([DERIVED] if multi else []) + results["detectors"]
+    header = ["segmenter"] + (["region"] if multi else [])
     for src in sources:
         header += [f"{_source_label(src)}: tumour slices", f"{_source_label(src)}: all slices"]
     rows = []
     for e in results["table2"]:
+        lead = [e["segmenter"]] + ([e.get("region", "")] if multi else [])
         if e["missing"]:
-            rows.append([e["segmenter"]] + [e["missing"]] * (2 * len(sources)))
+            rows.append(lead + [e["missing"]] * (2 * len(sources)))
             continue
-        cells = [e["segmenter"]]
+        cells = lead
         for src in sources:
             cells += [_ci_text(e["cells"][src]["tumour"]), _ci_text(e["cells"][src]["all"])]
         rows.append(cells)
@@ -105,16 +122,18 @@ def volume_markdown(results: dict) -> str:
     if not results["volume"]:
         return "3D metrics were not computed (`--no-volumes`, or no segmenter could run)."
     sources = results.get("volume_sources") or ["gt"] + results["detectors"]
-    header = ["segmenter", "boxes", "volume Dice", "volume HD95 (mm)", "lesion-wise Dice (BraTS 2023)",
-              "lesion-wise HD95 (mm, BraTS 2023)"]
+    multi = _multi(results)
+    header = ["segmenter"] + (["region"] if multi else []) + [
+        "boxes", "volume Dice", "volume HD95 (mm)", "lesion-wise Dice (BraTS 2023)", "lesion-wise HD95 (mm, BraTS 2023)"]
     rows = []
     for e in results["volume"]:
+        lead = [e["segmenter"]] + ([e.get("region", "")] if multi else [])
         if e["missing"]:
-            rows.append([e["segmenter"], "-"] + [e["missing"]] * 4)
+            rows.append(lead + ["-"] + [e["missing"]] * 4)
             continue
         for src in sources:
             c = e["cells"][src]
-            rows.append([e["segmenter"], _source_label(src), _ci_text(c["volume_dice"]),
+            rows.append(lead + [_source_label(src), _ci_text(c["volume_dice"]),
                          _ci_text(c["volume_hd95"], 1), _ci_text(c["lesion_dice"]), _ci_text(c["lesion_hd95"], 1)])
     return _md_table(header, rows)
 
@@ -124,8 +143,10 @@ def report_markdown(results: dict, figures: dict[str, str | None]) -> str:
     parts = [
         "# Evaluation report",
         f"Dataset `{ds['path']}`, split **{ds['split']}**: {len(ds['cases'])} cases, {ds['n_slices']} slices; "
-        f"target region **{ds['region']}**; channels {', '.join(ds['channels'])}. "
-        f"Evaluation took {results['seconds']} s.",
+        + (f"regions **{', '.join(ds['regions'])}** (BraTS sub-regions; the inner ones prompted from WT, see below); "
+         if len(ds.get("regions") or []) > 1 else f"target region **{ds['region']}**; ")
+        + f"channels {', '.join(ds['channels'])}. "
+        + f"Evaluation took {results['seconds']} s.",
         "## Table 1: detectors (test split)",
         "Precision, recall, mAP50 and mAP50-95 from `detector.evaluate_detector` (ultralytics validation) "
         "on the test split, as in the paper's Table 1.",
@@ -133,7 +154,7 @@ def report_markdown(results: dict, figures: dict[str, str | None]) -> str:
         "## Table 2 (extended): slice Dice per segmenter",
         "Mean slice Dice [95 % CI]. A segmenter whose weights were not supplied shows *not supplied*.",
         table2_markdown(results),
-        SLICE_DEFINITION,
+        SLICE_DEFINITION + (" " + REGIONS_DEFINITION if _multi(results) else ""),
         "## 3D per case",
         volume_markdown(results),
         VOLUME_DEFINITION,
@@ -230,7 +251,8 @@ def figure_distributions(results: dict, target: Path) -> bool:
     groups: dict[str, list[float]] = {}
     for s in results["slices"]:
         if s.tumour:
-            groups.setdefault(f"{s.segmenter}\n{_source_label(s.boxes)}", []).append(s.dice)
+            tag = f" {s.region}" if _multi(results) else ""
+            groups.setdefault(f"{s.segmenter}{tag}\n{_source_label(s.boxes)}", []).append(s.dice)
     if not groups:
         return False
     plt = _plt()
@@ -245,7 +267,8 @@ def figure_distributions(results: dict, target: Path) -> bool:
 
 
 def figure_per_case(results: dict, target: Path) -> bool:
-    rows = [r for r in results["per_case"] if r["boxes"] == "gt"]
+    first = ((results.get("dataset") or {}).get("regions") or [None])[0]
+    rows = [r for r in results["per_case"] if r["boxes"] == "gt" and first in (None, r.get("region", first))]
     if not rows:
         return False
     plt = _plt()

@@ -111,10 +111,26 @@ def write_label(label: np.ndarray, reference: str | os.PathLike, out: str | os.P
     ``.nii``/``.nii.gz`` keep the reference's affine and header (nibabel); anything else (``.nrrd``)
     is written by SimpleITK with the reference's origin, spacing and direction as ITK reads them.
     """
+    return _write(np.asarray(label) > 0, reference, out, np.uint8(value))
+
+
+def write_label_map(labels: np.ndarray, reference: str | os.PathLike, out: str | os.PathLike) -> Path:
+    """Write a uint8 ``(X, Y, Z)`` multi-label map (values kept: the BraTS 1 NCR / 2 ED / 3 ET, or one region's 1)
+    with the reference volume's exact geometry, atomically (formats as :func:`write_label`)."""
+    mask = np.asarray(labels)
+    if mask.dtype != np.uint8:
+        if mask.dtype == bool or mask.min(initial=0) < 0 or mask.max(initial=0) > 255:
+            raise UserError(f"a label map must hold values 0-255, got {mask.dtype} "
+                            f"{mask.min(initial=0)}..{mask.max(initial=0)}")
+        mask = mask.astype(np.uint8)
+    return _write(mask, reference, out, np.uint8(1))
+
+
+def _write(mask: np.ndarray, reference, out, value) -> Path:
+    """``mask`` (bool or uint8 ``(X, Y, Z)``) times ``value`` as uint8, with the reference's geometry."""
     from .atomic import atomic_path, save_nifti
 
     out = Path(out)
-    mask = np.asarray(label) > 0
     if out.name.endswith((".nii", ".nii.gz")):
         import nibabel as nib
 
@@ -123,7 +139,7 @@ def write_label(label: np.ndarray, reference: str | os.PathLike, out: str | os.P
             raise UserError(f"label shape {mask.shape} does not match {reference} ({ref.shape[:3]})")
         header = ref.header.copy()
         header.set_data_dtype(np.uint8)
-        img = nib.Nifti1Image(mask.astype(np.uint8) * np.uint8(value), ref.affine, header)
+        img = nib.Nifti1Image(mask.astype(np.uint8) * value, ref.affine, header)
         img.set_qform(ref.affine, int(ref.header["qform_code"]) or 1)
         img.set_sform(ref.affine, int(ref.header["sform_code"]) or 1)
         return save_nifti(img, out)
@@ -138,7 +154,7 @@ def write_label(label: np.ndarray, reference: str | os.PathLike, out: str | os.P
     # cheap (the whole-volume transpose cost 86 ms of a 0.1 s warm prompt on a 2-core CPU)
     zyx = np.zeros(mask.shape[::-1], np.uint8)
     for k in np.flatnonzero(mask.any(axis=(0, 1))):
-        zyx[k] = mask[:, :, k].T * np.uint8(value)
+        zyx[k] = mask[:, :, k].T * value
     img = sitk.GetImageFromArray(zyx)
     img.SetOrigin(reader.GetOrigin()[:3])
     img.SetSpacing(reader.GetSpacing()[:3])
@@ -153,15 +169,20 @@ def build_store(studies: Path, store: Path, display=("t2f", "t1c"), region: str 
                 seg_tag: str = "final") -> dict:
     """Flat datastore for ``studies``: ``store/<case_id>.nii.gz``, a symlink to the case's displayed modality
     (the first of ``display`` present); the case's BraTS segmentation as ``labels/<seg_tag>/<case_id>.nii.gz``
-    (``region`` as value 1), rewritten when the segmentation is newer. Images and labels deleted over REST
-    (``tombstones``) stay out. Returns ``{case_id: displayed file}``."""
+    (``region`` as value 1, or with ``region`` = ``BraTS`` the label map 1 NCR / 2 ED / 3 ET as it is), rewritten
+    when the segmentation is newer or the mode changed. Images and labels deleted over REST (``tombstones``) stay
+    out. Returns ``{case_id: displayed file}``."""
     from . import tombstones
+    from .atomic import write_text
     from .cases import discover_cases, load_case
-    from .regions import region_mask
+    from .regions import BRATS, parse_mode, region_mask
 
+    region = parse_mode(region)
     shown = {}
     (store / "labels" / "final").mkdir(parents=True, exist_ok=True)
     removed = tombstones.read(store)
+    mode_file = store / "labels" / f".{seg_tag}-mode"  # what the labels built from the studies hold
+    mode_changed = seg_tag != "none" and (not mode_file.is_file() or mode_file.read_text().strip() != region)
     for files in discover_cases(studies):
         if files.case_id in removed["images"]:  # deleted over REST: stays out until its id is uploaded again
             continue
@@ -178,9 +199,14 @@ def build_store(studies: Path, store: Path, display=("t2f", "t1c"), region: str 
         shown[files.case_id] = src
         if files.seg is not None and seg_tag != "none" and files.case_id not in removed["labels"].get(seg_tag, ()):
             target = store / "labels" / seg_tag / f"{files.case_id}.nii.gz"
-            if not target.exists() or target.stat().st_mtime < Path(files.seg).stat().st_mtime:
+            if mode_changed or not target.exists() or target.stat().st_mtime < Path(files.seg).stat().st_mtime:
                 seg = load_case(files, [], with_seg=True).seg
-                write_label(region_mask(seg, region).astype(np.uint8), src, target)
+                if region == BRATS:
+                    write_label_map(seg.astype(np.uint8), src, target)
+                else:
+                    write_label(region_mask(seg, region).astype(np.uint8), src, target)
+    if mode_changed:
+        write_text(mode_file, region + "\n")
     return shown
 
 
@@ -188,16 +214,18 @@ def labelled_studies(datalist: list[dict], out: Path, channels, region: str,
                      label_values=(1,)) -> tuple[Path, list[dict]]:
     """Write a BraTS-layout studies folder for ``prepare_dataset``: per datastore item, the configured
     modalities (symlinks to the case's files; the image itself where a modality is missing) and a
-    ``seg`` whose foreground carries a label value inside ``region`` (so the region mask is the label).
+    ``seg`` whose foreground carries a label value inside ``region`` (so the region mask is the label);
+    with ``region`` = ``BraTS`` the submitted label map itself (1 NCR, 2 ED, 3 ET: every region's training data).
     A label that is unusable (unreadable, off the image's grid, unknown values) is skipped, not fatal:
     returns ``(folder, [{"image": id, "reason": ...}, ...])``."""
     import nibabel as nib
 
     from .atomic import save_nifti
-    from .regions import REGIONS
+    from .regions import BRATS, REGIONS, parse_mode
     from .validation import check_label_file
 
-    fg_value = REGIONS[region][-1]
+    region = parse_mode(region)
+    fg_value = None if region == BRATS else REGIONS[region][-1]
     out.mkdir(parents=True, exist_ok=True)
     written, skipped = 0, []
     for item in datalist:
@@ -218,7 +246,8 @@ def labelled_studies(datalist: list[dict], out: Path, channels, region: str,
             link = case_dir / f"{cid}-{mod}{''.join(src.suffixes[-2:]) if src.name.endswith('.nii.gz') else '.nii'}"
             if not link.exists():
                 link.symlink_to(src.resolve())
-        seg_img = nib.Nifti1Image((seg > 0).astype(np.uint8) * np.uint8(fg_value), ref.affine)
+        values = seg.astype(np.uint8) if fg_value is None else (seg > 0).astype(np.uint8) * np.uint8(fg_value)
+        seg_img = nib.Nifti1Image(values, ref.affine)
         save_nifti(seg_img, case_dir / f"{cid}-seg.nii.gz")
         written += 1
     if not written:

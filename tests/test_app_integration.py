@@ -4,6 +4,9 @@ One server per module (``python main.py serve`` as a subprocess on a free port, 
 sample studies; every case but the reference case loses its segmentation so they are unlabelled, the
 reference case keeps it as its ``final`` label). The reference case is the real BraTS case when
 ``../shared/data`` is on the machine, else the first synthetic case, so the whole loop is tested either way. Measured latencies are printed at the end (2-core CPU, shared: noisy).
+
+The server runs in the BraTS mode (`--region BraTS`): labels NCR 1 / ED 2 / ET 3, every result one multi-label NRRD (WT from
+the prompt, TC and ET from the WT mask), a submitted BraTS label map trains the three region decoders.
 """
 
 from __future__ import annotations
@@ -53,7 +56,7 @@ def server(studies, detector_weights, tmp_path_factory):
     from monailabel.client import MONAILabelClient
 
     log = tmp_path_factory.mktemp("log") / "server.log"
-    srv = Server(studies, log, "--detector", str(detector_weights), "--conf", "uncertainty_max_slices", "2",
+    srv = Server(studies, log, "--detector", str(detector_weights), "--region", "BraTS", "--conf", "uncertainty_max_slices", "2",
                  "--conf", "uncertainty_z_step", "4").start()
     before = tree_digest(studies)
     yield MONAILabelClient(srv.url, tmpdir=str(tmp_path_factory.mktemp("client")))
@@ -107,7 +110,8 @@ def test_info_lists_the_three_models_and_the_uncertainty_strategy(server):
     assert set(info["models"]) == {"detector", "medsam", "pipeline"}
     assert info["models"]["medsam"]["type"] == "deepedit" and info["models"]["detector"]["type"] == "detection"
     assert "uncertainty" in info["strategies"] and set(info["trainers"]) == {"medsam", "detector"}
-    assert info["labels"] == {"WT": 1}
+    assert info["labels"] == {"NCR": 1, "ED": 2, "ET": 3}
+    assert info["models"]["medsam"]["labels"] == {"NCR": 1, "ED": 2, "ET": 3}
 
 
 def test_next_sample_by_uncertainty_returns_an_unlabelled_study(server):
@@ -123,10 +127,19 @@ def test_medsam_flat_roi_gives_a_slice_mask_with_the_input_geometry(server, real
     path, res = _infer(server, "medsam", REF_CASE, {"roi": [i0, i1, j0, j1, k, k]}, "medsam 2D (cold)")
     img, lab = _read_ijk(path)
     assert _same_geometry(img, sitk.ReadImage(str(real["image"])))
-    assert lab.dtype == np.uint8 and set(np.unique(lab)) <= {0, 1}
-    assert lab.sum(axis=(0, 1)).nonzero()[0].tolist() == [k]
-    assert _dice(lab[:, :, k], real["wt"][:, :, k]) > DICE_BAR_ROI_2D
-    assert res["model_id"] and res["single_modality"] is False
+    assert lab.dtype == np.uint8 and set(np.unique(lab)) <= {0, 1, 2, 3}  # the BraTS label map
+    assert (lab > 0).sum(axis=(0, 1)).nonzero()[0].tolist() == [k]
+    assert _dice(lab[:, :, k], real["wt"][:, :, k]) > DICE_BAR_ROI_2D  # its union is the WT the box asked for
+    assert res["model_id"] and res["single_modality"] is False and res["region"] == "BraTS"
+    assert res["region_voxels"]["WT"] == int((lab > 0).sum()) >= res["region_voxels"]["TC"] >= res["region_voxels"]["ET"]
+
+
+def test_medsam_box_for_one_region_returns_that_region_alone(server, real):
+    i0, i1, j0, j1 = real["box"]
+    k = real["k"]
+    _, lab = _read_ijk(_infer(server, "medsam", REF_CASE, {"roi": [i0, i1, j0, j1, k, k], "region": "ET"},
+                              "medsam 2D ET (warm)")[0])
+    assert set(np.unique(lab)) <= {0, 3} and lab.any()  # the ET decoder's mask, as label 3
 
 
 def test_medsam_unsorted_roi_equals_sorted_and_answers_warm(server, real):
@@ -142,7 +155,7 @@ def test_medsam_3d_roi_propagates_through_its_slices(server, real):
     k = real["k"]
     _, lab = _read_ijk(_infer(server, "medsam", REF_CASE, {"roi": [i0 - 5, i1 + 5, j0 - 5, j1 + 5, k - 3, k + 3]},
                               "medsam 3D 7 slices")[0])
-    ks = lab.sum(axis=(0, 1)).nonzero()[0]
+    ks = (lab > 0).sum(axis=(0, 1)).nonzero()[0]
     assert len(ks) >= 4 and ks.min() >= k - 3 and ks.max() <= k + 3
     assert _dice(lab[:, :, k - 3:k + 4], real["wt"][:, :, k - 3:k + 4]) > DICE_BAR_ROI_3D
 
@@ -168,7 +181,8 @@ def test_pipeline_returns_a_label_with_the_input_geometry_on_the_detected_slices
 
     (img, lab), res = pipeline_result
     assert _same_geometry(img, sitk.ReadImage(str(real["image"])))
-    assert set(lab.sum(axis=(0, 1)).nonzero()[0].tolist()) <= set(res["slices"])
+    assert set((lab > 0).sum(axis=(0, 1)).nonzero()[0].tolist()) <= set(res["slices"])
+    assert set(np.unique(lab)) <= {0, 1, 2, 3}
     assert res["detector_id"] and res["model_id"]
 
 
@@ -180,12 +194,15 @@ def test_pipeline_dice_on_the_real_case_beats_the_bar(pipeline_result, real):
 def test_a_submitted_label_is_saved_as_final(server, studies):
     sid = server.next_sample("first", {})["id"]
     from bratsmedsam.cases import case_files_in, load_case
-    from bratsmedsam.studies import write_label
+    from bratsmedsam.studies import write_label_map
 
     files = case_files_in(studies / sid)
     vol = load_case(files, ["t2f"], with_seg=False).images["t2f"]
-    label = vol > np.percentile(vol[vol > 0], 99)  # any honest label: the brightest FLAIR voxels
-    out = write_label(label, files.images["t2f"], studies.parent / f"{sid}.nrrd")
+    # any honest BraTS label map: the brightest FLAIR voxels, nested as ED around NCR around ET
+    label = np.zeros(vol.shape, np.uint8)
+    for value, q in ((2, 99), (1, 99.5), (3, 99.8)):
+        label[vol > np.percentile(vol[vol > 0], q)] = value
+    out = write_label_map(label, files.images["t2f"], studies.parent / f"{sid}.nrrd")
     server.save_label(sid, str(out), tag="final")
     store = studies / ".brats_medsam" / "store" / "labels" / "final"
     assert any(p.name.startswith(sid) for p in store.iterdir())
@@ -193,6 +210,8 @@ def test_a_submitted_label_is_saved_as_final(server, studies):
 
 
 def test_training_medsam_publishes_a_decoder_the_next_infer_uses(server, real, studies):
+    import SimpleITK as sitk
+
     i0, i1, j0, j1 = real["box"]
     k = real["k"]
     roi = {"roi": [i0, i1, j0, j1, k, k]}
@@ -207,11 +226,20 @@ def test_training_medsam_publishes_a_decoder_the_next_infer_uses(server, real, s
     assert status.get("status") == "DONE", status
     published = studies / ".brats_medsam" / "model" / "medsam_decoder.pt"
     assert published.is_file()
-    _, after = _infer(server, "medsam", REF_CASE, roi, "medsam 2D (new decoder)")
+    path, after = _infer(server, "medsam", REF_CASE, roi, "medsam 2D (new decoder)")
     # The infer reports the SHA-256 of the decoder it ran: it must be the file the trainer just published.
     # (Masks/IoU after one epoch on 8 slices can agree to the 4 reported digits, so they prove nothing.)
     assert "-dec" not in before["model_id"]
     assert after["model_id"].endswith("-dec" + hashlib.sha256(published.read_bytes()).hexdigest()[:12])
+    # One checkpoint with the three region decoders, trained together on the BraTS labels; the result is the
+    # three-label map on the image's grid.
+    import torch
+
+    ck = torch.load(published, map_location="cpu", weights_only=True)
+    assert ck["meta"]["regions"] == ["WT", "TC", "ET"] and set(ck["region_decoders"]) == {"TC", "ET"}
+    img, lab = _read_ijk(path)
+    assert _same_geometry(img, sitk.ReadImage(str(real["image"])))
+    assert set(np.unique(lab)) <= {0, 1, 2, 3} and (lab > 0).any()
 
 
 @pytest.mark.parametrize("image, params, code", [
@@ -220,6 +248,7 @@ def test_training_medsam_publishes_a_decoder_the_next_infer_uses(server, real, s
     (REF_CASE, {"roi": [900, 950, 1, 2, 1, 1]}, 400),
     (REF_CASE, {"roi": [1, 2, 3]}, 422),
     (REF_CASE, {"roi": "not a roi"}, 422),
+    (REF_CASE, {"roi": [1, 2, 1, 2, 1, 1], "region": "XX"}, 422),
 ])
 def test_bad_requests_get_a_4xx_with_a_message_and_the_server_keeps_serving(server, image, params, code):
     from monailabel.client.client import MONAILabelClientException

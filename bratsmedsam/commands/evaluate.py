@@ -48,6 +48,9 @@ def register(subparsers) -> None:
                    help="also score each 3D prediction with its components smaller than this removed (0: do not)")
     p.add_argument("--no-propagation", action="store_true",
                    help="do not score the volume-aware automatic segmentation (detector seeds + propagation)")
+    p.add_argument("--regions", default=None,
+                   help="BraTS (= WT,TC,ET) or a list: score the sub-regions too, each table with a row per region "
+                        "(needs a WT dataset with label maps). Default: the dataset's region")
     p.add_argument("--out", type=Path, help="report folder (default runs/evaluate/<dataset name>)")
     p.set_defaults(func=run)
 
@@ -58,6 +61,7 @@ def run(args) -> int:
     from ..atomic import write_text
     from ..errors import UserError
     from ..evaluate import EvaluateConfig, evaluate
+    from ..regions import parse_region_list
     from ..offline import PROJECT_ROOT
 
     if args.max_cases is not None and args.max_cases < 1:
@@ -72,6 +76,7 @@ def run(args) -> int:
         medsam_checkpoint=args.medsam_checkpoint, split=args.split, volumes=not args.no_volumes,
         max_cases=args.max_cases, det_conf=args.det_conf, n_boot=args.n_boot, seed=args.seed, device=args.device,
         cache_dir=args.cache_dir, min_component_mm3=args.min_component_mm3, propagation=not args.no_propagation,
+        regions=parse_region_list(args.regions),
     )
     Path(out).mkdir(parents=True, exist_ok=True)
     write_text(Path(out) / "args.yaml", yaml.safe_dump(

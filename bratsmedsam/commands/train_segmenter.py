@@ -62,6 +62,9 @@ def register(sub) -> None:
     p.add_argument("--resume", action="store_true", help="continue from <out>/last.pt")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--regions", default=None,
+                   help="region decoders trained together, e.g. WT,TC,ET or BraTS (= all three; needs a WT dataset "
+                        "with label maps). Default: the dataset's one region")
     p.set_defaults(func=run)
 
 
@@ -70,6 +73,7 @@ def run(args) -> int:
 
     from ..atomic import write_text
     from ..errors import UserError
+    from ..regions import parse_region_list
     from ..segmenter import FinetuneConfig, train_decoder
 
     from ..dataset import load_info
@@ -87,7 +91,8 @@ def run(args) -> int:
         seed=args.seed, jitter_frac=args.jitter_frac, jitter_px=args.jitter_px, cache_dir=str(args.cache_dir),
         resume=bool(args.resume), embeddings=args.embeddings, dist_timeout_s=args.dist_timeout,
         cache_max_mb=args.cache_max_gb * 1024 if args.cache_max_gb else None,
-        iou_loss_weight=args.iou_loss_weight, intensity_variants=args.intensity_variants, patience=args.patience, select_on=args.select_on,
+        iou_loss_weight=args.iou_loss_weight, intensity_variants=args.intensity_variants, patience=args.patience,
+        select_on=args.select_on, regions=parse_region_list(args.regions),
     )
     main_rank = dist_env().main
     if main_rank:

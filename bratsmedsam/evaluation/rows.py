@@ -97,8 +97,10 @@ def segmenter_rows(cfg) -> list[SegmenterRow]:
     return rows
 
 
-def load_segmenters(rows: list[SegmenterRow], cfg) -> dict:
-    """Load every supplied row; rows sharing an encoder share one embedding cache (the encoder is frozen)."""
+def load_segmenters(rows: list[SegmenterRow], cfg, regions=None) -> dict:
+    """Load every supplied row; rows sharing an encoder share one embedding cache (the encoder is frozen).
+    ``regions``: one decoder per region (a zero-shot row: copies of the pretrained decoder; a fine-tuned row: its
+    checkpoint's region decoders, the pretrained one for a region it lacks)."""
     from ..segmenter import load_segmenter
 
     loaded, caches = {}, {}
@@ -106,7 +108,7 @@ def load_segmenters(rows: list[SegmenterRow], cfg) -> dict:
         if not r.supplied:
             continue
         seg = load_segmenter(base=r.base, checkpoint=r.checkpoint, decoder=r.decoder, device=cfg.device,
-                             cache_dir=cfg.cache_dir, cache_size=320)
+                             cache_dir=cfg.cache_dir, cache_size=320, regions=regions)
         if seg.encoder_id in caches:
             seg.cache = caches[seg.encoder_id]
         caches.setdefault(seg.encoder_id, seg.cache)

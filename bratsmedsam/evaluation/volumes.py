@@ -15,7 +15,7 @@ import numpy as np
 from ..cleanup import remove_small_components
 from ..errors import UserError
 from ..metrics import dice, hd95, lesion_wise
-from .records import CLEANED, GT, PROPAGATED, CaseRecord
+from .records import CLEANED, DERIVED, GT, PROPAGATED, CaseRecord
 
 
 def gt_boxes_volume(gt: np.ndarray, min_pixels: int) -> dict[int, np.ndarray]:
@@ -31,13 +31,14 @@ def gt_boxes_volume(gt: np.ndarray, min_pixels: int) -> dict[int, np.ndarray]:
 
 
 def score_volume(case: str, segmenter: str, boxes: str, n_prompted: int, pred: np.ndarray, gt: np.ndarray,
-                 spacing) -> CaseRecord:
+                 spacing, region: str = "WT") -> CaseRecord:
     """One :class:`CaseRecord` from a predicted and a ground-truth bool ``(X, Y, Z)`` volume (spacing in mm)."""
     lw = lesion_wise(pred, gt, spacing=spacing)
     return CaseRecord(case, segmenter, boxes, n_prompted, volume_dice=dice(pred, gt),
                       volume_hd95=hd95(pred, gt, spacing=spacing), lesion_dice=lw.dice, lesion_hd95=lw.hd95,
                       lesion_n_gt=lw.n_gt_lesions, lesion_n_detected=lw.n_detected,
-                      lesion_n_fp=lw.n_false_positives, pred_voxels=int(pred.sum()), gt_voxels=int(gt.sum()))
+                      lesion_n_fp=lw.n_false_positives, pred_voxels=int(pred.sum()), gt_voxels=int(gt.sum()),
+                      region=region)
 
 
 def case_files(studies: Path) -> dict:
@@ -52,7 +53,7 @@ def case_files(studies: Path) -> dict:
 
 def evaluate_volume(files: dict, case: str, channels_order, region: str, min_box: int, percentiles,
                     segmenters: dict, detectors: dict, min_component_mm3: float = 0.0,
-                    propagation: bool = False) -> list[CaseRecord]:
+                    propagation: bool = False, regions=None) -> list[CaseRecord]:
     """3D records of one case: every segmenter x (GT boxes, each detector); with ``min_component_mm3`` also each
     prediction after the 3D clean-up, as box source ``<source>+cleanup`` (:func:`cleaned`); with ``propagation``
     also each detector's volume-aware segmentation (``pipeline.detect_and_propagate``), as ``<detector>+propagate``."""
@@ -71,6 +72,9 @@ def evaluate_volume(files: dict, case: str, channels_order, region: str, min_box
     prompts, confidences = {GT: gt_boxes_volume(gt, min_box)}, {}
     for name, det in detectors.items():
         prompts[name], confidences[name] = detect_volume(channels, det)
+    if regions and len(regions) > 1:
+        return _region_volumes(case, vol.seg, channels, prompts, confidences, segmenters, regions, min_box, spacing,
+                               min_component_mm3, propagation)
     out = []
     for row_name, seg in segmenters.items():
         for src, bx in prompts.items():
@@ -86,6 +90,47 @@ def evaluate_volume(files: dict, case: str, channels_order, region: str, min_box
                 res = propagate_detections(channels, prompts[name], confidences[name], seg,
                                            min_component_mm3=min_component_mm3, spacing=spacing)
                 out.append(score_volume(case, row_name, name + PROPAGATED, len(res.slices), res.label, gt, spacing))
+    return out
+
+
+def _region_volumes(case, seg, channels, prompts, confidences, segmenters, regions, min_box, spacing,
+                    min_component_mm3, propagation) -> list[CaseRecord]:
+    """3D records of one case for every BraTS region: WT as in :func:`evaluate_volume`; each inner region on its
+    own GT boxes (``gt``), and derived from each WT prediction (``subregions.inner_volumes``: from the GT WT boxes'
+    as ``gt-wt``, from a detector's as that detector's source, volume-aware included)."""
+    from ..pipeline import propagate_detections
+    from ..regions import region_mask
+    from ..subregions import inner_volumes
+    from ..volume import segment_with_boxes
+
+    truth = {g: region_mask(seg, g) for g in regions}
+    inner = [g for g in regions if g != "WT"]
+    out = []
+
+    def add(row, src, g, n, pred):
+        out.append(score_volume(case, row, src, n, pred, truth[g], spacing, g))
+        if min_component_mm3 > 0 and not src.endswith(PROPAGATED):  # propagated results are cleaned already
+            kept = remove_small_components(pred, min_component_mm3, spacing).label
+            out.append(score_volume(case, row, cleaned(src), n, kept, truth[g], spacing, g))
+
+    for row_name, sg in segmenters.items():
+        wt_preds = {src: (segment_with_boxes(channels, bx, sg.region("WT")).label, len(bx))
+                    for src, bx in prompts.items()}
+        if propagation:
+            for name in confidences:
+                res = propagate_detections(channels, prompts[name], confidences[name], sg.region("WT"),
+                                           min_component_mm3=min_component_mm3, spacing=spacing)
+                wt_preds[name + PROPAGATED] = (res.label, len(res.slices))
+        for src, (wt, n) in wt_preds.items():
+            add(row_name, src, "WT", n, wt)
+            if src == GT:
+                add(row_name, DERIVED, "WT", n, wt)
+            derived = inner_volumes(channels, wt, sg, min_box, regions=inner)
+            for g in inner:
+                add(row_name, DERIVED if src == GT else src, g, n, derived[g])
+        for g in inner:
+            own = gt_boxes_volume(truth[g], min_box)
+            add(row_name, GT, g, len(own), segment_with_boxes(channels, own, sg.region(g)).label)
     return out
 
 

@@ -20,6 +20,12 @@ epoch 0 in the history is the zero-shot model. When the validation split holds r
 synthetic range ``BraTS-GLI-9xxxx``), the model is selected on those alone (``select_on="auto"``): synthetic
 validation slices are easy to overfit to and say little about real scans. ``patience`` stops the run after that
 many epochs without a better validation Dice (early stopping); ``best.pt`` is the selected model either way.
+
+Region decoders (``regions``, e.g. WT, TC, ET, on a WT dataset with label maps): one mask decoder per region, all
+trained together in the same batches from the same cached embeddings (one encoder pass per slice), each on its
+own samples (``samples.make_samples``: inner regions on their own boxes and on the WT boxes). Validation scores
+every region with its own GT boxes and each inner region with the WT boxes too; the best epoch is the best mean
+of those scores. One checkpoint holds every region's decoder (``decoder``: WT's, ``region_decoders``: the rest).
 """
 
 from __future__ import annotations
@@ -63,6 +69,7 @@ class FinetuneConfig:
     n_overlays: int = 4
     resume: bool | str = False  # True: out_dir/last.pt; a path: that checkpoint
     embeddings: str = "cache"  # "cache" (memory + disk, float16) or "on-the-fly" (encode every step: GPU option)
+    regions: tuple[str, ...] | None = None  # None: the dataset's one region; ("WT", "TC", "ET"): one decoder each
     dist_timeout_s: float = 1800.0  # torchrun: a collective waiting longer than this ends the job with an error
     progress: bool = True
     intensity_variants: int = 0  # extra encoded intensity variants per training slice (0: none)
@@ -72,13 +79,15 @@ class FinetuneConfig:
 
 
 def slice_dices(seg, data: SplitData, progress: bool = False,
-                chunk: int = 32) -> tuple[list[float], list[np.ndarray]]:
-    """Slice Dice with ground-truth boxes: masks of a slice united, compared with the slice's whole mask."""
+                chunk: int = 32, region: str | None = None) -> tuple[list[float], list[np.ndarray]]:
+    """Slice Dice with ground-truth boxes: masks of a slice united, compared with the slice's whole mask
+    (``region``: that region's decoder; ``data`` then holds its masks and boxes, ``SplitData.region``)."""
     from ..metrics import dice
 
+    kw = {} if region is None else {"region": region}
     results = []
     for i in range(0, len(data.images), chunk):  # chunks keep the stacked embeddings small
-        results += seg.segment_many(data.images[i:i + chunk], data.boxes[i:i + chunk], progress=progress)
+        results += seg.segment_many(data.images[i:i + chunk], data.boxes[i:i + chunk], progress=progress, **kw)
     preds = [r.masks.any(0) if len(r.masks) else np.zeros(m.shape, bool) for r, m in zip(results, data.masks)]
     return [dice(p, m) for p, m in zip(preds, data.masks)], preds
 
@@ -122,7 +131,9 @@ def train_epoch(seg, decoder, samples: list[Sample], get_embedding, optimizer, c
     jitter from ``rng`` (seeded alike on every rank) and decodes only its part of each batch
     (:func:`distributed.split_batch`); each loss is weighted ``world / len(batch)`` and DDP averages over the
     ranks once per batch, so the step equals one process's on the whole batch, up to float summation order.
-    ``stats`` (optional) receives ``samples_per_rank``: how many samples each rank decoded."""
+    ``stats`` (optional) receives ``samples_per_rank``: how many samples each rank decoded.
+    ``decoder`` may be a dict ``{region: decoder}`` (region decoders, one process): each sample then goes through
+    its own region's decoder."""
     import contextlib
 
     import torch
@@ -132,7 +143,8 @@ def train_epoch(seg, decoder, samples: list[Sample], get_embedding, optimizer, c
     criterion = criterion or loss_fn()
     dev = seg.device
     amp = dev.type == "cuda"
-    decoder.train()
+    for d in (decoder.values() if isinstance(decoder, dict) else [decoder]):
+        d.train()
     order = rng.permutation(len(samples))
     batches = [order[i:i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
     total, count = 0.0, 0
@@ -153,15 +165,16 @@ def train_epoch(seg, decoder, samples: list[Sample], get_embedding, optimizer, c
             h, w = s.target.shape
             frame = seg.fam.frame(h, w)
             bm = torch.from_numpy(seg.fam.boxes_to_model(boxes[pos][None], frame)).to(dev)
-            sync = n == len(mine) - 1 or not hasattr(decoder, "no_sync")
-            ctx = contextlib.nullcontext() if sync else decoder.no_sync()
+            dec = decoder[s.region] if isinstance(decoder, dict) else decoder
+            sync = n == len(mine) - 1 or not hasattr(dec, "no_sync")
+            ctx = contextlib.nullcontext() if sync else dec.no_sync()
             with ctx:
                 with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=amp):
                     with torch.no_grad():  # frozen prompt encoder
                         sparse, dense = seg.net.prompt_encoder(points=None, boxes=bm[:, None, :], masks=None)
                         pe = seg.net.prompt_encoder.get_dense_pe()
                     emb = get_embedding(s.slice_idx, int(variants[pos])) if variants[pos] else get_embedding(s.slice_idx)
-                    logits, iou_pred = decoder(image_embeddings=emb, image_pe=pe,
+                    logits, iou_pred = dec(image_embeddings=emb, image_pe=pe,
                                         sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
                                         multimask_output=False)
                 out = seg.fam.logits_to_original(logits.float(), frame)
@@ -190,12 +203,53 @@ def train_epoch(seg, decoder, samples: list[Sample], get_embedding, optimizer, c
     return total / max(sum(per_rank), 1)
 
 
-def _meta(seg, info: dict, dataset_dir, cfg: FinetuneConfig, epoch: int, metrics: dict) -> dict:
-    return {"base": seg.family, "base_checkpoint": str(seg.base_checkpoint), "base_checkpoint_sha256": seg.base_sha256,
+def _meta(seg, info: dict, dataset_dir, cfg: FinetuneConfig, epoch: int, metrics: dict, regions=None) -> dict:
+    meta = {"base": seg.family, "base_checkpoint": str(seg.base_checkpoint), "base_checkpoint_sha256": seg.base_sha256,
             "preprocess": seg.fam.preprocess_id, "channels": list(info.get("channels") or []),
             "region": info.get("region"), "dataset": str(Path(dataset_dir).resolve()),
             "box_prompt": "one box per tumour component; target = tumour pixels inside the box",
             "epoch": epoch, "metrics": metrics, "config": asdict(cfg)}
+    if regions:
+        meta["regions"] = list(regions)
+        meta["box_prompt"] += "; inner regions (TC, ET) also on the WT components' boxes"
+    return meta
+
+
+def _regions(cfg: FinetuneConfig, info: dict, dataset_dir, env) -> tuple[str, ...] | None:
+    """The validated region list (WT first, BraTS order) or None for a single-region run."""
+    from ..regions import REGIONS, parse_region
+
+    if not cfg.regions:
+        return None
+    regions = tuple(dict.fromkeys(parse_region(r) for r in cfg.regions))
+    regions = tuple(r for r in REGIONS if r in regions)
+    if regions == (info.get("region"),):
+        return None
+    if info.get("region") != "WT" or "WT" not in regions:
+        raise UserError(f"region decoders {', '.join(regions)} need a WT dataset with WT among them (the inner regions "
+                        f"are prompted with WT boxes); {dataset_dir} was prepared for {info.get('region')}")
+    if not info.get("labelmaps"):
+        raise UserError(f"{dataset_dir} has no label maps (prepared by an older version): run prepare again to train "
+                        "region decoders")
+    if env.world > 1:
+        raise UserError("region decoders are trained in one process for now (torchrun with several ranks: "
+                        "train one region per run)")
+    return regions
+
+
+def _val_scores(seg, val: SplitData, regions) -> dict[str, float]:
+    """Validation slice Dice per region with its own GT boxes (``<region>``), and per inner region with the WT GT
+    boxes (``<region>@WT``, on every WT slice: an empty prediction where the region is absent scores 1)."""
+    out = {}
+    for r in regions:
+        own = val.region(r)
+        idx = [i for i, b in enumerate(own.boxes) if len(b)]
+        if idx:
+            out[r] = float(np.mean(slice_dices(seg, own.subset(idx).region(r), region=r)[0]))
+        if r != "WT":
+            parent = SplitData(val.keys, val.images, val.regions[r][0], val.boxes, val.names)
+            out[f"{r}@WT"] = float(np.mean(slice_dices(seg, parent, region=r)[0]))
+    return out
 
 
 def _selection_set(val: SplitData, select_on: str, dataset_dir) -> SplitData:
@@ -209,7 +263,7 @@ def _selection_set(val: SplitData, select_on: str, dataset_dir) -> SplitData:
     if not real:
         raise UserError(f"select_on='real' but the val split of {dataset_dir} has no real case "
                         "(all ids are synthetic BraTS-GLI-9xxxx)")
-    return SplitData(*[[getattr(val, f)[i] for i in real] for f in ("keys", "images", "masks", "boxes", "names")])
+    return val.subset(real)
 
 
 def _epochs_since_best(history: list[dict]) -> int:
@@ -253,23 +307,27 @@ def train_decoder(dataset_dir, out_dir, cfg: FinetuneConfig) -> dict:
     on_the_fly = cfg.embeddings == "on-the-fly"
     torch.manual_seed(cfg.seed)
 
-    train = load_split(dataset_dir, "train", cfg.max_train_slices, cfg.seed)
-    val = load_split(dataset_dir, "val", cfg.max_val_slices, cfg.seed)
+    regions = _regions(cfg, info, dataset_dir, env)
+    min_box = int((info.get("settings") or {}).get("min_box_pixels", 10))
+    train = load_split(dataset_dir, "train", cfg.max_train_slices, cfg.seed, regions or (), min_box)
+    val = load_split(dataset_dir, "val", cfg.max_val_slices, cfg.seed, regions or (), min_box)
     if not train.images or not val.images:
         raise UserError(f"{dataset_dir} has {len(train.images)} train and {len(val.images)} val tumour slices: "
                         "fine-tuning needs both (prepare more cases)")
-    samples = make_samples(train)
+    samples = make_samples(train, regions)
     val = _selection_set(val, cfg.select_on, dataset_dir)
     # Memory-only caching must hold every training slice; a disk cache keeps memory bounded; on the fly keeps none
     # (every step encodes its slice: for a GPU, where encoding can be cheaper than reading 2 MB from disk).
     cache_dir = None if on_the_fly else cfg.cache_dir
     cache_size = 0 if on_the_fly else (256 if cache_dir else len(train.images) + len(val.images))
     seg = load_segmenter(cfg.base, cfg.checkpoint, device=str(device), cache_dir=cache_dir, cache_size=cache_size,
-                         cache_max_mb=cfg.cache_max_mb)
+                         cache_max_mb=cfg.cache_max_mb, regions=regions)
     seg.decoder_backend = "torch"  # the decoder is being trained: validation decodes with its current weights
     for p in seg.net.parameters():
         p.requires_grad_(False)
-    for p in seg.net.mask_decoder.parameters():
+    trained = list(seg.decoders.values()) if regions else [seg.net.mask_decoder]
+    params = [p for d in trained for p in d.parameters()]
+    for p in params:
         p.requires_grad_(True)
 
     # Fill the cache, the slices split over the ranks (each encodes its share into the shared disk cache;
@@ -303,13 +361,13 @@ def train_decoder(dataset_dir, out_dir, cfg: FinetuneConfig) -> dict:
             emb = seg.embed([variant_image(i, v) if v else train.images[i]])[0]
         return emb[None].to(device, non_blocking=True)
 
-    decoder = seg.net.mask_decoder
+    decoder = dict(seg.decoders) if regions else seg.net.mask_decoder
     if env.world > 1:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
         decoder = DDP(decoder, device_ids=[env.local_rank] if device.type == "cuda" else None,
                       find_unused_parameters=True)  # the 3 multimask heads (and, unweighted, the IoU head) get no gradient
-    optimizer = torch.optim.AdamW(seg.net.mask_decoder.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     scaler = torch.amp.GradScaler("cuda") if device.type == "cuda" else None
 
     history: list[dict] = []
@@ -320,6 +378,9 @@ def train_decoder(dataset_dir, out_dir, cfg: FinetuneConfig) -> dict:
         if ck["meta"].get("base_checkpoint_sha256") != seg.base_sha256:
             raise UserError(f"cannot resume from {resume}: it was trained on a different {cfg.base} checkpoint")
         seg.net.mask_decoder.load_state_dict(ck["decoder"])
+        for r, state in (ck.get("region_decoders") or {}).items():
+            if r in seg.decoders:
+                seg.decoders[r].load_state_dict(state)
         if ck.get("optimizer"):
             optimizer.load_state_dict(ck["optimizer"])
         history = list(ck.get("history") or [])
@@ -327,17 +388,28 @@ def train_decoder(dataset_dir, out_dir, cfg: FinetuneConfig) -> dict:
         best = float(ck.get("best_val_dice", -1.0))
         zero_shot = ck.get("zero_shot_val_dice")
 
+    def state(module):
+        return {k: v.detach().cpu() for k, v in module.state_dict().items()}
+
     def checkpoint(path: Path, epoch: int, metrics: dict):
-        save_decoder(path, {k: v.detach().cpu() for k, v in seg.net.mask_decoder.state_dict().items()},
-                     _meta(seg, info, dataset_dir, cfg, epoch, metrics), optimizer.state_dict(),
-                     extra={"history": history, "best_val_dice": best, "zero_shot_val_dice": zero_shot})
+        extra = {"history": history, "best_val_dice": best, "zero_shot_val_dice": zero_shot}
+        if regions:
+            extra["region_decoders"] = {r: state(d) for r, d in seg.decoders.items() if d is not seg.net.mask_decoder}
+        save_decoder(path, state(seg.net.mask_decoder), _meta(seg, info, dataset_dir, cfg, epoch, metrics, regions),
+                     optimizer.state_dict(), extra=extra)
+
+    def validate() -> tuple[float, dict]:
+        if not regions:
+            return float(np.mean(slice_dices(seg, val)[0])), {}
+        scores = _val_scores(seg, val, regions)
+        return float(np.mean(list(scores.values()))), scores
 
     if zero_shot is None:
         if main_rank:
-            d, _ = slice_dices(seg, val)
-            zero_shot = float(np.mean(d))
+            zero_shot, scores = validate()
             best = zero_shot
-            history.append({"epoch": 0, "train_loss": None, "val_dice": zero_shot, "seconds": 0.0})
+            history.append({"epoch": 0, "train_loss": None, "val_dice": zero_shot, "seconds": 0.0,
+                            **({"val_dice_regions": scores} if scores else {})})
             checkpoint(out_dir / "best.pt", 0, {"val_dice": zero_shot, "zero_shot_val_dice": zero_shot})
         if cfg.progress and main_rank:
             print(f"epoch 0 (zero-shot): val slice Dice {zero_shot:.4f} on {len(val.images)} slices")
@@ -356,11 +428,12 @@ def train_decoder(dataset_dir, out_dir, cfg: FinetuneConfig) -> dict:
                            progress=cfg.progress and main_rank, desc=f"epoch {epoch}/{cfg.epochs}", env=env,
                            stats=stats)
         if main_rank:
-            seg.net.mask_decoder.eval()
-            d, _ = slice_dices(seg, val)
-            vd = float(np.mean(d))
+            for d in trained:
+                d.eval()
+            vd, scores = validate()
             history.append({"epoch": epoch, "train_loss": loss, "val_dice": vd,
-                            "seconds": round(time.perf_counter() - t0, 2), **stats})
+                            "seconds": round(time.perf_counter() - t0, 2), **stats,
+                            **({"val_dice_regions": scores} if scores else {})})
             metrics = {"val_dice": vd, "train_loss": loss, "zero_shot_val_dice": zero_shot}
             since_best += 1
             if vd > best:
@@ -369,7 +442,8 @@ def train_decoder(dataset_dir, out_dir, cfg: FinetuneConfig) -> dict:
             checkpoint(out_dir / "last.pt", epoch, metrics)
             write_json(out_dir / "history.json", history)
             if cfg.progress:
-                print(f"epoch {epoch}: loss {loss:.4f}  val slice Dice {vd:.4f}  (best {best:.4f})")
+                per = "".join(f" {k} {v:.3f}" for k, v in scores.items())
+                print(f"epoch {epoch}: loss {loss:.4f}  val slice Dice {vd:.4f}  (best {best:.4f}){per}")
         distributed.barrier(env, f"epoch {epoch}'s validation on rank 0")
         since_best = int(distributed.all_sum(env, [since_best if main_rank else 0], device, "early stopping")[0])
 

@@ -4,6 +4,10 @@ The image embedding is computed once per slice (through :class:`EmbeddingCache`)
 repeats ONE image's embedding once per prompt, so it cannot decode boxes of different slices together;
 :func:`decode_batched` runs the same decoder modules with one embedding per prompt (gathered, not repeated), so
 the boxes of several slices go through the decoder together (``decode_batch`` prompts per pass).
+
+Region decoders: a segmenter holds one mask decoder per BraTS region it serves (``decoders``: WT is the network's
+own ``mask_decoder``, TC and ET are copies of it, fine-tuned apart), all prompted on the same cached embedding;
+``segment_many(..., region=...)`` picks one and :meth:`Segmenter.region` gives a view bound to one.
 """
 
 from __future__ import annotations
@@ -43,14 +47,15 @@ def decode(net, decoder, embedding, boxes_model):
                    sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense, multimask_output=False)
 
 
-def decode_batched(net, embeddings, owner, boxes_model):
+def decode_batched(net, embeddings, owner, boxes_model, decoder=None):
     """Decode prompts of MANY images in one pass. ``embeddings`` ``(B, 256, 64, 64)``; ``owner`` long ``(n,)``: the
     image of each prompt; ``boxes_model`` ``(n, 4)`` XYXY in the model input frame. Returns ``(logits (n, 1, 256,
     256), iou (n, 1))``, equal to :func:`decode` image by image (tested): the decoder's own transformer, upscaling,
-    hypernetwork MLPs and IoU head, fed each prompt's own embedding instead of one embedding repeated."""
+    hypernetwork MLPs and IoU head, fed each prompt's own embedding instead of one embedding repeated. ``decoder``: a
+    region's mask decoder (default ``net.mask_decoder``); the prompt encoder is always the network's (frozen)."""
     import torch
 
-    dec = net.mask_decoder
+    dec = net.mask_decoder if decoder is None else decoder
     sparse, dense = net.prompt_encoder(points=None, boxes=boxes_model[:, None, :], masks=None)
     n = sparse.shape[0]
     heads = torch.cat([dec.iou_token.weight, dec.mask_tokens.weight], dim=0)
@@ -66,18 +71,19 @@ def decode_batched(net, embeddings, owner, boxes_model):
     return logits, iou
 
 
-def prompt_decoder_module(net):
+def prompt_decoder_module(net, decoder=None):
     """:func:`decode_batched` with one embedding per prompt, ``(embeddings (n, 256, 64, 64), boxes (n, 4))``, as a
-    ``torch.nn.Module`` OpenVINO can convert."""
+    ``torch.nn.Module`` OpenVINO can convert (``decoder``: a region's, default the network's)."""
     import torch
 
     class PromptDecoder(torch.nn.Module):
         def __init__(self):
             super().__init__()
             self.net = net
+            self.dec = net.mask_decoder if decoder is None else decoder
 
         def forward(self, embeddings, boxes_model):
-            return decode_batched(self.net, embeddings, torch.arange(embeddings.shape[0]), boxes_model)
+            return decode_batched(self.net, embeddings, torch.arange(embeddings.shape[0]), boxes_model, self.dec)
 
     return PromptDecoder()
 
@@ -88,7 +94,8 @@ class Segmenter:
     def __init__(self, family: Family, net, base_checkpoint: Path, base_sha256: str, device,
                  meta: dict | None = None, decoder_sha256: str | None = None, cache_dir=None, cache_size=256,
                  encode_batch: int | None = None, backend: str = "auto", precision: str = "auto",
-                 cache_max_mb: float | None = None, decode_batch: int | None = None):
+                 cache_max_mb: float | None = None, decode_batch: int | None = None,
+                 decoders: dict | None = None):
         from .backends import make_encoder
 
         self.fam = family
@@ -109,20 +116,46 @@ class Segmenter:
         self.cache = EmbeddingCache(self.encoder_id, cache_size, cache_dir, cache_max_mb)
         self.encode_batch = encode_batch or (8 if device.type == "cuda" else 1)
         self.decode_batch = max(1, int(decode_batch or DECODE_BATCH.get(device.type, 4)))
+        # region -> mask decoder; the first is the default region (a single-region model: its one region)
+        self.decoders = {r: d.to(device).eval() for r, d in (decoders or {self.meta.get("region") or "WT":
+                                                                           self.net.mask_decoder}).items()}
+        self.regions = tuple(self.decoders)
         self.decoder_backend = backend  # the mask decoder: OpenVINO on a CPU where it loads (made on first use)
         self._decoder_key = f"{family.name}-{base_sha256[:16]}-dec-{(decoder_sha256 or 'base')[:16]}"
-        self._ov_decoder = None
+        self._ov_decoders: dict = {}
 
-    def _openvino_decoder(self):
-        """The OpenVINO mask decoder while it matches ``self.net``'s weights, else None (PyTorch decodes)."""
+    def _decoder(self, region: str | None):
+        """``(region, its mask decoder)``; None: the default region. :class:`UserError` for a region not served."""
+        region = self.regions[0] if region is None else str(region).upper()
+        if region not in self.decoders:
+            raise UserError(f"this segmenter has decoders for {', '.join(self.regions)}, not {region!r}")
+        return region, self.decoders[region]
+
+    def region(self, region: str) -> "RegionSegmenter":
+        """A view that segments with ``region``'s decoder (``segment`` / ``segment_many``, as the volume code needs)."""
+        return RegionSegmenter(self, self._decoder(region)[0])
+
+    def prepare_decoders(self) -> None:
+        """Make every region's OpenVINO decoder now (converted once per weights, then read from disk) instead of
+        on its first prompt."""
+        for region in self.regions:
+            self._openvino_decoder(region)
+
+    def _openvino_decoder(self, region: str | None = None):
+        """The OpenVINO mask decoder of ``region`` (None: the default one) while it matches its PyTorch weights, else
+        None (PyTorch decodes)."""
+        region = self._decoder(region)[0]
         if self.decoder_backend == "torch" or self.device.type != "cpu":
             return None
-        if self._ov_decoder is None:
+        if region not in self._ov_decoders:
             from .backends import make_decoder
 
-            self._ov_decoder = make_decoder(prompt_decoder_module(self.net), self.net.mask_decoder.parameters(),
-                                            self.device, self._decoder_key, self.decoder_backend) or False
-        return self._ov_decoder if self._ov_decoder and self._ov_decoder.current() else None
+            dec = self.decoders[region]
+            key = self._decoder_key + ("" if dec is self.net.mask_decoder else f"-{region}")
+            self._ov_decoders[region] = make_decoder(prompt_decoder_module(self.net, dec), dec.parameters(),
+                                                     self.device, key, self.decoder_backend) or False
+        ov = self._ov_decoders[region]
+        return ov if ov and ov.current() else None
 
     # -- embeddings ---------------------------------------------------------------------------
     def embed(self, images: Sequence[np.ndarray], progress: bool = False):
@@ -161,18 +194,20 @@ class Segmenter:
         return torch.stack([out[k] for k in keys])
 
     # -- inference ----------------------------------------------------------------------------
-    def segment(self, image: np.ndarray, boxes_xyxy: np.ndarray) -> SegResult:
+    def segment(self, image: np.ndarray, boxes_xyxy: np.ndarray, region: str | None = None) -> SegResult:
         """One slice uint8 ``(H, W, 3)`` + boxes ``(n, 4)`` pixel XYXY (inclusive) -> :class:`SegResult`."""
-        return self.segment_many([image], [boxes_xyxy])[0]
+        return self.segment_many([image], [boxes_xyxy], region=region)[0]
 
     def segment_many(self, images: Sequence[np.ndarray], boxes_per_image: Sequence[np.ndarray],
-                     progress: bool = False) -> list[SegResult]:
-        """Many slices, several pixel-XYXY boxes each. Embeddings are computed only for slices with boxes."""
+                     progress: bool = False, region: str | None = None) -> list[SegResult]:
+        """Many slices, several pixel-XYXY boxes each, decoded by ``region``'s decoder (None: the default region).
+        Embeddings are computed only for slices with boxes (and shared by every region)."""
         import torch
 
         from ..boxes import clip_xyxy
         from .families import _check_image
 
+        region, decoder = self._decoder(region)
         if len(images) != len(boxes_per_image):
             raise UserError(f"got {len(images)} images but {len(boxes_per_image)} box lists: expected one per image")
         images = [_check_image(im) for im in images]
@@ -185,7 +220,7 @@ class Segmenter:
         prompts = [(j, i, box) for j, i in enumerate(need) for box in boxes[i]]  # (embedding row, image, box)
         logits_of: dict[int, list] = {i: [] for i in need}
         iou_of: dict[int, list] = {i: [] for i in need}
-        ov = self._openvino_decoder() if prompts else None
+        ov = self._openvino_decoder(region) if prompts else None
         with torch.inference_mode():
             for start in range(0, len(prompts), self.decode_batch):
                 part = prompts[start:start + self.decode_batch]
@@ -196,7 +231,7 @@ class Segmenter:
                 else:
                     rows = sorted({j for j, _, _ in part})  # only this pass's slices go to the device
                     owner = torch.tensor([rows.index(j) for j, _, _ in part], device=self.device)
-                    logits, iou = decode_batched(self.net, embs[rows].to(self.device), owner, bm)
+                    logits, iou = decode_batched(self.net, embs[rows].to(self.device), owner, bm, decoder)
                 for (_, i, _), lg, io in zip(part, logits, iou):
                     logits_of[i].append(lg)
                     iou_of[i].append(io)
@@ -206,13 +241,32 @@ class Segmenter:
         return results
 
 
+class RegionSegmenter:
+    """One region's decoder of a :class:`Segmenter`, with the ``segment`` / ``segment_many`` of
+    :class:`~bratsmedsam.protocols.SliceSegmenter` (the embedding cache is the segmenter's)."""
+
+    def __init__(self, seg: Segmenter, region: str):
+        self.seg, self.region_name = seg, region
+
+    def segment(self, image, boxes_xyxy):
+        return self.seg.segment(image, boxes_xyxy, region=self.region_name)
+
+    def segment_many(self, images, boxes_per_image, progress: bool = False):
+        return self.seg.segment_many(images, boxes_per_image, progress=progress, region=self.region_name)
+
+
 def load_segmenter(base: str | None = "litemedsam", checkpoint=None, decoder=None, device=None, cache_dir=None,
                    cache_size: int = 256, backend: str = "auto", precision: str = "auto",
-                   cache_max_mb: float | None = None, decode_batch: int | None = None) -> Segmenter:
+                   cache_max_mb: float | None = None, decode_batch: int | None = None,
+                   regions: Sequence[str] | None = None) -> Segmenter:
     """Load a family (``litemedsam`` default, ``medsam``, ``sam``), optionally with a fine-tuned ``decoder``
     checkpoint from :func:`train_decoder`. With a decoder, its metadata names the base family and the SHA-256 of
     the base checkpoint; the base checkpoint must match it (``checkpoint`` or the path recorded at training).
-    ``backend``/``precision`` choose how the image encoder runs (:mod:`.backends`)."""
+    ``backend``/``precision`` choose how the image encoder runs (:mod:`.backends`).
+
+    ``regions`` (e.g. ``("WT", "TC", "ET")``): one mask decoder per region. A region the checkpoint has a decoder for
+    gets it; any other region starts from the pretrained decoder (a copy: zero-shot). None: the checkpoint's regions
+    (one region for a single-region checkpoint or none at all)."""
     dec = load_decoder(decoder) if decoder is not None else None
     meta = dict(dec["meta"]) if dec else {}
     if dec:
@@ -237,12 +291,41 @@ def load_segmenter(base: str | None = "litemedsam", checkpoint=None, decoder=Non
             raise UserError(f"decoder {decoder} does not fit the {base} mask decoder") from None
         dsha = file_sha256(decoder)
     fam = get_family(base)
+    decoders = None
+    trained = dict((dec or {}).get("region_decoders") or {})
+    wanted = [str(r).upper() for r in (regions or meta.get("regions") or [])]
+    if wanted:
+        import copy
+
+        pretrained = []  # loaded once, only when a region has no trained decoder
+        # the network's own decoder serves the checkpoint's first region (zero-shot: the first region asked for)
+        first = str((meta.get("regions") or [meta.get("region") or "WT"])[0]).upper() if dec else wanted[0]
+        decoders = {}
+        for r in wanted:
+            if r not in ("WT", "TC", "ET"):
+                raise UserError(f"unknown region {r!r} for a decoder: expected WT, TC or ET")
+            if r == first:
+                decoders[r] = net.mask_decoder
+            elif r in trained:
+                d = copy.deepcopy(net.mask_decoder)
+                try:
+                    d.load_state_dict(trained[r], strict=True)
+                except RuntimeError:
+                    raise UserError(f"decoder {decoder}: its {r} decoder does not fit the {base} mask decoder") from None
+                decoders[r] = d
+            elif not dec:  # zero-shot: a copy of the pretrained decoder
+                decoders[r] = copy.deepcopy(net.mask_decoder)
+            else:  # this checkpoint has no decoder for the region: it starts zero-shot
+                pretrained = pretrained or [load_base(base, checkpoint)[0].mask_decoder]
+                decoders[r] = copy.deepcopy(pretrained[0])
+        meta = {**meta, "regions": list(decoders), "region_decoders_trained": [r for r in decoders
+                                                                               if dec and (r == first or r in trained)]}
     if meta.get("preprocess") not in (None, fam.preprocess_id):
         raise UserError(f"decoder {decoder} was trained with preprocessing {meta['preprocess']!r}, "
                         f"this code has {fam.preprocess_id!r}")
     return Segmenter(fam, net, path, sha, pick_device(device), meta=meta, decoder_sha256=dsha, cache_dir=cache_dir,
                      cache_size=cache_size, backend=backend, precision=precision, cache_max_mb=cache_max_mb,
-                     decode_batch=decode_batch)
+                     decode_batch=decode_batch, decoders=decoders)
 
 
 __all__ = ["SegResult", "Segmenter", "load_segmenter", "decode", "decode_batched"]

@@ -2,15 +2,20 @@
 
 Prompts: one box per connected tumour component (the manifest's ``boxes_xyxy``, inclusive pixel XYXY on the
 slice), target = the tumour pixels inside that box; :func:`jitter_box` moves each side of a box every epoch.
+
+Multi-region (``regions`` beyond the dataset's own, from the slices' label maps): each inner region (TC, ET) gets
+samples of two kinds, both for its own decoder: its own components' boxes (target: the region inside the box: the
+interactive "box for one region" prompt) and the WT components' boxes (target: the region inside the WT box, empty
+where the slice has none: the prompt the automatic chain and a WT box give it, ``bratsmedsam.subregions``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..boxes import mask_inside_xyxy
+from ..boxes import component_boxes_xyxy, mask_inside_xyxy
 
 
 @dataclass
@@ -18,6 +23,7 @@ class Sample:
     slice_idx: int  # index into the split's slice list
     box: np.ndarray  # float32 (4,) pixel XYXY (inclusive), the ground-truth component box
     target: np.ndarray  # bool (H, W): tumour pixels inside ``box``
+    region: str | None = None  # the decoder it trains (None: the dataset's one region)
 
 
 @dataclass
@@ -27,6 +33,21 @@ class SplitData:
     masks: list  # bool (H, W) per slice
     boxes: list  # float32 (n, 4) pixel XYXY per slice
     names: list  # "<case>_z<kkk>"
+    # multi-region: region -> (masks bool (H, W) per slice, own component boxes (n, 4) per slice), from label maps
+    regions: dict = field(default_factory=dict)
+
+    def subset(self, idx) -> "SplitData":
+        """The slices ``idx`` (in that order), every region with them."""
+        pick = lambda xs: [xs[i] for i in idx]  # noqa: E731
+        return SplitData(pick(self.keys), pick(self.images), pick(self.masks), pick(self.boxes), pick(self.names),
+                         {r: (pick(m), pick(b)) for r, (m, b) in self.regions.items()})
+
+    def region(self, region: str | None) -> "SplitData":
+        """The same slices with ``region``'s masks and boxes as ``masks`` / ``boxes`` (None: as they are)."""
+        if region is None or region not in self.regions:
+            return self
+        m, b = self.regions[region]
+        return SplitData(self.keys, self.images, m, b, self.names, self.regions)
 
 
 def _select(records, split: str, max_n: int | None, seed: int):
@@ -37,24 +58,50 @@ def _select(records, split: str, max_n: int | None, seed: int):
     return recs
 
 
-def load_split(dataset_dir, split: str, max_n: int | None, seed: int) -> SplitData:
-    from ..dataset import load_manifest, read_image, read_mask
+def load_split(dataset_dir, split: str, max_n: int | None, seed: int, regions=(), min_box_pixels: int = 10
+               ) -> SplitData:
+    """The split's tumour slices; with ``regions`` also each region's masks and component boxes (>=
+    ``min_box_pixels``) from the slices' label maps."""
+    from ..dataset import load_manifest, read_image, read_labelmap, read_mask
+    from ..regions import region_mask
     from .cache import image_key
 
     recs = _select(load_manifest(dataset_dir), split, max_n, seed)
     images = [read_image(r.image) for r in recs]
+    per_region = {}
+    if regions:
+        maps = [read_labelmap(r) for r in recs]
+        for reg in regions:
+            masks = [region_mask(m, reg) for m in maps]
+            per_region[reg] = (masks, [component_boxes_xyxy(m, min_box_pixels)[0] for m in masks])
     return SplitData(keys=[image_key(im) for im in images], images=images, masks=[read_mask(r.mask) for r in recs],
                      boxes=[np.asarray(r.boxes_xyxy, np.float32) for r in recs],
-                     names=[f"{r.case}_z{r.z:03d}" for r in recs])
+                     names=[f"{r.case}_z{r.z:03d}" for r in recs], regions=per_region)
 
 
-def make_samples(data: SplitData) -> list[Sample]:
+def make_samples(data: SplitData, regions=None) -> list[Sample]:
+    """One sample per GT box. ``regions`` None: the dataset's own region (``masks`` / ``boxes``). Otherwise per
+    region: WT (the first, the dataset's region) on its boxes; each inner region on its own boxes and on the WT
+    boxes (module docstring)."""
+    if not regions:
+        out = []
+        for i, (mask, boxes) in enumerate(zip(data.masks, data.boxes)):
+            for b in boxes:
+                target = mask_inside_xyxy(mask, b)
+                if target.any():
+                    out.append(Sample(i, b.astype(np.float32), target))
+        return out
     out = []
-    for i, (mask, boxes) in enumerate(zip(data.masks, data.boxes)):
-        for b in boxes:
-            target = mask_inside_xyxy(mask, b)
-            if target.any():
-                out.append(Sample(i, b.astype(np.float32), target))
+    for reg in regions:
+        masks, own = data.regions[reg]
+        for i, mask in enumerate(masks):
+            for b in own[i]:
+                target = mask_inside_xyxy(mask, b)
+                if target.any():
+                    out.append(Sample(i, b.astype(np.float32), target, reg))
+            if reg != "WT":
+                for b in data.boxes[i]:  # the parent (WT) boxes: what the automatic chain prompts it with
+                    out.append(Sample(i, b.astype(np.float32), mask_inside_xyxy(mask, b), reg))
     return out
 
 

@@ -17,6 +17,7 @@ from bratsmedsam.validation import VOLUME_SUFFIXES
 RESERVED = ("image", "model", "label", "session", "session_id", "file", "output")
 RESULT_DTYPES = ("uint8", "uint16", "int16", "int32", "float32")
 MAX_POINTS = 1000
+REGION_CHOICES = {"BRATS", "WT", "TC", "ET"}  # bratsmedsam.regions: the label map or one region's decoder
 
 
 def bad(detail: str, code: int = 422):
@@ -51,6 +52,9 @@ def check_infer_params(raw: str) -> dict:
             bad(f"{key} must be a list of at most {MAX_POINTS} points [i, j, k] of finite numbers")
     if p.get("slice") is not None and not number(p["slice"]):
         bad("slice must be a finite number or null")
+    if p.get("region") is not None and (not isinstance(p["region"], str)
+                                        or p["region"].strip().upper() not in REGION_CHOICES):
+        bad(f"region must be one of {', '.join(sorted(REGION_CHOICES))} (case-insensitive) or null")
     if p.get("result_extension", ".nrrd") not in VOLUME_SUFFIXES:
         bad(f"result_extension must be one of {VOLUME_SUFFIXES}")
     if p.get("result_dtype", "uint8") not in RESULT_DTYPES:

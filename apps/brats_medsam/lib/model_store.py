@@ -46,7 +46,8 @@ class ModelStore:
                                          decoder=self.cfg.decoder_path if stamp else None, device=self.cfg.device,
                                          cache_dir=self.cfg.embedding_cache_dir, backend=self.cfg.encoder_backend,
                                          precision=self.cfg.encoder_precision,
-                                         cache_max_mb=self.cfg.embedding_cache_gb * 1024)
+                                         cache_max_mb=self.cfg.embedding_cache_gb * 1024,
+                                         regions=self.cfg.regions if self.cfg.multi else None)
                     if old is not None and old.encoder_id == seg.encoder_id:
                         seg.cache = old.cache  # same encoder: embeddings stay valid across decoder updates
                     self._seg, self.seg_error = seg, None

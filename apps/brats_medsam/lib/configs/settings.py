@@ -9,7 +9,7 @@ from pathlib import Path
 from bratsmedsam.cleanup import MIN_COMPONENT_MM3
 from bratsmedsam.errors import UserError
 from bratsmedsam.pipeline import AUTO_MODES
-from bratsmedsam.regions import REGIONS
+from bratsmedsam.regions import BRATS, BRATS_LABELS, mode_regions, parse_mode
 
 
 def _bool(v: str) -> bool:
@@ -34,7 +34,9 @@ class AppSettings:
     model_dir: Path  # detector.pt, medsam_decoder.pt (published), uncertainty.json, train runs
     models: tuple[str, ...] = ("all",)  # the lib/configs/ models served (file names), or all of them
     channels: tuple[str, str, str] = ("t1c", "t2w", "t2f")
-    region: str = "WT"  # the label the app draws (value 1)
+    # WT (default), TC or ET: that one region, value 1; BraTS: the label map NCR 1 / ED 2 / ET 3 (three region
+    # decoders; meant with trained TC/ET decoders: zero-shot all three are the pretrained decoder, and the map is ET)
+    region: str = "WT"
     segmenter_base: str = "litemedsam"
     segmenter_checkpoint: str | None = None
     device: str | None = None
@@ -56,8 +58,23 @@ class AppSettings:
     detector_epochs: int | None = None  # None: the quick profile's epochs (bratsmedsam.detection.training.QUICK)
 
     @property
+    def multi(self) -> bool:
+        """The BraTS multi-label mode (WT, TC and ET decoders, results as the label map)."""
+        return self.region == BRATS
+
+    @property
+    def regions(self) -> tuple[str, ...]:
+        """The region decoders served: WT, TC, ET in the BraTS mode, else the one region."""
+        return mode_regions(self.region)
+
+    @property
+    def dataset_region(self) -> str:
+        """The region training datasets are prepared for (BraTS: WT, with the label maps inside)."""
+        return "WT" if self.multi else self.region
+
+    @property
     def labels(self) -> dict[str, int]:
-        return {self.region: 1}
+        return dict(BRATS_LABELS) if self.multi else {self.region: 1}
 
     @property
     def detector_path(self) -> Path:
@@ -75,9 +92,10 @@ class AppSettings:
     def from_conf(cls, app_dir: str, conf: dict) -> "AppSettings":
         from bratsmedsam.intensity import parse_channels
 
-        region = conf.get("region", "WT").upper()
-        if region not in REGIONS:
-            raise UserError(f"--conf region {region!r}: expected one of {', '.join(REGIONS)}")
+        try:
+            region = parse_mode(conf.get("region", "WT"))
+        except UserError as exc:
+            raise UserError(f"--conf region: {exc}") from None
         opt = lambda k: conf.get(k) or None  # noqa: E731
         return cls(
             model_dir=Path(conf.get("model_dir") or os.path.join(app_dir, "model")).resolve(),

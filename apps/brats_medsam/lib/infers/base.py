@@ -82,8 +82,46 @@ class StudyInferTask(InferTask):
         return out, params
 
     def write(self, result, study: Study, ext: str) -> str:
-        from bratsmedsam.studies import write_label
+        """A bool mask as label 1, a uint8 label map (BraTS mode) with its values; the reference's geometry."""
+        from bratsmedsam.studies import write_label, write_label_map
 
         out = tempfile.NamedTemporaryFile(suffix=ext, delete=False).name
-        write_label(result, study.reference, out, value=1)
+        if np.asarray(result).dtype == np.uint8:
+            write_label_map(result, study.reference, out)
+        else:
+            write_label(result, study.reference, out, value=1)
         return out
+
+    def request_region(self, request: dict, seg) -> str | None:
+        """The decoder a request asks for (``region``: WT, TC or ET), or None for the BraTS label map (the BraTS
+        mode's default). A single-region server has one decoder, its region's; any other region is a 422."""
+        from bratsmedsam.regions import BRATS
+
+        asked = request.get("region")
+        default = asked in (None, "") or (isinstance(asked, str) and asked.strip().lower() == BRATS.lower())
+        if not self.cfg.multi:
+            if not default and (not isinstance(asked, str) or asked.strip().upper() != self.cfg.region):
+                raise HTTPException(status_code=422, detail=f"region {asked!r}: this server segments "
+                                                            f"{self.cfg.region} only (started with --region)")
+            return seg.regions[0]
+        if default:
+            return None
+        if not isinstance(asked, str) or asked.strip().upper() not in seg.regions:
+            raise HTTPException(status_code=422, detail=f"region {asked!r}: this server segments {BRATS} (the "
+                                                        f"label map, the default) or one of {', '.join(seg.regions)}")
+        return asked.strip().upper()
+
+    def compose(self, study: Study, seg, label: np.ndarray, region: str | None):
+        """``(result, per-region voxel counts)``: ``region`` None (BraTS mode): the WT ``label``'s TC and ET
+        (``subregions``) composed into the label map; a region in the BraTS mode: its mask as its label-map value;
+        a single-region server: the bool mask (label 1)."""
+        from bratsmedsam.regions import REGION_LABEL
+        from bratsmedsam.subregions import brats_label, region_voxels
+
+        if region is None:
+            lm = brats_label(study.channels, label, seg)
+            return lm, region_voxels(lm[:, :, label.any(axis=(0, 1))])
+        counts = {region if self.cfg.multi else self.cfg.region: int(label.sum())}
+        if self.cfg.multi:
+            return label.astype(np.uint8) * np.uint8(REGION_LABEL[region]), counts
+        return label, counts

@@ -1,4 +1,8 @@
-"""Interactive MedSAM: Slicer's ROI (IJK) or foreground clicks -> label volume."""
+"""Interactive MedSAM: Slicer's ROI (IJK) or foreground clicks -> label volume.
+
+BraTS mode (the default): the prompt is a WT box; WT is segmented, then TC and ET from the WT mask
+(``bratsmedsam.subregions``), and the result is the label map NCR 1 / ED 2 / ET 3. ``region`` (WT, TC or ET) in the
+request prompts that region's decoder with the box instead and returns that region alone."""
 
 from __future__ import annotations
 
@@ -24,7 +28,9 @@ class MedSamInfer(StudyInferTask):
         return self.store.has_segmenter()
 
     def run(self, study, request):
-        seg = self.store.segmenter()
+        full = self.store.segmenter()
+        region = self.request_region(request, full)
+        seg = full.region(region or full.regions[0])
         shape = study.channels.shape[:3]
         roi = request.get("roi")
         fg = request.get("foreground") or []
@@ -42,8 +48,10 @@ class MedSamInfer(StudyInferTask):
             prompt = {"foreground": np.asarray(fg).tolist()}
         else:
             raise UserError("medsam needs a prompt: 'roi' [i0, i1, j0, j1, k0, k1] or 'foreground' [[i, j, k], ...]")
-        return res.label, {
-            "model_id": seg.model_id, "decoder": seg.meta.get("checkpoint_sha256") or seg.model_id,
+        label, voxels = self.compose(study, full, res.label, region)
+        return label, {
+            "model_id": full.model_id, "decoder": full.meta.get("checkpoint_sha256") or full.model_id,
+            "region": (region if self.cfg.multi else self.cfg.region) or "BraTS", "region_voxels": voxels,
             "prompt": prompt, "slices": res.slices,
             "iou": {str(k): [round(float(v), 4) for v in res.iou[k]] for k in res.slices},
             "voxels": int(res.label.sum()),

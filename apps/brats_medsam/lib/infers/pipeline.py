@@ -1,5 +1,6 @@
 """Automatic: detector over every axial slice -> segmenter seeded by its confident boxes, propagated through the
-volume (``--conf auto_mode propagate``, the default) or on every detected box (``slices``) -> label volume."""
+volume (``--conf auto_mode propagate``, the default) or on every detected box (``slices``) -> label volume.
+BraTS mode: that is WT; TC and ET follow from its mask (``bratsmedsam.subregions``) -> the label map."""
 
 from __future__ import annotations
 
@@ -22,12 +23,16 @@ class PipelineInfer(StudyInferTask):
         return self.store.has_detector() and self.store.has_segmenter()
 
     def run(self, study, request):
-        det, seg = self.store.detector(), self.store.segmenter()
+        det, full = self.store.detector(), self.store.segmenter()
+        region = self.request_region(request, full)
+        seg = full.region(region or full.regions[0])
         res = segment_automatic(study.channels, det, seg, self.cfg.auto_mode, postprocess=self.cfg.postprocess,
                                 min_component_mm3=self.cfg.min_component_mm3, spacing=study.spacing)
         tumours = merge_boxes_3d(res.boxes, res.conf, study.channels.shape[:3])
-        return res.label, {
-            "model_id": seg.model_id, "detector_id": det.weights_id, "mode": self.cfg.auto_mode, "slices": res.slices,
+        label, voxels = self.compose(study, full, res.label, region)
+        return label, {
+            "model_id": full.model_id, "region": (region if self.cfg.multi else self.cfg.region) or "BraTS", "region_voxels": voxels,
+            "detector_id": det.weights_id, "mode": self.cfg.auto_mode, "slices": res.slices,
             "tumours": [{"roi_ijk": list(b.roi_ijk), "conf": round(b.conf, 4)} for b in tumours],
             "mean_iou": round(float(np.mean(np.concatenate(list(res.iou.values())))), 4) if res.iou else None,
             "voxels": int(res.label.sum()),

@@ -28,7 +28,7 @@ class DetectorTrain(TrainTask):
         studies, skipped = labelled_studies(datastore.datalist(), run / "studies", cfg.channels, cfg.region,
                                             cfg.labels.values())
         n = sum(1 for p in studies.iterdir() if p.is_dir())
-        prepare_dataset(studies, run / "dataset", PrepareConfig(channels=cfg.channels, region=cfg.region,
+        prepare_dataset(studies, run / "dataset", PrepareConfig(channels=cfg.channels, region=cfg.dataset_region,
                                                                split=split_for(n)), workers=1)
         best = train_detector(run / "dataset" / "dataset.yaml", run / "yolo", quick=True,
                               epochs=int(request.get("max_epochs") or cfg.detector_epochs or 0) or None,
