@@ -219,8 +219,10 @@ def _settings(conf):
     return AppSettings.from_conf(str(app), conf)
 
 
-def test_the_app_defaults_to_the_brats_label_map_and_keeps_the_single_region_mode(tmp_path):
-    multi = _settings({"model_dir": str(tmp_path)})
+def test_the_app_defaults_to_wt_and_serves_the_brats_label_map_when_asked(tmp_path):
+    default = _settings({"model_dir": str(tmp_path)})
+    assert not default.multi and default.labels == {"WT": 1} and default.regions == ("WT",)
+    multi = _settings({"model_dir": str(tmp_path), "region": "BraTS"})
     assert multi.multi and multi.labels == {"NCR": 1, "ED": 2, "ET": 3} and multi.regions == ("WT", "TC", "ET")
     assert multi.dataset_region == "WT"
     one = _settings({"model_dir": str(tmp_path), "region": "tc"})
