@@ -34,6 +34,7 @@ from .errors import UserError
 from .evaluation.records import DERIVED, GT, PROPAGATED, SliceRecord, per_case_rows, table2, volume_table
 from .evaluation.rows import detector_name, load_detectors, load_segmenters, resolve_detector, segmenter_rows
 from .metrics import dice
+from .segmenter.model import union_masks
 
 
 @dataclass
@@ -133,7 +134,7 @@ def evaluate(cfg: EvaluateConfig, out_dir: str | Path) -> dict:
             for src in sources:
                 results = seg.segment_many(images, boxes[src])
                 for rec, img, gtm, b, res in zip(recs, images, masks, boxes[src], results):
-                    pred = _union(res.masks, gtm.shape)
+                    pred = union_masks(res.masks, gtm.shape)
                     slice_rows.append(SliceRecord(case, rec.z, bool(gtm.any()), row_name, src, int(len(b)),
                                                   dice(pred, gtm), region))
         if volumes:
@@ -198,7 +199,7 @@ def _region_slices(case, recs, images, boxes: dict, seg, row_name: str, regions,
             out.append(SliceRecord(case, rec.z, bool(gtm.any()), row_name, src, int(n), dice(pred, gtm), g))
 
     for src, bx in boxes.items():  # GT (the manifest's WT boxes) and each detector's
-        wt = [_union(r.masks, m.shape) for r, m in zip(seg.segment_many(images, bx, region="WT"), truth["WT"])]
+        wt = [union_masks(r.masks, m.shape) for r, m in zip(seg.segment_many(images, bx, region="WT"), truth["WT"])]
         add("WT", src, wt, [len(b) for b in bx])
         if src == GT:
             add("WT", DERIVED, wt, [len(b) for b in bx])
@@ -208,13 +209,8 @@ def _region_slices(case, recs, images, boxes: dict, seg, row_name: str, regions,
     for g in inner:
         own = [component_boxes_xyxy(m, min_box)[0] for m in truth[g]]
         res = seg.segment_many(images, own, region=g)
-        add(g, GT, [_union(r.masks, m.shape) for r, m in zip(res, truth[g])], [len(b) for b in own])
+        add(g, GT, [union_masks(r.masks, m.shape) for r, m in zip(res, truth[g])], [len(b) for b in own])
     return out
-
-
-def _union(masks: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    m = np.asarray(masks, bool)
-    return m.any(axis=0) if m.shape[0] else np.zeros(shape, bool)
 
 
 def _examples(results: dict, segmenters: dict, by_case: dict, cfg: EvaluateConfig) -> dict:
@@ -244,5 +240,5 @@ def _examples(results: dict, segmenters: dict, by_case: dict, cfg: EvaluateConfi
         img, gtm = read_image(rec.image), read_mask(rec.mask)
         res = segmenters[row].segment_many([img], [rec.boxes_xyxy])[0]
         out["slices"][label] = {"case": s.case, "z": s.z, "dice": s.dice, "image": img, "gt": gtm,
-                                "pred": _union(res.masks, gtm.shape), "boxes": rec.boxes_xyxy}
+                                "pred": union_masks(res.masks, gtm.shape), "boxes": rec.boxes_xyxy}
     return out

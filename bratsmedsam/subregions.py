@@ -18,6 +18,7 @@ import numpy as np
 
 from .boxes import axial_slice, component_boxes_xyxy, put_axial_slice
 from .regions import PARENT, label_map, nest
+from .segmenter.model import union_masks
 
 #: the regions segmented inside the whole tumour, in nesting order
 INNER = ("TC", "ET")
@@ -29,11 +30,6 @@ def parent_boxes(mask: np.ndarray, min_pixels: int = 10) -> np.ndarray:
     return component_boxes_xyxy(np.asarray(mask, bool), min_pixels)[0]
 
 
-def _union(masks, shape) -> np.ndarray:
-    m = np.asarray(masks, bool)
-    return m.any(axis=0) if m.shape[0] else np.zeros(shape, bool)
-
-
 def inner_masks_2d(segmenter, images: Sequence[np.ndarray], wt_masks: Sequence[np.ndarray], min_pixels: int = 10,
                    regions: Sequence[str] = INNER) -> dict[str, list[np.ndarray]]:
     """Slice level: ``{region: [bool (H, W) per image]}`` for the inner ``regions``, each decoder prompted with the
@@ -43,7 +39,7 @@ def inner_masks_2d(segmenter, images: Sequence[np.ndarray], wt_masks: Sequence[n
     out = {"WT": [np.asarray(m, bool) for m in wt_masks]}
     for r in regions:
         res = segmenter.segment_many(list(images), boxes, region=r)
-        out[r] = [_union(x.masks, m.shape) for x, m in zip(res, wt_masks)]
+        out[r] = [union_masks(x.masks, m.shape) for x, m in zip(res, wt_masks)]
     for i in range(len(wt_masks)):
         nested = nest({r: out[r][i] for r in out})
         for r in regions:

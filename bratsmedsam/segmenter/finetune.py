@@ -41,6 +41,7 @@ from ..errors import UserError
 from ..offline import PROJECT_ROOT
 from . import distributed
 from .distributed import DistEnv
+from .model import union_masks
 from .samples import Sample, SplitData, augment_intensity, jitter_box, load_split, make_samples
 
 SELECT_ON = ("auto", "all", "real")
@@ -88,7 +89,7 @@ def slice_dices(seg, data: SplitData, progress: bool = False,
     results = []
     for i in range(0, len(data.images), chunk):  # chunks keep the stacked embeddings small
         results += seg.segment_many(data.images[i:i + chunk], data.boxes[i:i + chunk], progress=progress, **kw)
-    preds = [r.masks.any(0) if len(r.masks) else np.zeros(m.shape, bool) for r, m in zip(results, data.masks)]
+    preds = [union_masks(r.masks, m.shape) for r, m in zip(results, data.masks)]
     return [dice(p, m) for p, m in zip(preds, data.masks)], preds
 
 
@@ -458,7 +459,7 @@ def train_decoder(dataset_dir, out_dir, cfg: FinetuneConfig) -> dict:
         best_seg.cache = seg.cache  # same encoder: reuse the embeddings
         n = min(cfg.n_overlays, len(val.images))
         pick = np.linspace(0, len(val.images) - 1, n).round().astype(int) if n else []
-        sub = SplitData(*[[getattr(val, f)[i] for i in pick] for f in ("keys", "images", "masks", "boxes", "names")])
+        sub = val.subset(pick)
         d, preds = slice_dices(best_seg, sub)
         save_overlays(sub, preds, d, out_dir / "overlays")
     distributed.barrier(env, "rank 0's final overlays")

@@ -32,6 +32,12 @@ class SegResult:
     iou: np.ndarray  # float32 (n,), the model's predicted IoU per mask
 
 
+def union_masks(masks, shape) -> np.ndarray:
+    """bool ``shape``: the union of a result's ``(n, H, W)`` masks (all False when there are none)."""
+    m = np.asarray(masks, bool)
+    return m.any(axis=0) if m.shape[0] else np.zeros(shape, bool)
+
+
 #: prompts per decoder pass by device type. CPU: measured (bench_decoder.py, AMX CPU, 2 threads, quiet): 57 ms per
 #: box at 4 against 72 ms one slice per call, but 106 ms at 16 (the (n, 32, 256, 256) upscaling outgrows the cache).
 #: CUDA: not measured here (no GPU); 32 is an assumption, ``decode_batch=`` overrides it.
@@ -328,4 +334,4 @@ def load_segmenter(base: str | None = "litemedsam", checkpoint=None, decoder=Non
                      decode_batch=decode_batch, decoders=decoders)
 
 
-__all__ = ["SegResult", "Segmenter", "load_segmenter", "decode", "decode_batched"]
+__all__ = ["SegResult", "Segmenter", "load_segmenter", "decode", "decode_batched", "union_masks"]
