@@ -79,26 +79,27 @@ def load_split(dataset_dir, split: str, max_n: int | None, seed: int, regions=()
                      names=[f"{r.case}_z{r.z:03d}" for r in recs], regions=per_region)
 
 
+def _box_samples(i: int, mask: np.ndarray, boxes, region: str | None = None) -> list[Sample]:
+    """Slice ``i``'s samples on its own ``boxes``: the ``mask`` pixels inside each box (boxes holding none dropped)."""
+    out = []
+    for b in boxes:
+        target = mask_inside_xyxy(mask, b)
+        if target.any():
+            out.append(Sample(i, b.astype(np.float32), target, region))
+    return out
+
+
 def make_samples(data: SplitData, regions=None) -> list[Sample]:
     """One sample per GT box. ``regions`` None: the dataset's own region (``masks`` / ``boxes``). Otherwise per
     region: WT (the first, the dataset's region) on its boxes; each inner region on its own boxes and on the WT
     boxes (module docstring)."""
     if not regions:
-        out = []
-        for i, (mask, boxes) in enumerate(zip(data.masks, data.boxes)):
-            for b in boxes:
-                target = mask_inside_xyxy(mask, b)
-                if target.any():
-                    out.append(Sample(i, b.astype(np.float32), target))
-        return out
+        return [s for i, (mask, boxes) in enumerate(zip(data.masks, data.boxes)) for s in _box_samples(i, mask, boxes)]
     out = []
     for reg in regions:
         masks, own = data.regions[reg]
         for i, mask in enumerate(masks):
-            for b in own[i]:
-                target = mask_inside_xyxy(mask, b)
-                if target.any():
-                    out.append(Sample(i, b.astype(np.float32), target, reg))
+            out += _box_samples(i, mask, own[i], reg)
             if reg != "WT":
                 for b in data.boxes[i]:  # the parent (WT) boxes: what the automatic chain prompts it with
                     out.append(Sample(i, b.astype(np.float32), mask_inside_xyxy(mask, b), reg))
