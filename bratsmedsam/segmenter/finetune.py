@@ -350,11 +350,15 @@ def train_decoder(dataset_dir, out_dir, cfg: FinetuneConfig) -> dict:
 
         mine = set(range(env.rank, len(train.images), env.world))
         for v in range(1, cfg.intensity_variants + 1):
+            pending = []  # this rank's variants not cached yet, encoded 32 at a time (each variant made once)
             for i in range(len(train.images)):
-                variant_keys[i, v] = image_key(variant_image(i, v))
-            todo = [i for i in sorted(mine) if variant_keys[i, v] not in seg.cache]
-            for j in range(0, len(todo), 32):
-                seg.embed([variant_image(i, v) for i in todo[j:j + 32]], progress=cfg.progress and main_rank)
+                img = variant_image(i, v)
+                variant_keys[i, v] = image_key(img)
+                if i in mine and variant_keys[i, v] not in seg.cache:
+                    pending.append(img)
+                if len(pending) == 32 or (pending and i == len(train.images) - 1):
+                    seg.embed(pending, progress=cfg.progress and main_rank)
+                    pending = []
         distributed.barrier(env, "the intensity variants' embeddings")
 
     def get_embedding(i: int, v: int = 0):
