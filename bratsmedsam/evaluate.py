@@ -33,6 +33,7 @@ from .cleanup import MIN_COMPONENT_MM3
 from .errors import UserError
 from .evaluation.records import DERIVED, GT, PROPAGATED, SliceRecord, per_case_rows, table2, volume_table
 from .evaluation.rows import detector_name, load_detectors, load_segmenters, resolve_detector, segmenter_rows
+from .intensity import PAPER_CHANNELS
 from .metrics import dice
 from .segmenter.model import union_masks
 
@@ -113,7 +114,7 @@ def evaluate(cfg: EvaluateConfig, out_dir: str | Path) -> dict:
     volumes = cfg.volumes and bool(segmenters)
     if volumes:
         files = case_files(Path(info["studies"]))
-    channels_order = tuple(info.get("channels", ("t1c", "t2w", "t2f")))
+    channels_order = tuple(info.get("channels", PAPER_CHANNELS))  # a dataset that does not say: the old default
     region = info.get("region", "WT")
     settings = info.get("settings", {})
     min_box = int(settings.get("min_box_pixels", 10))

@@ -39,7 +39,7 @@ from .cases import CaseFiles, check_headers, discover_cases, load_case
 from .dataset import COLUMNS, DATA_YAML, INFO, MANIFEST, SPLITS, manifest_row, slice_stem
 from .done_markers import DONE_DIR, KINDS, fingerprint, is_trusted, read_marker, remove_case_files, sweep
 from .errors import CaseError, UserError
-from .intensity import compose_channels, parse_channels
+from .intensity import DEFAULT_CHANNELS, compose_channels, parse_channels
 from .regions import parse_region, region_mask
 from .splits import SPLIT_RULE, parse_split, split_cases
 
@@ -47,7 +47,7 @@ from .splits import SPLIT_RULE, parse_split, split_cases
 class PrepareConfig:
     """Settings of ``prepare``. ``background_ratio``: max tumour-free slices kept per tumour slice, per case."""
 
-    channels: tuple[str, str, str] = ("t1c", "t2w", "t2f")
+    channels: tuple[str, str, str] = DEFAULT_CHANNELS
     region: str = "WT"
     min_box_pixels: int = 10
     background_ratio: float = 0.5

@@ -19,6 +19,7 @@ from pathlib import Path
 from .atomic import write_json, write_text
 from .detection.training import QUICK as DETECTOR_QUICK
 from .errors import UserError
+from .intensity import PAPER_CHANNELS
 
 
 @dataclass
@@ -82,7 +83,7 @@ PAPER = Profile(
                 "YOLOv5l, 100 epochs, imgsz 256, batch 16, SGD lr0 0.01; MedSAM ViT-B mask decoder fine-tuned "
                 "100 epochs (AdamW lr 1e-4, wd 0.01, batch 8, Dice+BCE), best epoch by validation Dice; "
                 "full evaluation with 3D metrics on every test case.",
-    prepare={"z_step": 1, "split": [0.6, 0.2, 0.2], "seed": 0},
+    prepare={"z_step": 1, "split": [0.6, 0.2, 0.2], "seed": 0, "channels": list(PAPER_CHANNELS)},
     detectors=[DetectorStep("yolov5s", 100, 256, 16), DetectorStep("yolov5l", 100, 256, 16)],
     finetune={"base": "medsam", "epochs": 100, "batch_size": 8, "lr": 1e-4, "weight_decay": 0.01, "seed": 0},
     evaluate={"volumes": True, "n_boot": 2000},

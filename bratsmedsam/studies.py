@@ -20,6 +20,7 @@ from typing import Sequence
 import numpy as np
 
 from .errors import UserError
+from .intensity import DEFAULT_CHANNELS
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ def find_case_files(path: str | os.PathLike):
     return files
 
 
-def load_study(path: str | os.PathLike, channels: Sequence[str] = ("t1c", "t2w", "t2f"),
+def load_study(path: str | os.PathLike, channels: Sequence[str] = DEFAULT_CHANNELS,
                display: Sequence[str] = ("t2f", "t1c")) -> Study:
     """Load a case folder, a modality file of a BraTS case (its siblings join in), or a lone volume.
 

@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SLICER = {"result_extension": ".nrrd", "result_dtype": "uint8", "result_compress": False}
 LATENCIES: dict[str, list[float]] = {}
 REF_CASE = REAL_CASE_ID if HAVE_REAL else "BraTS-GLI-90000-000"
-# Bars on the reference case (LiteMedSAM zero-shot, RGB stack t1c,t2w,t2f; FIELD_NOTES reference ~0.74 mean).
+# Bars on the reference case (LiteMedSAM zero-shot, the default stack t2f,t2f,t2f; FIELD_NOTES reference ~0.74 mean for the paper stack).
 DICE_BAR_ROI_2D = 0.70
 DICE_BAR_ROI_3D = 0.60
 DICE_BAR_PIPELINE = 0.30  # a quick CPU detector that misses small fragments: the bar checks the chain
@@ -189,6 +189,33 @@ def test_pipeline_returns_a_label_with_the_input_geometry_on_the_detected_slices
 def test_pipeline_dice_on_the_real_case_beats_the_bar(pipeline_result, real):
     (_, lab), res = pipeline_result
     assert _dice(lab, real["wt"]) > DICE_BAR_PIPELINE, res
+
+
+def _pretrained_decoder(path, channels):
+    """A decoder checkpoint that fits the served base (its pretrained weights) and records ``channels``."""
+    from bratsmedsam.segmenter import load_segmenter
+    from bratsmedsam.segmenter.checkpoint import save_decoder
+
+    lite = load_segmenter(device="cpu", backend="torch", cache_size=0)
+    return save_decoder(path, lite.net.mask_decoder.state_dict(), {
+        "base": "litemedsam", "base_checkpoint": str(lite.base_checkpoint), "base_checkpoint_sha256": lite.base_sha256,
+        "preprocess": lite.fam.preprocess_id, "channels": channels, "region": "WT"})
+
+
+def _up(path, name=None, field="label"):
+    return {field: (name or Path(path).name, open(path, "rb"), "application/octet-stream")}
+
+
+def test_a_decoder_trained_on_other_channels_is_refused_and_not_published(server, tmp_path):
+    import requests
+
+    url = server.get_server_url() + "/model/medsam"
+    before = requests.get(url, timeout=60).status_code
+    dec = _pretrained_decoder(tmp_path / "paper_decoder.pt", ["t1c", "t2w", "t2f"])
+    with open(dec, "rb") as fh:
+        r = requests.put(url, files={"file": ("paper_decoder.pt", fh, "application/octet-stream")}, timeout=300)
+    assert r.status_code == 422 and "trained on channels t1c,t2w,t2f, this server stacks t2f,t2f,t2f" in r.text
+    assert requests.get(url, timeout=60).status_code == before
 
 
 def test_a_submitted_label_is_saved_as_final(server, studies):

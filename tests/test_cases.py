@@ -263,7 +263,8 @@ def test_compose_channels_rejects_a_modality_that_is_not_loaded(studies):
     write_case(studies, "c1", modalities=("t2f",), seg=False)
     case = load_one(studies, "c1", modalities=["t2f"], with_seg=False)
     with pytest.raises(CaseError, match="t1c is not loaded"):
-        compose_channels(case)
+        compose_channels(case, ("t1c", "t2w", "t2f"))
+    assert compose_channels(case).shape[-1] == 3  # the default, FLAIR x3, needs only the FLAIR
 
 
 # ---- regions ---------------------------------------------------------------------------------

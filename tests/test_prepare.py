@@ -17,6 +17,7 @@ from bratsmedsam.cli import main as cli_main
 from bratsmedsam.dataset import load_info, load_manifest, read_image, read_mask
 from bratsmedsam.errors import UserError
 from bratsmedsam.intensity import normalize_volume
+from bratsmedsam.intensity import PAPER_CHANNELS
 from bratsmedsam.prepare import PrepareConfig, prepare_dataset
 from bratsmedsam.splits import split_cases, split_counts
 from bratsmedsam.regions import region_mask
@@ -62,9 +63,17 @@ def studies(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def built(studies, tmp_path_factory) -> tuple[Path, dict]:
+    """The paper's stack: the bad cases break t1c, t2w or t2f, and this stack reads all three."""
     out = tmp_path_factory.mktemp("prep") / "dataset"
-    summary = prepare_dataset(studies, out, PrepareConfig(), workers=1, progress=False)
+    summary = prepare_dataset(studies, out, PrepareConfig(channels=PAPER_CHANNELS), workers=1, progress=False)
     return out, summary
+
+
+def test_the_default_flair_stack_needs_only_the_flair(studies, tmp_path):
+    summary = prepare_dataset(studies, tmp_path / "ds", PrepareConfig(), workers=1, progress=False)
+    assert summary["channels"] == ["t2f", "t2f", "t2f"]
+    assert "bad-missing" in summary["cases_used"]  # no t2w: not needed
+    assert "bad-truncated" in summary["cases_skipped"] and "bad-nan" not in summary["cases_skipped"]  # NaN in t2w
 
 
 def _files(out: Path) -> set[str]:
@@ -218,10 +227,12 @@ def test_changed_settings_redo_the_cases(studies, tmp_path):
     shutil.copytree(studies / GOOD[0], sub / GOOD[0])
     out = tmp_path / "ds"
     prepare_dataset(sub, out, PrepareConfig(), progress=False)
-    again = prepare_dataset(sub, out, PrepareConfig(channels=("t2f", "t2f", "t2f")), progress=False)
+    img = read_image(load_manifest(out)[0].image)
+    assert np.array_equal(img[..., 0], img[..., 1]) and np.array_equal(img[..., 1], img[..., 2])  # FLAIR x3
+    again = prepare_dataset(sub, out, PrepareConfig(channels=PAPER_CHANNELS), progress=False)
     assert again["cases_reused"] == []
     img = read_image(load_manifest(out)[0].image)
-    assert np.array_equal(img[..., 0], img[..., 1]) and np.array_equal(img[..., 1], img[..., 2])
+    assert not np.array_equal(img[..., 0], img[..., 2])
 
 
 def test_nothing_usable_is_an_error(studies, tmp_path):
@@ -229,7 +240,7 @@ def test_nothing_usable_is_an_error(studies, tmp_path):
     for cid in ("bad-nan", "bad-noseg"):
         shutil.copytree(studies / cid, sub / cid)
     with pytest.raises(UserError, match="no usable case.*bad-nan: .*non-finite"):
-        prepare_dataset(sub, tmp_path / "ds", PrepareConfig(), progress=False)
+        prepare_dataset(sub, tmp_path / "ds", PrepareConfig(channels=PAPER_CHANNELS), progress=False)
 
 
 def test_cli_prepare_reports_the_summary_and_exit_codes(studies, tmp_path, capsys):
@@ -304,7 +315,7 @@ def test_a_case_failing_the_data_checks_leaves_a_consistent_split(studies, tmp_p
     for cid in GOOD[:3] + ["bad-nan", "bad-labels"]:  # headers fine, data bad: found only while reading
         shutil.copytree(studies / cid, sub / cid)
     out = tmp_path / "ds"
-    summary = prepare_dataset(sub, out, PrepareConfig(), progress=False)
+    summary = prepare_dataset(sub, out, PrepareConfig(channels=PAPER_CHANNELS), progress=False)
     assert sorted(summary["cases_skipped"]) == ["bad-labels", "bad-nan"]
     assert sorted(summary["splits"].values()) == ["test", "train", "val"]  # 3 cases: one per split
     assert {r.case: r.split for r in load_manifest(out)} == summary["splits"]

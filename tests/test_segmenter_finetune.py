@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from bratsmedsam.segmenter.samples import Sample, SplitData, jitter_box, make_samples
+from bratsmedsam.segmenter.samples import Sample, SplitData, jitter_box, make_samples, neighbour_samples
 
 EPOCHS = 1
 
@@ -175,3 +175,22 @@ def test_early_stopping_ends_the_run_and_intensity_variants_are_encoded_once(sam
 
     seg = load_segmenter("litemedsam", device="cpu", cache_dir=cache_root / "embeddings")
     assert image_key(variant) in seg.cache
+
+
+def test_neighbour_samples_prompt_a_slice_with_the_box_of_the_slice_beside_it_plus_3_px():
+    def mask(x0, y0, x1, y1):
+        m = np.zeros((40, 40), bool)
+        m[y0:y1 + 1, x0:x1 + 1] = True
+        return m
+
+    masks = [mask(10, 10, 20, 20), mask(12, 11, 24, 22), mask(30, 30, 35, 35), mask(5, 5, 8, 8)]
+    boxes = [np.array([[10, 10, 20, 20]], np.float32), np.array([[12, 11, 24, 22]], np.float32),
+             np.array([[30, 30, 35, 35]], np.float32), np.array([[5, 5, 8, 8]], np.float32)]
+    names = ["a_z010", "a_z011", "a_z012", "b_z011"]  # b's slice is a's z neighbour in number only
+    data = SplitData([None] * 4, [None] * 4, masks, boxes, names)
+    got = {(s.slice_idx, tuple(s.box.tolist())): s.target for s in neighbour_samples(data)}
+    assert set(got) == {(0, (9, 8, 27, 25)), (1, (7, 7, 23, 23)), (1, (27, 27, 38, 38)), (2, (9, 8, 27, 25))}
+    np.testing.assert_array_equal(got[(0, (9, 8, 27, 25))], masks[0])  # all of slice 0's mask lies in the box
+    np.testing.assert_array_equal(got[(1, (7, 7, 23, 23))], masks[1] & mask(7, 7, 23, 23))  # cut by the box
+    assert not got[(1, (27, 27, 38, 38))].any() and not got[(2, (9, 8, 27, 25))].any()  # nothing there: empty
+

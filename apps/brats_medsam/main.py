@@ -108,7 +108,8 @@ class BratsMedSamApp(MONAILabelApp):
 
     def publish_model(self, model: str, upload: str) -> str:
         """``PUT /model/{model}``: the upload must load as that model (its config's ``check_file``: a decoder
-        that fits the base segmenter, YOLO weights the detector reads), then replaces the served file
+        that fits the base segmenter, YOLO weights the detector reads; one that records other channels than the served
+        ones: 422), then replaces the served file
         atomically. Returns its SHA-256."""
         target = self.model_file(model, validate=False)
         if target is None:
@@ -118,6 +119,13 @@ class BratsMedSamApp(MONAILabelApp):
             self.configs[model].check_file(upload)
         except UserError as exc:
             raise HTTPException(status_code=422, detail=f"not a usable {model} model: {exc}") from None
+        from bratsmedsam.intensity import model_channels
+
+        up = Path(upload)
+        for _, got in model_channels(up if model == "detector" else None, up if model == "medsam" else None).items():
+            if tuple(got) != tuple(self.cfg.channels):
+                raise HTTPException(status_code=422, detail=f"not a usable {model} model: it was trained on channels "
+                                    f"{','.join(got)}, this server stacks {','.join(self.cfg.channels)}")
         publish(upload, Path(target))
         return file_sha256(target)
 

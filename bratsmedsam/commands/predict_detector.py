@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..intensity import DEFAULT_CHANNELS
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("predict-detector", help="predict per-slice tumour boxes with trained YOLO weights",
@@ -17,8 +19,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--studies", type=Path, help="studies folder (BraTS layout): whole volumes, every slice")
     p.add_argument("--split", default="test", help="dataset split to predict (default test)")
     p.add_argument("--case", action="append", default=[], help="with --studies: only these case ids (repeatable)")
-    p.add_argument("--channels", default="t1c,t2w,t2f",
-                   help="with --studies: modalities stacked as RGB, as the detector was trained (default t1c,t2w,t2f)")
+    p.add_argument("--channels", default=",".join(DEFAULT_CHANNELS),
+                   help="with --studies: modalities stacked as RGB, as the detector was trained (default %(default)s)")
     p.add_argument("--conf", type=float, default=None,
                    help="minimum confidence (default: the validation max-F1 confidence train-detector stored "
                    "in the weights, else 0.25)")

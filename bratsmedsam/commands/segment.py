@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from ..pipeline import AUTO_MODES
+from ..intensity import DEFAULT_CHANNELS
 
 
 def register(sub) -> None:
@@ -22,7 +23,9 @@ def register(sub) -> None:
     p.add_argument("--decoder", type=Path, help="fine-tuned mask decoder checkpoint")
     p.add_argument("--base", default="litemedsam", help="segmenter family (litemedsam, medsam, sam)")
     p.add_argument("--checkpoint", type=Path, help="base segmenter checkpoint (default: the packaged one)")
-    p.add_argument("--channels", default="t1c,t2w,t2f")
+    p.add_argument("--channels", default=None,
+                   help="modalities stacked as the models' 3 channels (default: the ones the models record, else "
+                        f"{','.join(DEFAULT_CHANNELS)}); a model trained on other channels is refused")
     p.add_argument("--device", default=None)
     p.add_argument("--out", type=Path, required=True, help="output label (.nii.gz); value 1 = tumour")
     p.set_defaults(func=run)
@@ -50,14 +53,15 @@ def run(args) -> int:
     import time
 
     from ..boxes import RoiIJK
-    from ..intensity import parse_channels
+    from ..intensity import model_channels, parse_channels, resolve_channels
     from ..pipeline import segment_automatic
     from ..studies import load_study, write_label
     from ..volume import segment_roi, segment_with_boxes
     from ..segmenter import load_segmenter
 
     t0 = time.time()
-    study = load_study(args.case, parse_channels(args.channels), display=("t1c", "t2f"))
+    channels = resolve_channels(args.channels, model_channels(args.detector, args.decoder))
+    study = load_study(args.case, parse_channels(channels), display=("t1c", "t2f"))
     seg = load_segmenter(args.base, args.checkpoint, decoder=args.decoder, device=args.device)
     if args.boxes:
         kind, boxes = read_boxes(args.boxes)

@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 from ..offline import PROJECT_ROOT
+from ..intensity import DEFAULT_CHANNELS
 
 APP_DIR = PROJECT_ROOT / "apps" / "brats_medsam"
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -33,7 +34,10 @@ def register(sub) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--model-dir", type=Path, help="published models (default STUDIES/.brats_medsam/model)")
-    p.add_argument("--channels", default="t1c,t2w,t2f", help="modalities stacked as the models' 3 channels")
+    p.add_argument("--channels", default=None,
+                   help="modalities stacked as the models' 3 channels (default: the ones the served models record, "
+                        f"else {','.join(DEFAULT_CHANNELS)}; the paper's: t1c,t2w,t2f); a model trained on other "
+                        "channels is refused")
     p.add_argument("--region", default="WT", choices=["BraTS", "WT", "TC", "ET"],
                    help="WT (default), TC or ET: that one region, as label 1; BraTS: the label map NCR 1 / ED 2 / ET 3 "
                         "from three region decoders - give it a --decoder trained with `train-segmenter --regions "
@@ -127,6 +131,11 @@ def run(args) -> int:
     shutil.rmtree(srv.upload_dir, ignore_errors=True)  # uploads live for one request: none survive a restart
     for d in (srv.session_dir, srv.upload_dir):
         Path(d).mkdir(mode=0o700, parents=True, exist_ok=True)
+    from ..intensity import model_channels, resolve_channels
+
+    # before anything is published: a model made for other channels is refused, not copied
+    args.channels = resolve_channels(args.channels, model_channels(args.detector or model_dir / "detector.pt",
+                                                                    args.decoder or model_dir / "medsam_decoder.pt"))
     for src, name in ((args.detector, "detector.pt"), (args.decoder, "medsam_decoder.pt")):
         if src is not None:
             if not src.is_file():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import time
 from pathlib import Path
 
@@ -52,6 +53,11 @@ def register(sub) -> None:
                         "bias) and draw one per sample and epoch (default 0: none; costs K encoder passes a slice)")
     p.add_argument("--iou-loss-weight", type=float, default=1.0,
                    help="weight of the IoU head's MSE term (default 1, LiteMedSAM's; 0 trains the masks alone)")
+    p.add_argument("--neighbour-samples", action=argparse.BooleanOptionalAction, default=False,
+                   help="also train on the volume-aware propagation's prompt: each slice with the box of the slice "
+                        "above or below (+3 px), target its own mask inside (empty where the tumour ends); a "
+                        "slice's neighbours count when they are in the train split too (prepare's z_step 1; with "
+                        "--max-train-slices only those drawn as well)")
     p.add_argument("--patience", type=int, default=None,
                    help="early stopping: end after N epochs without a better val Dice (default: run every epoch)")
     p.add_argument("--select-on", choices=("auto", "all", "real"), default="auto",
@@ -92,7 +98,7 @@ def run(args) -> int:
         resume=bool(args.resume), embeddings=args.embeddings, dist_timeout_s=args.dist_timeout,
         cache_max_mb=args.cache_max_gb * 1024 if args.cache_max_gb else None,
         iou_loss_weight=args.iou_loss_weight, intensity_variants=args.intensity_variants, patience=args.patience,
-        select_on=args.select_on, regions=parse_region_list(args.regions),
+        select_on=args.select_on, regions=parse_region_list(args.regions), neighbour_samples=args.neighbour_samples,
     )
     main_rank = dist_env().main
     if main_rank:

@@ -25,6 +25,7 @@ from ..errors import UserError
 from . import ultra
 from .layout import is_background, labels_dir, read_data_yaml, slices_by_case
 from .threshold import select_threshold
+from .weights import store_channels
 
 # The paper's recipe: the defaults of train_detector.
 PAPER = {"model": "yolov5s", "epochs": 100, "imgsz": 256, "batch": 16, "optimizer": "SGD", "lr0": 0.01}
@@ -214,14 +215,29 @@ def train_detector(data_yaml, out_dir, model: str | None = None, epochs: int | N
         best = Path(trainer.last)
     metrics = {k: float(v) for k, v in (trainer.metrics or {}).items()}
     operating = select_threshold(best, local_yaml, device=dev.split(",")[0])  # validation: one GPU
+    channels = dataset_channels(data_yaml)
+    if channels:
+        store_channels(best, channels)
     atomic.write_json(out_dir / "train_detector.json", {
         "data": str(Path(data_yaml).resolve()), "model": model_name, "quick": quick, "device": dev,
         "arguments": args, "subsampling": own, "images": counts, "real_mixing": mixing, "seconds": round(elapsed, 1),
         "cpu_seconds": round(cpu, 1), "epochs_run": int(trainer.epoch) + 1,
-        "best": str(best), "final_val_metrics": metrics, "operating_threshold": operating,
+        "best": str(best), "final_val_metrics": metrics, "operating_threshold": operating, "channels": channels,
         "host": {"cpu_count": os.cpu_count(), "machine": platform.machine(), "python": platform.python_version()},
     })
     return best
+
+
+def dataset_channels(data_yaml) -> list[str] | None:
+    """The channels of the prepared dataset whose ``dataset.yaml`` is ``data_yaml`` (its ``prepare.json``), or None
+    for a dataset ``prepare`` did not make."""
+    import json
+
+    try:
+        got = json.loads((Path(data_yaml).parent / "prepare.json").read_text()).get("channels")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return [str(c) for c in got] if isinstance(got, list) and len(got) == 3 else None
 
 
 def _cpu_seconds() -> float:

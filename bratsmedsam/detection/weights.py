@@ -1,9 +1,11 @@
-"""What travels inside a detector's ``.pt`` besides the network: its id and its operating confidence.
+"""What travels inside a detector's ``.pt`` besides the network: its id, its operating confidence and the channels
+it was trained on.
 
 A short CPU training run leaves confidences well below ultralytics' usual 0.25, so train-detector stores
 the validation split's max-F1 confidence in the checkpoint itself under :data:`KEY`
 (:func:`bratsmedsam.detection.threshold.select_threshold`); it travels with the ``.pt`` when the weights
-are copied or published. A leaf module: it imports nothing else of :mod:`bratsmedsam.detection`.
+are copied or published. The modalities stacked as its three channels travel the same way (:data:`CHANNELS_KEY`), so
+``serve`` can refuse a detector trained on another stack. A leaf module: it imports nothing else of :mod:`bratsmedsam.detection`.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from .. import atomic
 from ..digest import file_sha256
 
 KEY = "bratsmedsam_operating"
+CHANNELS_KEY = "bratsmedsam_channels"
 #: the confidence used when the weights store none (ultralytics' usual default)
 DEFAULT_CONF = 0.25
 #: a stored confidence is floored here: a barely trained model's max-F1 point can sit near 0
@@ -39,3 +42,25 @@ def store_threshold(weights: Path, entry: dict) -> None:
     ckpt = torch.load(weights, map_location="cpu", weights_only=False)
     ckpt[KEY] = entry
     atomic.save_torch(ckpt, weights)
+
+
+def store_channels(weights: Path, channels) -> None:
+    """Record the modalities ``channels`` (three names) the detector at ``weights`` was trained on, atomically."""
+    import torch
+
+    ckpt = torch.load(weights, map_location="cpu", weights_only=False)
+    ckpt[CHANNELS_KEY] = [str(c) for c in channels]
+    atomic.save_torch(ckpt, weights)
+
+
+def stored_channels(weights: Path) -> tuple[str, ...] | None:
+    """The channels recorded in the detector checkpoint at ``weights``; None when it records none or is unreadable
+    (the detector's loader reports an unreadable file itself)."""
+    import torch
+
+    try:
+        ckpt = torch.load(weights, map_location="cpu", weights_only=False)
+    except Exception:
+        return None
+    got = ckpt.get(CHANNELS_KEY) if isinstance(ckpt, dict) else None
+    return tuple(got) if isinstance(got, (list, tuple)) and len(got) == 3 else None

@@ -42,7 +42,8 @@ from ..offline import PROJECT_ROOT
 from . import distributed
 from .distributed import DistEnv
 from .model import union_masks
-from .samples import Sample, SplitData, augment_intensity, jitter_box, load_split, make_samples
+from .samples import (Sample, SplitData, augment_intensity, jitter_box, load_split, make_samples,
+                      neighbour_samples)
 
 SELECT_ON = ("auto", "all", "real")
 
@@ -77,6 +78,7 @@ class FinetuneConfig:
     patience: int | None = None  # stop after this many epochs without a better val Dice (None: run every epoch)
     iou_loss_weight: float = 1.0  # weight of the IoU head's MSE term (0: masks only, the IoU head is left as it was)
     select_on: str = "auto"  # val slices the model is selected on: "auto" (real cases if any), "all", "real"
+    neighbour_samples: bool = False  # also the propagation's prompt: a neighbour slice's box + 3 px (samples.py)
 
 
 def slice_dices(seg, data: SplitData, progress: bool = False,
@@ -317,6 +319,10 @@ def train_decoder(dataset_dir, out_dir, cfg: FinetuneConfig) -> dict:
         raise UserError(f"{dataset_dir} has {len(train.images)} train and {len(val.images)} val tumour slices: "
                         "fine-tuning needs both (prepare more cases)")
     samples = make_samples(train, regions)
+    if cfg.neighbour_samples:
+        if regions:
+            raise UserError("neighbour samples train one region's decoder: not with --regions")
+        samples += neighbour_samples(train)
     val = _selection_set(val, cfg.select_on, dataset_dir)
     # Memory-only caching must hold every training slice; a disk cache keeps memory bounded; on the fly keeps none
     # (every step encodes its slice: for a GPU, where encoding can be cheaper than reading 2 MB from disk).

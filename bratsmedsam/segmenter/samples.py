@@ -106,6 +106,29 @@ def make_samples(data: SplitData, regions=None) -> list[Sample]:
     return out
 
 
+def neighbour_samples(data: SplitData, margin: float = 3.0) -> list[Sample]:
+    """The volume-aware propagation's prompt (``volume.propagate``): slice ``z`` prompted with a box from slice
+    ``z - 1`` or ``z + 1`` of the same case - each of the neighbour's GT component boxes grown by ``margin`` px -
+    target = slice ``z``'s mask inside it (possibly empty: where the tumour ends or moves, the decoder must not fill
+    the box). Neighbours are the split's slices one ``z`` apart (``names`` ``<case>_z<kkk>``)."""
+    at = {}
+    for i, name in enumerate(data.names):
+        case, _, z = name.rpartition("_z")
+        at[(case, int(z))] = i
+    out = []
+    for (case, z), i in at.items():
+        h, w = data.masks[i].shape
+        for dz in (-1, 1):
+            j = at.get((case, z + dz))
+            if j is None:
+                continue
+            for b in data.boxes[j]:
+                grown = np.asarray(b, np.float32) + np.array([-margin, -margin, margin, margin], np.float32)
+                grown = np.clip(grown, 0, [w - 1, h - 1, w - 1, h - 1]).astype(np.float32)
+                out.append(Sample(i, grown, mask_inside_xyxy(data.masks[i], grown)))
+    return out
+
+
 def jitter_box(box: np.ndarray, height: int, width: int, rng: np.random.Generator, frac: float,
                px: float) -> np.ndarray:
     """Move each side of a pixel-XYXY box independently by ``U(-1, 1) * (frac * side_length + px)``;

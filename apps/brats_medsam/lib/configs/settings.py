@@ -8,6 +8,7 @@ from pathlib import Path
 
 from bratsmedsam.cleanup import MIN_COMPONENT_MM3
 from bratsmedsam.errors import UserError
+from bratsmedsam.intensity import DEFAULT_CHANNELS
 from bratsmedsam.pipeline import AUTO_MODES
 from bratsmedsam.regions import BRATS, BRATS_LABELS, mode_regions, parse_mode
 
@@ -33,7 +34,7 @@ def _cache_dir(value, conf: dict, app_dir: str) -> str | None:
 class AppSettings:
     model_dir: Path  # detector.pt, medsam_decoder.pt (published), uncertainty.json, train runs
     models: tuple[str, ...] = ("all",)  # the lib/configs/ models served (file names), or all of them
-    channels: tuple[str, str, str] = ("t1c", "t2w", "t2f")
+    channels: tuple[str, str, str] = DEFAULT_CHANNELS
     # WT (default), TC or ET: that one region, value 1; BraTS: the label map NCR 1 / ED 2 / ET 3 (three region
     # decoders; meant with trained TC/ET decoders: zero-shot all three are the pretrained decoder, and the map is ET)
     region: str = "WT"
@@ -100,7 +101,7 @@ class AppSettings:
         return cls(
             model_dir=Path(conf.get("model_dir") or os.path.join(app_dir, "model")).resolve(),
             models=tuple(m.strip().lower() for m in conf.get("models", "all").split(",") if m.strip()) or ("all",),
-            channels=parse_channels(conf.get("channels", "t1c,t2w,t2f")),
+            channels=parse_channels(conf.get("channels", ",".join(DEFAULT_CHANNELS))),
             region=region,
             segmenter_base=conf.get("segmenter_base", "litemedsam"),
             segmenter_checkpoint=opt("segmenter_checkpoint"),
