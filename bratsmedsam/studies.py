@@ -103,7 +103,9 @@ def load_study(path: str | os.PathLike, channels: Sequence[str] = DEFAULT_CHANNE
     filled = Case(case_id=case.case_id, images={c: case.images[sources[c]] for c in channels}, seg=None,
                   affine=case.affine)
     stack = compose_channels(filled, tuple(channels))
-    return Study(files.case_id, stack, case.affine, reference, sources, len(set(sources.values())) == 1)
+    # single modality: one volume stands in for a stack that names several (FLAIR x3 asked for is not that)
+    return Study(files.case_id, stack, case.affine, reference, sources,
+                 len(set(sources.values())) == 1 < len(set(channels)))
 
 
 def write_label(label: np.ndarray, reference: str | os.PathLike, out: str | os.PathLike, value: int = 1) -> Path:
