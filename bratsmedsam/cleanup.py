@@ -1,9 +1,16 @@
-"""3D clean-up of a segmented volume: 26-connected components too small to be a lesion are removed.
+"""3D clean-up of a segmented volume: 26-connected components too small to be a lesion are removed, and (the
+automatic per-slice chain) components no confident detection supports.
 
 Slice-by-slice box-prompted segmentation leaves small disconnected pieces ("speckle") next to the tumour: each is a
 false-positive lesion for the BraTS 2023 lesion-wise metric (Dice 0, HD95 374 mm), however small. The threshold is
 in mm^3 (voxels at 1 mm), so it means the same on any grid; BraTS itself ignores ground-truth lesions of <= 50 mm^3.
 Removal is MONAI's ``RemoveSmallObjects`` (scikit-image underneath). Volumes are bool ``(X, Y, Z)``.
+
+Support (:func:`remove_unsupported_components`): segmenting every detected box on its slice turns each of a weak
+detector's stray boxes into a 3D component of its own, often larger than any size threshold; a component is kept
+only when at least one box of confidence >= :data:`MIN_SUPPORT_CONF` lies on it (boxes: inclusive pixel XYXY on axial
+slice ``k``, x = voxel i, y = voxel j, as in :mod:`bratsmedsam.volume`). A multifocal tumour keeps every lesion a
+confident box found; prompts a person gave (GT boxes, an ROI) carry no confidence and are all support.
 """
 
 from __future__ import annotations
@@ -17,6 +24,9 @@ from scipy import ndimage
 #: default minimum component volume (mm^3): BraTS's own smallest counted lesion; on the real case it removed 13 of
 #: 18 end-to-end false-positive components and nothing the GT boxes found (README "3D clean-up")
 MIN_COMPONENT_MM3 = 50.0
+#: a detection this confident supports the component it lies on: the volume-aware mode's seed confidence
+#: (``pipeline.SEED_CONF``, chosen on held-out synthetic cases), so both automatic modes trust the same boxes
+MIN_SUPPORT_CONF = 0.3
 
 
 @dataclass(frozen=True)
@@ -46,3 +56,32 @@ def remove_small_components(label: np.ndarray, min_mm3: float = MIN_COMPONENT_MM
         return Cleaned(label, int(before), 0, 0)
     out = np.asarray(RemoveSmallObjects(min_size=min_size, connectivity=3)(label[None]))[0].astype(bool)
     return Cleaned(out, int(before), int(small.sum()), int(sizes[small].sum()))
+
+
+def remove_unsupported_components(label: np.ndarray, boxes: dict, conf: dict,
+                                  min_conf: float = MIN_SUPPORT_CONF) -> Cleaned:
+    """Keep the 26-connected components of ``label`` on which at least one box ``boxes[k]`` with ``conf[k] >=
+    min_conf`` has a voxel of its axial slice ``k`` (module docstring); drop the others. When no box reaches
+    ``min_conf``, the components of the most confident box are kept (a weak detector still yields its best guess)."""
+    label = np.asarray(label, bool)
+    cc, before = ndimage.label(label, structure=ndimage.generate_binary_structure(3, 3))
+    keep = np.zeros(before + 1, bool)
+    X, Y = label.shape[:2]
+    best = (-1.0, np.zeros(0, int))  # the most confident box's components: kept when no box reaches min_conf
+    for k, bs in boxes.items():
+        for b, c in zip(np.asarray(bs, np.float32).reshape(-1, 4), np.asarray(conf.get(k, ()), np.float32).reshape(-1)):
+            x0, y0 = max(0, int(np.floor(b[0]))), max(0, int(np.floor(b[1])))
+            x1, y1 = min(X - 1, int(np.ceil(b[2]))), min(Y - 1, int(np.ceil(b[3])))
+            ids = np.unique(cc[x0:x1 + 1, y0:y1 + 1, int(k)])
+            ids = ids[ids > 0]
+            if c >= min_conf:
+                keep[ids] = True
+            elif len(ids) and c > best[0]:
+                best = (float(c), ids)
+    keep[0] = False
+    if not keep.any():  # as the volume-aware mode: the most confident detection always counts
+        keep[best[1]] = True
+    out = keep[cc]
+    dropped = int(before) - int(keep.sum())
+    return Cleaned(out, int(before), dropped, int(label.sum() - out.sum()))
+

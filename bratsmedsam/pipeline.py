@@ -9,12 +9,13 @@ from __future__ import annotations
 import numpy as np
 
 from .boxes import axial_slice, mask_inside_xyxy, put_axial_slice
-from .cleanup import MIN_COMPONENT_MM3, remove_small_components
+from .cleanup import MIN_COMPONENT_MM3, MIN_SUPPORT_CONF, remove_small_components, remove_unsupported_components
 from .protocols import SliceDetector, SliceSegmenter
 from .volume import VolumeResult, check_channels, segment_with_boxes
 
-#: a 3D detector candidate whose best box is at least this confident seeds a propagation
-SEED_CONF = 0.3
+#: a 3D detector candidate whose best box is at least this confident seeds a propagation (the per-slice chain's
+#: clean-up keeps the components such boxes support: ``cleanup.MIN_SUPPORT_CONF``)
+SEED_CONF = MIN_SUPPORT_CONF
 
 
 def detect_volume(channels: np.ndarray, detector: SliceDetector, postprocess: bool = False) -> tuple[dict, dict]:
@@ -37,14 +38,26 @@ def detect_volume(channels: np.ndarray, detector: SliceDetector, postprocess: bo
 def detect_and_segment(channels: np.ndarray, detector: SliceDetector, segmenter: SliceSegmenter,
                        postprocess: bool = False, progress: bool = False,
                        min_component_mm3: float = MIN_COMPONENT_MM3,
-                       spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> VolumeResult:
-    """Detector on all slices, then the segmenter on each slice's detected boxes -> 3D mask, from which
-    26-connected components under ``min_component_mm3`` are removed (:mod:`bratsmedsam.cleanup`; 0: kept)."""
+                       spacing: tuple[float, float, float] = (1.0, 1.0, 1.0),
+                       support_conf: float = MIN_SUPPORT_CONF) -> VolumeResult:
+    """Detector on all slices, then the segmenter on each slice's detected boxes -> 3D mask, cleaned in 3D
+    (:func:`clean_per_slice`): 26-connected components no box of confidence >= ``support_conf`` lies on, and those
+    under ``min_component_mm3``, are removed (``min_component_mm3 = 0`` and ``support_conf = 0``: all kept)."""
     boxes, conf = detect_volume(channels, detector, postprocess=postprocess)
     result = segment_with_boxes(channels, boxes, segmenter, progress=progress)
     result.conf = conf
-    result.label = remove_small_components(result.label, min_component_mm3, spacing).label
+    result.label = clean_per_slice(result.label, boxes, conf, min_component_mm3, spacing, support_conf)
     return result
+
+
+def clean_per_slice(label: np.ndarray, boxes: dict, conf: dict, min_component_mm3: float = MIN_COMPONENT_MM3,
+                    spacing: tuple[float, float, float] = (1.0, 1.0, 1.0),
+                    support_conf: float = MIN_SUPPORT_CONF) -> np.ndarray:
+    """The per-slice chain's 3D clean-up of ``label``: unsupported components (``cleanup.remove_unsupported_
+    components`` with the detections ``boxes``/``conf``), then small ones (``cleanup.remove_small_components``)."""
+    if support_conf > 0:
+        label = remove_unsupported_components(label, boxes, conf, support_conf).label
+    return remove_small_components(label, min_component_mm3, spacing).label
 
 
 def detect_and_propagate(channels: np.ndarray, detector: SliceDetector, segmenter: SliceSegmenter,

@@ -44,7 +44,8 @@ VOLUME_DEFINITION = (
     "sum over GT lesions / (GT lesions + false-positive components); 374 mm HD95 for each miss or false positive), "
     "computed for the dataset's single target region. *3D clean-up*: the same prediction after removing its "
     "26-connected components smaller than the clean-up threshold (`evaluate --min-component-mm3`, "
-    "`bratsmedsam.cleanup`). *Volume-aware*: the detector's confident 3D candidates seed a slice-by-slice "
+    "`bratsmedsam.cleanup`) and, end to end, those no detection of confidence >= 0.3 lies on (the most confident "
+    "detection's are always kept). *Volume-aware*: the detector's confident 3D candidates seed a slice-by-slice "
     "propagation of the segmenter's mask (`pipeline.detect_and_propagate`, cleaned as above); detector boxes no "
     "propagation confirms are dropped. Brackets: bootstrap over patients."
 )

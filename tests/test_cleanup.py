@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from bratsmedsam.cleanup import components, remove_small_components
+from bratsmedsam.cleanup import components, remove_small_components, remove_unsupported_components
 from bratsmedsam.metrics import lesion_wise
 
 
@@ -39,3 +39,24 @@ def test_zero_keeps_everything_and_an_empty_volume_stays_empty():
     assert np.array_equal(remove_small_components(pred, 0).label, pred)
     empty = remove_small_components(np.zeros((5, 5, 5), bool))
     assert not empty.label.any() and empty.components_before == 0
+
+
+def test_components_no_confident_box_lies_on_go_and_a_multifocal_lesion_with_one_stays():
+    pred, gt = _two_lesions_and_speckle()
+    stray = np.zeros_like(pred)
+    stray[30:45, 45:58, 33:40] = True  # a large false positive (1,365 voxels): bigger than any size threshold
+    pred |= stray
+    # boxes are pixel XYXY on axial slice k: x = voxel i, y = voxel j
+    boxes = {12: np.array([[10, 10, 24, 24]], np.float32),   # confident, on the big lesion
+             28: np.array([[40, 40, 47, 47]], np.float32),   # confident, on the second lesion
+             35: np.array([[31, 46, 44, 57]], np.float32)}   # on the stray component, but weak
+    conf = {12: np.array([0.8], np.float32), 28: np.array([0.35], np.float32), 35: np.array([0.12], np.float32)}
+    out = remove_unsupported_components(pred, boxes, conf, min_conf=0.3)
+    assert np.array_equal(out.label, gt) and out.components_before == 6 and out.components_removed == 4
+    assert lesion_wise(out.label, gt).n_false_positives == 0
+    # no box reaches the bar: the most confident detection's component is kept, the rest go
+    weak = {k: v * 0.2 for k, v in conf.items()}
+    kept = remove_unsupported_components(pred, boxes, weak, min_conf=0.3).label
+    assert kept[10:25, 10:25, 5:20].all() and kept.sum() == 15 ** 3
+    assert not remove_unsupported_components(pred, {}, {}, 0.3).label.any()  # no detection, nothing supported
+

@@ -15,7 +15,8 @@ from ..metrics import bootstrap_ci
 
 #: the box source "ground-truth boxes" (the other sources are detector names)
 GT = "gt"
-#: suffix of a 3D box source whose predictions went through the clean-up (``cleanup.remove_small_components``)
+#: suffix of a 3D box source whose predictions went through the clean-up (small components; a detector's also
+#: unsupported ones: ``pipeline.clean_per_slice``)
 CLEANED = "+cleanup"
 #: suffix of a 3D box source: the detector's volume-aware segmentation (``pipeline.detect_and_propagate``)
 PROPAGATED = "+propagate"

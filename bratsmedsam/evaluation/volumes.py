@@ -59,7 +59,7 @@ def evaluate_volume(files: dict, case: str, channels_order, region: str, min_box
     also each detector's volume-aware segmentation (``pipeline.detect_and_propagate``), as ``<detector>+propagate``."""
     from ..cases import load_case
     from ..intensity import compose_channels
-    from ..pipeline import detect_volume
+    from ..pipeline import clean_per_slice, detect_volume
     from ..regions import region_mask
     from ..volume import segment_with_boxes
 
@@ -80,8 +80,9 @@ def evaluate_volume(files: dict, case: str, channels_order, region: str, min_box
         for src, bx in prompts.items():
             pred = segment_with_boxes(channels, bx, seg).label
             out.append(score_volume(case, row_name, src, len(bx), pred, gt, spacing))
-            if min_component_mm3 > 0:
-                kept = remove_small_components(pred, min_component_mm3, spacing).label
+            if min_component_mm3 > 0:  # a detector's: also its unsupported components (pipeline.clean_per_slice)
+                kept = (clean_per_slice(pred, bx, confidences[src], min_component_mm3, spacing) if src in confidences
+                        else remove_small_components(pred, min_component_mm3, spacing).label)
                 out.append(score_volume(case, row_name, cleaned(src), len(bx), kept, gt, spacing))
         if propagation:
             from ..pipeline import propagate_detections
