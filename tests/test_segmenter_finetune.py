@@ -193,4 +193,9 @@ def test_neighbour_samples_prompt_a_slice_with_the_box_of_the_slice_beside_it_pl
     np.testing.assert_array_equal(got[(0, (9, 8, 27, 25))], masks[0])  # all of slice 0's mask lies in the box
     np.testing.assert_array_equal(got[(1, (7, 7, 23, 23))], masks[1] & mask(7, 7, 23, 23))  # cut by the box
     assert not got[(1, (27, 27, 38, 38))].any() and not got[(2, (9, 8, 27, 25))].any()  # nothing there: empty
+    # a tumour-free slice: the boxes of its case's nearest tumour slice (z 12, not z 10), target empty
+    data = SplitData([None] * 5, [None] * 5, masks + [np.zeros((40, 40), bool)], boxes + [np.zeros((0, 4), np.float32)],
+                     names + ["a_z020"])
+    bg = [s for s in neighbour_samples(data) if s.slice_idx == 4]
+    assert [tuple(s.box.tolist()) for s in bg] == [(27, 27, 38, 38)] and not bg[0].target.any()
 

@@ -55,9 +55,10 @@ def register(sub) -> None:
                    help="weight of the IoU head's MSE term (default 1, LiteMedSAM's; 0 trains the masks alone)")
     p.add_argument("--neighbour-samples", action=argparse.BooleanOptionalAction, default=False,
                    help="also train on the volume-aware propagation's prompt: each slice with the box of the slice "
-                        "above or below (+3 px), target its own mask inside (empty where the tumour ends); a "
-                        "slice's neighbours count when they are in the train split too (prepare's z_step 1; with "
-                        "--max-train-slices only those drawn as well)")
+                        "above or below (+3 px), target its own mask inside (empty where the tumour moved), "
+                        "and each tumour-free slice prepare kept with its nearest tumour slice's boxes, target empty "
+                        "(the propagation must stop where the tumour ends); neighbours count when they are in the "
+                        "train split too (prepare's z_step 1; with --max-train-slices only those drawn as well)")
     p.add_argument("--patience", type=int, default=None,
                    help="early stopping: end after N epochs without a better val Dice (default: run every epoch)")
     p.add_argument("--select-on", choices=("auto", "all", "real"), default="auto",

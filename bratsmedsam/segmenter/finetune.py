@@ -313,7 +313,8 @@ def train_decoder(dataset_dir, out_dir, cfg: FinetuneConfig) -> dict:
 
     regions = _regions(cfg, info, dataset_dir, env)
     min_box = int((info.get("settings") or {}).get("min_box_pixels", 10))
-    train = load_split(dataset_dir, "train", cfg.max_train_slices, cfg.seed, regions or (), min_box)
+    train = load_split(dataset_dir, "train", cfg.max_train_slices, cfg.seed, regions or (), min_box,
+                       background=cfg.neighbour_samples and not regions)
     val = load_split(dataset_dir, "val", cfg.max_val_slices, cfg.seed, regions or (), min_box)
     if not train.images or not val.images:
         raise UserError(f"{dataset_dir} has {len(train.images)} train and {len(val.images)} val tumour slices: "

@@ -58,15 +58,20 @@ def _select(records, split: str, max_n: int | None, seed: int):
     return recs
 
 
-def load_split(dataset_dir, split: str, max_n: int | None, seed: int, regions=(), min_box_pixels: int = 10
-               ) -> SplitData:
+def load_split(dataset_dir, split: str, max_n: int | None, seed: int, regions=(), min_box_pixels: int = 10,
+               background: bool = False) -> SplitData:
     """The split's tumour slices; with ``regions`` also each region's masks and component boxes (>=
-    ``min_box_pixels``) from the slices' label maps."""
+    ``min_box_pixels``) from the slices' label maps. ``background``: after them, the tumour-free slices ``prepare``
+    kept of the same cases (empty masks, no boxes: :func:`neighbour_samples` prompts them)."""
     from ..dataset import load_manifest, read_image, read_labelmap, read_mask
     from ..regions import region_mask
     from .cache import image_key
 
-    recs = _select(load_manifest(dataset_dir), split, max_n, seed)
+    manifest = load_manifest(dataset_dir)
+    recs = _select(manifest, split, max_n, seed)
+    if background:
+        cases = {r.case for r in recs}
+        recs += [r for r in manifest if r.split == split and r.area == 0 and r.case in cases]
     images = [read_image(r.image) for r in recs]
     per_region = {}
     if regions:
@@ -109,19 +114,28 @@ def make_samples(data: SplitData, regions=None) -> list[Sample]:
 def neighbour_samples(data: SplitData, margin: float = 3.0) -> list[Sample]:
     """The volume-aware propagation's prompt (``volume.propagate``): slice ``z`` prompted with a box from slice
     ``z - 1`` or ``z + 1`` of the same case - each of the neighbour's GT component boxes grown by ``margin`` px -
-    target = slice ``z``'s mask inside it (possibly empty: where the tumour ends or moves, the decoder must not fill
-    the box). Neighbours are the split's slices one ``z`` apart (``names`` ``<case>_z<kkk>``)."""
+    target = slice ``z``'s mask inside it (possibly empty: where the tumour moves, the decoder must not fill the
+    box). A tumour-free slice (no boxes: ``load_split(background=True)``) is prompted with the boxes of its case's
+    nearest tumour slice, target empty: where the tumour has ended the decoder must draw nothing, so that the
+    propagation stops. Slices are matched by ``names`` (``<case>_z<kkk>``)."""
     at = {}
     for i, name in enumerate(data.names):
         case, _, z = name.rpartition("_z")
         at[(case, int(z))] = i
+    tumour = {}
+    for (case, z), i in at.items():
+        if len(data.boxes[i]):
+            tumour.setdefault(case, []).append(z)
     out = []
     for (case, z), i in at.items():
         h, w = data.masks[i].shape
-        for dz in (-1, 1):
-            j = at.get((case, z + dz))
-            if j is None:
-                continue
+        if len(data.boxes[i]):
+            sources = [at[(case, z + dz)] for dz in (-1, 1) if (case, z + dz) in at and len(data.boxes[at[(case, z + dz)]])]
+        elif tumour.get(case):
+            sources = [at[(case, min(tumour[case], key=lambda t: (abs(t - z), t)))]]
+        else:
+            sources = []
+        for j in sources:
             for b in data.boxes[j]:
                 grown = np.asarray(b, np.float32) + np.array([-margin, -margin, margin, margin], np.float32)
                 grown = np.clip(grown, 0, [w - 1, h - 1, w - 1, h - 1]).astype(np.float32)
