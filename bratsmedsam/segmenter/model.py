@@ -176,8 +176,11 @@ class Segmenter:
         self.slots = {str(r).upper(): int(k) for r, k in (slots or {self.meta.get("region") or "WT": 0}).items()}
         self.regions = tuple(self.slots)
         self.decoder_backend = backend  # the mask decoder: OpenVINO on a CPU where it loads (made on first use)
+        zero = [str(self.slots[r]) for r in self.regions if r != "WT" and r not in self.meta.get(
+            "region_heads_trained", ())]  # heads set up at load (zero-shot): their weights are not in the file
         self._decoder_key = f"{family.name}-{base_sha256[:16]}-dec-{(decoder_sha256 or 'base')[:16]}" + (
-            "" if tuple(self.slots.values()) == (0,) else "-slots" + "".join(map(str, self.slots.values())))
+            "" if tuple(self.slots.values()) == (0,) else "-slots" + "".join(map(str, self.slots.values()))) + (
+            f"-zs{int(ZERO_SHOT_MLP_FROM_WT)}{''.join(zero)}" if zero else "")
         self._ov_decoder = None  # made on first use: None not yet, False unavailable
 
     def _region(self, region: str | None) -> str:
