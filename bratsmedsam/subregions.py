@@ -108,25 +108,33 @@ class SameBoxRegions:
                 self._kept[key, box.tobytes()] = {r: got[r][i].masks[n] for r in self.inner}
         return got["WT"]
 
-    def inner_volumes(self, channels: np.ndarray, result) -> dict[str, np.ndarray]:
-        """``{region: bool (X, Y, Z)}``: on every slice ``k`` of a WT ``VolumeResult`` made through this segmenter,
-        the inner masks of the prompts it kept (``result.boxes[k]``) united, nested in WT."""
-        out = {r: np.zeros(result.label.shape, bool) for r in self.inner}
+    def inner_slices(self, channels: np.ndarray, result) -> dict[int, dict[str, np.ndarray]]:
+        """``{k: {region: bool (H, W)}}``: on every slice ``k`` of a WT ``VolumeResult`` made through this
+        segmenter, the inner masks of the prompts it kept (``result.boxes[k]``) united, nested in WT."""
+        out = {}
         for k, boxes in result.boxes.items():
             key = self._key(axial_slice(channels, k))
             kept = [self._kept[key, b.tobytes()] for b in np.asarray(boxes, np.float32).reshape(-1, 4)]
-            if not kept:
-                continue
-            nested = nest({"WT": axial_slice(result.label, k),
-                           **{r: np.any([m[r] for m in kept], axis=0) for r in self.inner}})
-            for r in self.inner:
-                put_axial_slice(out[r], k, nested[r])
+            if kept:
+                nested = nest({"WT": axial_slice(result.label, k),
+                               **{r: np.any([m[r] for m in kept], axis=0) for r in self.inner}})
+                out[int(k)] = {r: nested[r] for r in self.inner}
         return out
 
     def label_map(self, channels: np.ndarray, result) -> np.ndarray:
-        """The BraTS label map uint8 ``(X, Y, Z)`` of a WT ``VolumeResult`` made through this segmenter."""
-        inner = self.inner_volumes(channels, result)
-        return label_map(result.label, inner["TC"], inner["ET"])
+        """The BraTS label map uint8 ``(X, Y, Z)`` of a WT ``VolumeResult`` made through this segmenter (composed on
+        the slab of prompted slices only: a one-slice prompt pays for one slice)."""
+        out = np.zeros(result.label.shape, np.uint8)
+        inner = self.inner_slices(channels, result)
+        if not inner:
+            return out
+        k0, k1 = min(inner), max(inner) + 1
+        slab = {r: np.zeros((*result.label.shape[:2], k1 - k0), bool) for r in self.inner}
+        for k, masks in inner.items():
+            for r in self.inner:
+                put_axial_slice(slab[r], k - k0, masks[r])
+        out[:, :, k0:k1] = label_map(result.label[:, :, k0:k1], slab["TC"], slab["ET"])
+        return out
 
 
 def region_voxels(labels: np.ndarray) -> dict[str, int]:
