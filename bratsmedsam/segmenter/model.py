@@ -8,7 +8,7 @@ the boxes of several slices go through the decoder together (``decode_batch`` pr
 Regions share ONE mask decoder (the network's own ``mask_decoder``, state-dict compatible with upstream): SAM's
 decoder already runs all its mask tokens through the two-way transformer in every pass and gives each token its own
 hypernetwork MLP and IoU-head output; only the output upscaling is shared. A region is served by one token slot
-(``Segmenter.slots``, e.g. WT 0 / TC 1 / ET 2, recorded in the checkpoint's meta ``region_slots``), so one pass
+(``Segmenter.slots``: WT 0, TC 2, ET 3 by default, recorded in the checkpoint's meta ``region_slots``), so one pass
 emits every region's mask for the same box (:meth:`Segmenter.segment_regions`), at the cost of one pass plus a
 small MLP and einsum per extra region. WT alone is token 0 with MLP 0: upstream's ``multimask_output=False``.
 ``segment_many(..., region=...)`` returns one region's head and :meth:`Segmenter.region` gives a view bound to one.
