@@ -381,7 +381,7 @@ def train_decoder(dataset_dir, out_dir, cfg: FinetuneConfig) -> dict:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
         decoder = DDP(decoder, device_ids=[env.local_rank] if device.type == "cuda" else None,
-                      find_unused_parameters=True)  # the 3 multimask heads (and, unweighted, the IoU head) get no gradient
+                      find_unused_parameters=True)  # unused token slots' MLPs (and, unweighted, the IoU head) get none
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     scaler = torch.amp.GradScaler("cuda") if device.type == "cuda" else None
 

@@ -375,7 +375,8 @@ def load_segmenter(base: str | None = "litemedsam", checkpoint=None, decoder=Non
                                                       ({meta.get("region") or "WT": 0} if dec else {})).items()}
         for r in wanted:
             if r not in ZERO_SHOT_SLOTS:
-                raise UserError(f"unknown region {r!r} for a decoder head: expected one of {', '.join(ZERO_SHOT_SLOTS)}")
+                raise UserError(f"unknown region {r!r} for a decoder head: expected one of "
+                                f"{', '.join(ZERO_SHOT_SLOTS)}")
         if wanted != ["WT"] and (wanted[0] != "WT" or (trained and "WT" not in trained)):
             raise UserError(f"regions {', '.join(wanted)} share one decoder whose slot 0 is WT (WT first); "
                             + (f"decoder {decoder} was trained for {', '.join(trained)} alone: train it with "

@@ -17,8 +17,8 @@ logger = logging.getLogger(__name__)
 def _prepare_openvino(cfg) -> None:
     """Convert the published decoder (every region's head in one model) for OpenVINO here, in the training process,
     so the server's first prompt after a training reads the converted model instead of converting it (measured 89 s
-    for the former three per-region decoders on the loaded 2-core CPU). The converted files are keyed by the published file's SHA-256; a failure only costs
-    that first prompt the conversion."""
+    for the former three per-region decoders on the loaded 2-core CPU). The converted files are keyed by the
+    published file's SHA-256; a failure only costs that first prompt the conversion."""
     from bratsmedsam.segmenter import load_segmenter
 
     try:
