@@ -3,9 +3,10 @@
     python benchmarks/bench_subregions.py [--case DIR] [--slices 12] [--repeats 5] [--backend auto|torch]
 
 What one interactive prompt costs the server once the slice is encoded (the embedding cached): a flat ROI around the
-slice's GT WT box -> ``volume.segment_roi`` with the WT decoder -> (BraTS mode only) ``subregions.inner_volumes``:
-the TC and ET decoders prompted with the WT mask's component boxes, clipped to their parents, composed by
-``regions.label_map`` (``subregions.brats_label``, as the app) -> the result written as NRRD with the study's geometry (as the app writes it). Both variants
+slice's GT WT box -> ``volume.segment_roi`` -> the result written as NRRD with the study's geometry (as the app
+writes it). WT: a WT server's segmenter (one head, token 0). BraTS: the BraTS server's segmenter (WT, TC, ET heads
+of the one decoder) through ``subregions.SameBoxRegions``, as the app: the pass that segments WT emits TC and ET
+for the same box; clipped to their parents and composed by ``regions.label_map``. Both variants
 run on the same slices, alternating prompt by prompt (so load drifts hit both alike); each slice's time is the best
 of ``--repeats``; rows give the median over slices in ms and the ratio BraTS / WT. Writes
 runs/benchmarks/bench_subregions_<device>.json.
@@ -37,7 +38,7 @@ def main() -> None:
     from bratsmedsam.paths import real_cases_dir
     from bratsmedsam.segmenter import load_segmenter
     from bratsmedsam.studies import write_label, write_label_map
-    from bratsmedsam.subregions import brats_label, region_voxels
+    from bratsmedsam.subregions import SameBoxRegions, region_voxels
     from bratsmedsam.volume import segment_roi
     from tumour_slices import tumour_slices
 
@@ -47,17 +48,19 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--backend", default="auto", help="decoder/encoder backend: auto (OpenVINO on a CPU) or torch")
-    ap.add_argument("--decoder", type=Path, default=None, help="a region-decoder checkpoint (default zero-shot)")
+    ap.add_argument("--decoder", type=Path, default=None, help="a --regions BraTS checkpoint (default zero-shot)")
     args = ap.parse_args()
 
     files, wt, study, ks = tumour_slices(args.case, args.slices)
     seg = load_segmenter("litemedsam", device=args.device, decoder=args.decoder, backend=args.backend,
                          cache_size=len(ks) + 8, regions=("WT", "TC", "ET"))
+    wt_seg = load_segmenter("litemedsam", device=args.device, decoder=args.decoder, backend=args.backend,
+                            cache_size=0, regions=("WT",))  # the same weights as a WT server serves them
+    wt_seg.encoder, wt_seg.cache = seg.encoder, seg.cache  # one encoder, one cache: only the decoders differ
     seg.embed([axial_slice(study.channels, k) for k in ks], progress=True)  # warm: every slice encoded
-    wt_seg = seg.region("WT")
     tmp = Path(tempfile.mkdtemp())
-    for r in seg.regions:  # first use converts/compiles each region's decoder: outside the timing
-        seg.segment(axial_slice(study.channels, ks[0]), mask_to_xyxy(axial_slice(wt, ks[0]))[None], region=r)
+    for s in (seg, wt_seg):  # first use converts/compiles the decoder: outside the timing
+        s.segment(axial_slice(study.channels, ks[0]), mask_to_xyxy(axial_slice(wt, ks[0]))[None])
 
     def roi_of(k):
         x0, y0, x1, y1 = mask_to_xyxy(axial_slice(wt, k)).astype(int)
@@ -69,8 +72,9 @@ def main() -> None:
         return res.label
 
     def brats(k):
-        res = segment_roi(study.channels, roi_of(k), wt_seg)
-        lm = brats_label(study.channels, res.label, seg)
+        same = SameBoxRegions(seg)
+        res = segment_roi(study.channels, roi_of(k), same)
+        lm = same.label_map(study.channels, res)
         region_voxels(lm[:, :, res.label.any(axis=(0, 1))])  # as the app reports them
         write_label_map(lm, study.reference, tmp / "brats.nrrd")
         return lm
@@ -92,7 +96,7 @@ def main() -> None:
     ratio = float(np.median(best["brats"] / best["wt"]))
     result = {
         "case": args.case.name, "slices": ks, "repeats": args.repeats, "backend": args.backend,
-        "decoder_backend": "openvino" if seg._ov_decoders.get("WT") else "torch",
+        "decoder_backend": "openvino" if seg._ov_decoder and wt_seg._ov_decoder else "torch",
         "decoder": str(args.decoder) if args.decoder else "zero-shot",
         "median_ms": med, "ratio_per_slice_median": ratio, "added_ms": med["brats"] - med["wt"],
         "per_slice_ms": {n: [round(float(x), 1) for x in v] for n, v in best.items()},

@@ -5,8 +5,9 @@ sample studies; every case but the reference case loses its segmentation so they
 reference case keeps it as its ``final`` label). The reference case is the real BraTS case when
 ``../shared/data`` is on the machine, else the first synthetic case, so the whole loop is tested either way. Measured latencies are printed at the end (2-core CPU, shared: noisy).
 
-The server runs in the BraTS mode (`--region BraTS`): labels NCR 1 / ED 2 / ET 3, every result one multi-label NRRD (WT from
-the prompt, TC and ET from the WT mask), a submitted BraTS label map trains the three region decoders.
+The server runs in the BraTS mode (`--region BraTS`): labels NCR 1 / ED 2 / ET 3, every result one multi-label NRRD (a box
+prompt: WT, TC and ET from the same decoder passes; the automatic chain: TC and ET from the WT mask), a submitted BraTS
+label map trains the three region heads of the one decoder.
 """
 
 from __future__ import annotations
@@ -139,7 +140,7 @@ def test_medsam_box_for_one_region_returns_that_region_alone(server, real):
     k = real["k"]
     _, lab = _read_ijk(_infer(server, "medsam", REF_CASE, {"roi": [i0, i1, j0, j1, k, k], "region": "ET"},
                               "medsam 2D ET (warm)")[0])
-    assert set(np.unique(lab)) <= {0, 3} and lab.any()  # the ET decoder's mask, as label 3
+    assert set(np.unique(lab)) <= {0, 3} and lab.any()  # the ET head's mask, as label 3
 
 
 def test_medsam_unsorted_roi_equals_sorted_and_answers_warm(server, real):
@@ -258,12 +259,13 @@ def test_training_medsam_publishes_a_decoder_the_next_infer_uses(server, real, s
     # (Masks/IoU after one epoch on 8 slices can agree to the 4 reported digits, so they prove nothing.)
     assert "-dec" not in before["model_id"]
     assert after["model_id"].endswith("-dec" + hashlib.sha256(published.read_bytes()).hexdigest()[:12])
-    # One checkpoint with the three region decoders, trained together on the BraTS labels; the result is the
-    # three-label map on the image's grid.
+    # One checkpoint: one decoder (upstream's state dict) whose token slots are the three regions, trained together
+    # on the BraTS labels; the result is the three-label map on the image's grid.
     import torch
 
     ck = torch.load(published, map_location="cpu", weights_only=True)
-    assert ck["meta"]["regions"] == ["WT", "TC", "ET"] and set(ck["region_decoders"]) == {"TC", "ET"}
+    assert ck["meta"]["regions"] == ["WT", "TC", "ET"] and ck["meta"]["region_slots"] == {"WT": 0, "TC": 2, "ET": 3}
+    assert "region_decoders" not in ck and any(k.startswith("output_hypernetworks_mlps.3.") for k in ck["decoder"])
     img, lab = _read_ijk(path)
     assert _same_geometry(img, sitk.ReadImage(str(real["image"])))
     assert set(np.unique(lab)) <= {0, 1, 2, 3} and (lab > 0).any()

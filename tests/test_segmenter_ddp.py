@@ -162,3 +162,22 @@ def test_without_torchrun_a_lost_rank_gives_the_survivor_one_clear_error_within_
     assert procs[0].returncode == 3, out0[-2000:]
     assert "USERERROR rank 0 of 2: another rank stopped during the test's barrier" in out0
     assert time.time() - t0 < 90
+
+
+@pytest.mark.slow
+def test_the_brats_region_heads_train_under_two_gloo_ranks_as_in_one_process(sample_dataset, cache_root, tmp_path):
+    """--regions BraTS: the heads module of the one decoder is what DDP wraps; the same losses as one process."""
+    runs = {}
+    for n in (1, 2):
+        out = tmp_path / f"ranks{n}"
+        cmd = [*_common(sample_dataset, cache_root, out, 1), "--regions", "BraTS"]
+        r = subprocess.run([*(_torchrun(2) if n == 2 else [sys.executable]), *cmd], cwd=ROOT, env=_env(),
+                           capture_output=True, text=True, timeout=900)
+        assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+        runs[n] = json.loads((out / "history.json").read_text())
+        ck = torch.load(out / "last.pt", weights_only=False)
+        assert ck["meta"]["region_slots"] == {"WT": 0, "TC": 2, "ET": 3}
+    a, b = runs[1][1], runs[2][1]
+    assert a["samples_per_rank"] == [sum(b["samples_per_rank"])] and min(b["samples_per_rank"]) > 0
+    assert abs(a["train_loss"] - b["train_loss"]) < LOSS_TOL
+    assert set(b["val_dice_regions"]) == {"WT", "TC", "TC@WT", "ET", "ET@WT"}

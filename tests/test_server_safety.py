@@ -4,11 +4,13 @@ does not freeze the others.
 
 One server per module on a copy of the sample studies (no detector: these tests need the segmenter only), restarted
 where a test kills it. Figures (p99 latencies, labels kept) are printed at the end; the issue notes quote them.
+``BRATSMEDSAM_TEST_REGION=BraTS`` runs the same tests on a BraTS-mode server (default: the default mode, WT).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import signal
 import threading
 import time
@@ -22,6 +24,7 @@ from serverkit import Server, tree_digest, tree_stat
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 FIGURES: dict[str, object] = {}
 MAX_UPLOAD_MB = 8
+REGION = os.environ.get("BRATSMEDSAM_TEST_REGION", "WT")
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +56,8 @@ def ref(cases):
 @pytest.fixture(scope="module")
 def server(studies, tmp_path_factory):
     log = tmp_path_factory.mktemp("safety-log") / "server.log"
-    srv = Server(studies, log, "--max-upload-mb", str(MAX_UPLOAD_MB), "--conf", "uncertainty_max_slices", "1").start()
+    srv = Server(studies, log, "--max-upload-mb", str(MAX_UPLOAD_MB), "--conf", "uncertainty_max_slices", "1",
+                 "--region", REGION).start()
     yield srv
     srv.stop()
     print("\nserver safety figures (2-core CPU):")

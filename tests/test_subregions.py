@@ -1,5 +1,6 @@
-"""BraTS sub-regions: nesting and the label map, inner prompts derived from the WT mask, region decoders on one
-embedding, their checkpoint, prepare's label maps, multi-label files, and the app's modes."""
+"""BraTS sub-regions: nesting and the label map, inner prompts (the WT prompt's own box, or derived from the WT
+mask), the regions as heads of one decoder (one pass, their checkpoint, fine-tuning), prepare's label maps,
+multi-label files, and the app's modes."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from bratsmedsam.regions import (BRATS, BRATS_LABELS, REGION_LABEL, label_map, m
                                  parse_region_list, region_masks)
 from bratsmedsam.segmenter import load_segmenter
 from bratsmedsam.segmenter.checkpoint import save_decoder
-from bratsmedsam.subregions import inner_masks_2d, parent_boxes
+from bratsmedsam.subregions import SameBoxRegions, inner_masks_2d, parent_boxes
 
 
 # -- regions and composition ------------------------------------------------------------------------------
@@ -49,27 +50,36 @@ def test_modes_and_region_lists_parse_or_say_what_was_expected():
 
 # -- inner prompts from the WT mask -----------------------------------------------------------------------
 class BoxEcho:
-    """Stand-in segmenter: each region's "mask" is its box, shrunk by a region-dependent margin; records prompts."""
+    """Stand-in segmenter: each region's "mask" is its box, shrunk by a region-dependent margin; records prompts
+    (one entry per decoder pass: the regions it emitted and the boxes)."""
 
     def __init__(self):
         self.calls = []
 
-    def segment_many(self, images, boxes, region=None, progress=False):
+    def segment_regions(self, images, boxes, regions, progress=False):
         from types import SimpleNamespace
 
-        self.calls.append((region, [np.asarray(b).copy() for b in boxes]))
-        shrink = {"TC": 1, "ET": 2}.get(region, 0)
-        out = []
-        for im, bx in zip(images, boxes):
-            masks = np.zeros((len(bx), *im.shape[:2]), bool)
-            for n, (x0, y0, x1, y1) in enumerate(np.asarray(bx, int)):
-                masks[n, y0 + shrink:y1 + 1 - shrink, x0 + shrink:x1 + 1 - shrink] = True
-            masks[:, 0, 0] = True  # a stray pixel outside WT: clipped away by the nesting
-            out.append(SimpleNamespace(masks=masks, iou=np.ones(len(bx), np.float32)))
+        self.calls.append((tuple(regions), [np.asarray(b).copy() for b in boxes]))
+        out = {}
+        for region in regions:
+            shrink = {"TC": 1, "ET": 2}.get(region, 0)
+            out[region] = []
+            for im, bx in zip(images, boxes):
+                masks = np.zeros((len(bx), *im.shape[:2]), bool)
+                for n, (x0, y0, x1, y1) in enumerate(np.asarray(bx, int).reshape(-1, 4)):
+                    masks[n, y0 + shrink:y1 + 1 - shrink, x0 + shrink:x1 + 1 - shrink] = True
+                masks[:, 0, 0] = True  # a stray pixel outside WT: clipped away by the nesting
+                out[region].append(SimpleNamespace(masks=masks, iou=np.ones(len(bx), np.float32)))
         return out
 
+    def segment_many(self, images, boxes, region=None, progress=False):
+        return self.segment_regions(images, boxes, (region or "WT",))[region or "WT"]
 
-def test_inner_regions_are_prompted_with_the_wt_components_boxes_and_clipped_to_their_parent():
+    def segment(self, image, boxes):
+        return self.segment_many([image], [boxes])[0]
+
+
+def test_derived_inner_regions_come_from_one_pass_on_the_wt_components_boxes_clipped_to_their_parent():
     wt = np.zeros((20, 20), bool)
     wt[2:8, 3:9] = True
     wt[12:18, 12:16] = True
@@ -77,19 +87,46 @@ def test_inner_regions_are_prompted_with_the_wt_components_boxes_and_clipped_to_
     got = inner_masks_2d(seg, [np.zeros((20, 20, 3), np.uint8)], [wt], min_pixels=4)
     boxes = parent_boxes(wt, 4)
     assert sorted(boxes.tolist()) == [[3, 2, 8, 7], [12, 12, 15, 17]]
-    assert [r for r, _ in seg.calls] == ["TC", "ET"]
-    for _, prompts in seg.calls:
-        assert np.array_equal(prompts[0], boxes)
+    assert [r for r, _ in seg.calls] == [("TC", "ET")]  # both inner heads from the same pass
+    assert np.array_equal(seg.calls[0][1][0], boxes)
     assert not got["TC"][0][0, 0] and not got["ET"][0][0, 0]  # the stray pixel is outside WT
     assert (got["ET"][0] <= got["TC"][0]).all() and (got["TC"][0] <= wt).all()
     assert got["TC"][0][3, 4] and not got["TC"][0][2, 3]  # shrunk by one pixel inside the WT box
 
 
-# -- region decoders --------------------------------------------------------------------------------------
+def test_a_wt_box_prompt_gets_tc_and_et_from_its_own_passes_with_the_same_box():
+    from bratsmedsam.boxes import RoiIJK, axial_slice
+    from bratsmedsam.regions import region_masks
+    from bratsmedsam.volume import segment_roi
+
+    channels = np.zeros((30, 24, 5, 3), np.uint8)
+    channels[..., 0] = np.arange(5)  # slices differ in content
+    echo = BoxEcho()
+    same = SameBoxRegions(echo)
+    flat = segment_roi(channels, RoiIJK.from_slicer([4, 20, 3, 15, 2, 2], channels.shape[:3]), same)
+    assert [r for r, _ in echo.calls] == [("WT", "TC", "ET")]  # one pass: WT and both inner heads
+    lm = same.label_map(channels, flat)
+    m = region_masks(lm)
+    assert np.array_equal(m["WT"], flat.label)
+    wt2 = axial_slice(flat.label, 2)
+    assert axial_slice(m["TC"], 2).sum() < wt2.sum() and axial_slice(m["ET"], 2).sum() < axial_slice(m["TC"], 2).sum()
+    assert not axial_slice(m["TC"], 2)[0, 0]  # nested in WT
+    deep = segment_roi(channels, RoiIJK.from_slicer([4, 20, 3, 15, 0, 4], channels.shape[:3]), same)
+    assert all(r == ("WT", "TC", "ET") for r, _ in echo.calls)  # the 3D ROI and its propagation too
+    lm3 = same.label_map(channels, deep)
+    assert (lm3 > 0).sum() == deep.label.sum() and set(np.unique(lm3)) == {0, 1, 2, 3}
+
+
+# -- one decoder, a head per region -----------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def multi(cache_root):
     return load_segmenter("litemedsam", device="cpu", cache_dir=cache_root / "embeddings", backend="torch",
                           regions=("WT", "TC", "ET"))
+
+
+@pytest.fixture(scope="module")
+def single(cache_root):
+    return load_segmenter("litemedsam", device="cpu", cache_dir=cache_root / "embeddings", backend="torch")
 
 
 def _ellipse():
@@ -100,59 +137,177 @@ def _ellipse():
     return img, np.array([[35, 35, 105, 85]], np.float32)
 
 
-def test_region_decoders_are_separate_copies_of_the_pretrained_decoder_on_one_embedding(multi):
-    assert multi.regions == ("WT", "TC", "ET") and multi.decoders["WT"] is multi.net.mask_decoder
-    assert multi.decoders["TC"] is not multi.decoders["WT"] and multi.decoders["ET"] is not multi.decoders["TC"]
+def test_the_regions_are_token_slots_of_the_networks_one_decoder(multi):
+    assert multi.regions == ("WT", "TC", "ET") and multi.slots == {"WT": 0, "TC": 2, "ET": 3}
+    assert not hasattr(multi, "decoders")  # no per-region copies
+    mlps = multi.net.mask_decoder.output_hypernetworks_mlps
+    for s in (2, 3):  # zero-shot: token 0's MLP on the inner slots
+        for a, b in zip(mlps[s].parameters(), mlps[0].parameters()):
+            assert torch.equal(a, b)
+
+
+def test_one_pass_returns_every_region_and_equals_the_per_region_calls(multi):
     img, box = _ellipse()
-    misses = multi.cache.misses
-    wt, tc = multi.segment(img, box, region="WT"), multi.segment(img, box, region="TC")
-    assert np.array_equal(wt.masks, tc.masks)  # zero-shot: the same weights
-    assert multi.cache.misses - misses <= 1  # one encoder pass serves every region
-    with torch.no_grad():
-        for p in multi.decoders["TC"].output_hypernetworks_mlps.parameters():
-            p.mul_(-1.0)
+    flipped = np.ascontiguousarray(img[::-1])
+    boxes = [np.concatenate([box, [[10, 10, 60, 50]]]).astype(np.float32), box]
+    calls = []
+    real = multi.net.mask_decoder.transformer.forward
+    multi.net.mask_decoder.transformer.forward = lambda *a, **k: calls.append(1) or real(*a, **k)
     try:
-        flipped = multi.region("TC").segment(img, box)
-        assert not np.array_equal(flipped.masks, wt.masks)
-        assert np.array_equal(multi.segment(img, box).masks, wt.masks)  # WT (the default) unchanged
+        together = multi.segment_regions([img, flipped], boxes)
     finally:
-        with torch.no_grad():
-            for p in multi.decoders["TC"].output_hypernetworks_mlps.parameters():
-                p.mul_(-1.0)
+        del multi.net.mask_decoder.transformer.forward
+    assert len(calls) == 1  # 3 prompts, 3 regions: one transformer pass (decode_batch 4)
+    assert set(together) == {"WT", "TC", "ET"}
+    for r in multi.regions:
+        alone = multi.segment_many([img, flipped], boxes, region=r)
+        for a, b in zip(together[r], alone):
+            assert np.array_equal(a.masks, b.masks) and np.allclose(a.iou, b.iou, atol=1e-6)
 
 
-def test_a_region_without_a_decoder_is_a_user_error(multi, cache_root):
-    single = load_segmenter("litemedsam", device="cpu", cache_size=0, backend="torch")
+def test_wt_mode_is_upstreams_single_mask_decode_and_the_brats_heads_leave_it_unchanged(single, multi):
+    from bratsmedsam.segmenter.model import decode
+
     img, box = _ellipse()
-    with pytest.raises(UserError, match="decoders for WT"):
+    net = single.net
+    emb = single.embed([img])
+    frame = single.fam.frame(*img.shape[:2])
+    bm = torch.from_numpy(single.fam.boxes_to_model(box, frame))
+    with torch.inference_mode():
+        ref_logits, ref_iou = decode(net, net.mask_decoder, emb, bm)  # upstream MaskDecoder, multimask_output=False
+    ref = single.fam.masks(ref_logits, frame)
+    got = single.segment(img, box)
+    assert single.regions == ("WT",) and single.slots == {"WT": 0}
+    assert np.array_equal(got.masks, ref) and np.allclose(got.iou, ref_iou[:, 0].numpy(), atol=1e-6)
+    in_brats = multi.segment(img, box, region="WT")
+    assert np.array_equal(in_brats.masks, got.masks) and np.allclose(in_brats.iou, got.iou, atol=1e-6)
+
+
+def test_the_openvino_decoder_emits_every_region_from_one_inference_equal_to_pytorch(tmp_path, monkeypatch):
+    pytest.importorskip("openvino")
+    monkeypatch.setenv("BRATSMEDSAM_OPENVINO_CACHE", str(tmp_path / "ov"))
+    img, box = _ellipse()
+    boxes = np.concatenate([box, [[10, 10, 60, 50]]]).astype(np.float32)
+    ref = load_segmenter("litemedsam", device="cpu", backend="torch", cache_size=0, regions=("WT", "TC", "ET"))
+    ov = load_segmenter("litemedsam", device="cpu", cache_size=0, regions=("WT", "TC", "ET"))
+    ov.encoder = ref.encoder  # same embeddings: only the decoders differ
+    compiled = ov._openvino_decoder()
+    assert compiled is not None
+    shapes = []
+
+    class Counting:
+        current = compiled.current
+
+        def __call__(self, emb, bm):
+            out = compiled(emb, bm)
+            shapes.append(tuple(out[0].shape))
+            return out
+
+    ov._ov_decoder = Counting()
+    got, want = ov.segment_regions([img], [boxes]), ref.segment_regions([img], [boxes])
+    assert shapes == [(2, 3, 256, 256)]  # one inference, every region's head
+    for r in ("WT", "TC", "ET"):
+        a, b = got[r][0], want[r][0]
+        assert (a.masks != b.masks).mean() < 1e-4 and np.allclose(a.iou, b.iou, atol=1e-4)
+    assert np.array_equal(ov.segment(img, boxes, region="TC").masks, got["TC"][0].masks)
+
+
+def test_a_region_not_served_is_a_user_error(single):
+    img, box = _ellipse()
+    with pytest.raises(UserError, match="serves WT"):
         single.segment(img, box, region="ET")
 
 
-def test_one_checkpoint_holds_every_region_decoder_and_loads_them_back(multi, tmp_path):
-    states = {r: {k: v.clone() + 0.01 * (i + 1) for k, v in d.state_dict().items()}
-              for i, (r, d) in enumerate(multi.decoders.items())}
-    meta = {"base": "litemedsam", "base_checkpoint": str(multi.base_checkpoint),
-            "base_checkpoint_sha256": multi.base_sha256, "preprocess": multi.fam.preprocess_id, "region": "WT",
-            "regions": ["WT", "TC", "ET"]}
-    path = save_decoder(tmp_path / "best.pt", states["WT"], meta,
-                        extra={"region_decoders": {"TC": states["TC"], "ET": states["ET"]}})
-    tuned = load_segmenter(decoder=path, device="cpu", cache_size=0, backend="torch")
-    assert tuned.regions == ("WT", "TC", "ET") and tuned.meta["region_decoders_trained"] == ["WT", "TC", "ET"]
-    for r in tuned.regions:
-        for k, v in states[r].items():
-            assert torch.equal(tuned.decoders[r].state_dict()[k], v), (r, k)
+def _meta(seg, **extra):
+    return {"base": "litemedsam", "base_checkpoint": str(seg.base_checkpoint), "base_checkpoint_sha256": seg.base_sha256,
+            "preprocess": seg.fam.preprocess_id, "region": "WT", **extra}
 
 
-def test_a_single_region_checkpoint_asked_for_three_regions_starts_the_others_zero_shot(multi, tmp_path):
+def test_one_checkpoint_holds_the_decoder_and_its_region_slots_and_loads_them_back(multi, tmp_path):
     state = {k: v.clone() + 0.01 for k, v in multi.net.mask_decoder.state_dict().items()}
-    meta = {"base": "litemedsam", "base_checkpoint_sha256": multi.base_sha256, "preprocess": multi.fam.preprocess_id,
-            "region": "WT"}
-    path = save_decoder(tmp_path / "wt.pt", state, meta)
+    path = save_decoder(tmp_path / "best.pt", state, _meta(multi, regions=["WT", "TC", "ET"],
+                                                          region_slots={"WT": 0, "TC": 1, "ET": 3}))
+    tuned = load_segmenter(decoder=path, device="cpu", cache_size=0, backend="torch")
+    assert tuned.regions == ("WT", "TC", "ET") and tuned.slots == {"WT": 0, "TC": 1, "ET": 3}
+    assert tuned.meta["region_heads_trained"] == ["WT", "TC", "ET"]
+    for k, v in state.items():  # trained heads are loaded as they are (no zero-shot copy over them)
+        assert torch.equal(tuned.net.mask_decoder.state_dict()[k], v), k
+
+
+def test_an_old_checkpoint_with_a_decoder_copy_per_region_is_a_clear_user_error(multi, tmp_path):
+    state = multi.net.mask_decoder.state_dict()
+    path = save_decoder(tmp_path / "old.pt", state, _meta(multi, regions=["WT", "TC", "ET"]),
+                        extra={"region_decoders": {"TC": state, "ET": state}})
+    with pytest.raises(UserError, match=r"old.pt holds one decoder copy per region .*--regions BraTS"):
+        load_segmenter(decoder=path, device="cpu", cache_size=0, backend="torch")
+
+
+def test_a_wt_checkpoint_asked_for_three_regions_starts_the_inner_heads_zero_shot(multi, tmp_path):
+    state = {k: v.clone() + 0.01 for k, v in multi.net.mask_decoder.state_dict().items()}
+    path = save_decoder(tmp_path / "wt.pt", state, _meta(multi))
     tuned = load_segmenter(decoder=path, device="cpu", cache_size=0, backend="torch", regions=("WT", "TC", "ET"))
-    assert tuned.meta["region_decoders_trained"] == ["WT"]
-    key = next(iter(state))
-    assert torch.equal(tuned.decoders["WT"].state_dict()[key], state[key])
-    assert torch.equal(tuned.decoders["TC"].state_dict()[key], multi.decoders["TC"].state_dict()[key])
+    assert tuned.meta["region_heads_trained"] == ["WT"] and tuned.slots == {"WT": 0, "TC": 2, "ET": 3}
+    mlps = tuned.net.mask_decoder.output_hypernetworks_mlps
+    assert all(torch.equal(a, b) for a, b in zip(mlps[3].parameters(), mlps[0].parameters()))
+    key = "transformer.layers.0.self_attn.q_proj.weight"
+    assert torch.equal(tuned.net.mask_decoder.state_dict()[key], state[key])
+
+
+def test_a_tc_checkpoint_cannot_serve_the_brats_regions(multi, tmp_path):
+    path = save_decoder(tmp_path / "tc.pt", multi.net.mask_decoder.state_dict(), _meta(multi, region="TC"))
+    with pytest.raises(UserError, match="trained for TC alone"):
+        load_segmenter(decoder=path, device="cpu", cache_size=0, backend="torch", regions=("WT", "TC", "ET"))
+
+
+def test_a_fine_tune_step_changes_the_tc_and_et_heads_and_trains_only_the_heads_with_targets(cache_root):
+    from bratsmedsam.segmenter.finetune import FinetuneConfig, train_epoch
+    from bratsmedsam.segmenter.model import heads_decoder
+    from bratsmedsam.segmenter.samples import Sample
+
+    seg = load_segmenter("litemedsam", device="cpu", cache_dir=cache_root / "embeddings", backend="torch",
+                         regions=("WT", "TC", "ET"))
+    img, box = _ellipse()
+    emb = seg.embed([img])
+    dec = seg.net.mask_decoder
+    wt = np.zeros(img.shape[:2], bool)
+    wt[40:80, 40:100] = True
+    tc = np.zeros_like(wt)
+    tc[50:70, 55:85] = True
+    samples = [Sample(0, box[0], wt, "WT", {"WT": wt, "TC": tc, "ET": np.zeros_like(wt)})]
+    before = {k: v.clone() for k, v in dec.state_dict().items()}
+    heads = ("WT", "TC", "ET")
+    module = heads_decoder(dec, [seg.slots[r] for r in heads])
+    opt = torch.optim.SGD(dec.parameters(), lr=0.1)
+    cfg = FinetuneConfig(batch_size=1, jitter_frac=0.0, jitter_px=0.0)
+    train_epoch(seg, module, samples, lambda i, v=0: emb[i:i + 1], opt, cfg, np.random.default_rng(0), heads=heads)
+    after = dec.state_dict()
+    changed = lambda prefix: any(not torch.equal(before[k], after[k]) for k in before if k.startswith(prefix))  # noqa
+    for s in (0, 2, 3):  # WT, TC, ET heads
+        assert changed(f"output_hypernetworks_mlps.{s}.")
+    assert not changed("output_hypernetworks_mlps.1.")  # the unused slot
+    # an own-box TC sample trains the TC head alone: the ET head's MLP gets no gradient
+    before = {k: v.clone() for k, v in dec.state_dict().items()}
+    train_epoch(seg, module, [Sample(0, box[0], tc, "TC", {"TC": tc})], lambda i, v=0: emb[i:i + 1], opt, cfg,
+                np.random.default_rng(0), heads=heads)
+    after = dec.state_dict()
+    assert changed("output_hypernetworks_mlps.2.") and not changed("output_hypernetworks_mlps.3.")
+
+
+def test_make_samples_gives_wt_boxes_a_target_per_head_and_inner_boxes_their_own_head():
+    from bratsmedsam.segmenter.samples import SplitData, make_samples
+
+    wt = np.zeros((20, 20), bool)
+    wt[2:12, 2:12] = True
+    tc = np.zeros_like(wt)
+    tc[4:8, 4:8] = True
+    et = np.zeros_like(wt)
+    boxes = np.array([[2, 2, 11, 11]], np.float32)
+    data = SplitData(["k"], [np.zeros((20, 20, 3), np.uint8)], [wt], [boxes], ["c_z000"],
+                     {"WT": ([wt], [boxes]), "TC": ([tc], [np.array([[4, 4, 7, 7]], np.float32)]),
+                      "ET": ([et], [np.zeros((0, 4), np.float32)])})
+    samples = make_samples(data, ("WT", "TC", "ET"))
+    assert [(s.region, sorted(s.targets)) for s in samples] == [("WT", ["ET", "TC", "WT"]), ("TC", ["TC"])]
+    assert np.array_equal(samples[0].targets["TC"], tc) and not samples[0].targets["ET"].any()
 
 
 # -- data: prepare's label maps, multi-label files ----------------------------------------------------------

@@ -40,8 +40,9 @@ def register(sub) -> None:
                         "channels is refused")
     p.add_argument("--region", default="WT", choices=["BraTS", "WT", "TC", "ET"],
                    help="WT (default), TC or ET: that one region, as label 1; BraTS: the label map NCR 1 / ED 2 / ET 3 "
-                        "from three region decoders - give it a --decoder trained with `train-segmenter --regions "
-                        "BraTS` (or train it from the server): the zero-shot TC and ET decoders equal WT's")
+                        "from one decoder pass per prompt (a head per region) - give it a --decoder trained with "
+                        "`train-segmenter --regions BraTS` (or train it from the server): zero-shot, the TC and ET "
+                        "heads draw about what WT draws")
     p.add_argument("--display", default="t2f,t1c", help="modality shown per study, first one present")
     p.add_argument("--seg-tag", default="final", choices=["final", "original", "none"],
                    help="datastore tag for existing BraTS segmentations (final = used for training)")

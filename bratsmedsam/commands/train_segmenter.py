@@ -70,8 +70,8 @@ def register(sub) -> None:
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--regions", default=None,
-                   help="region decoders trained together, e.g. WT,TC,ET or BraTS (= all three; needs a WT dataset "
-                        "with label maps). Default: the dataset's one region")
+                   help="regions trained together as heads of one decoder, e.g. WT,TC,ET or BraTS (= all three; "
+                        "needs a WT dataset with label maps). Default: the dataset's one region")
     p.set_defaults(func=run)
 
 

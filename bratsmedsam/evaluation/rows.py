@@ -99,8 +99,8 @@ def segmenter_rows(cfg) -> list[SegmenterRow]:
 
 def load_segmenters(rows: list[SegmenterRow], cfg, regions=None) -> dict:
     """Load every supplied row; rows sharing an encoder share one embedding cache (the encoder is frozen).
-    ``regions``: one decoder per region (a zero-shot row: copies of the pretrained decoder; a fine-tuned row: its
-    checkpoint's region decoders, the pretrained one for a region it lacks)."""
+    ``regions``: one head per region of the one decoder (a zero-shot row: the zero-shot heads; a fine-tuned row:
+    its checkpoint's heads, the zero-shot head for a region it lacks)."""
     from ..segmenter import load_segmenter
 
     loaded, caches = {}, {}

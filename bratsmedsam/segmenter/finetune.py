@@ -21,11 +21,13 @@ synthetic range ``BraTS-GLI-9xxxx``), the model is selected on those alone (``se
 validation slices are easy to overfit to and say little about real scans. ``patience`` stops the run after that
 many epochs without a better validation Dice (early stopping); ``best.pt`` is the selected model either way.
 
-Region decoders (``regions``, e.g. WT, TC, ET, on a WT dataset with label maps): one mask decoder per region, all
-trained together in the same batches from the same cached embeddings (one encoder pass per slice), each on its
-own samples (``samples.make_samples``: inner regions on their own boxes and on the WT boxes). Validation scores
-every region with its own GT boxes and each inner region with the WT boxes too; the best epoch is the best mean
-of those scores. One checkpoint holds every region's decoder (``decoder``: WT's, ``region_decoders``: the rest).
+Regions (``regions``, e.g. WT, TC, ET, on a WT dataset with label maps): the regions are heads (mask-token slots,
+``Segmenter.slots``) of ONE mask decoder, trained together from the same cached embeddings (one encoder pass per
+slice) and one decoder pass per sample: a WT component's box gets the loss (Dice + BCE, plus the IoU-head term)
+on every head, each against its region inside that box; an inner region's own box on its own head only
+(``samples.make_samples``). Validation scores every region with its own GT boxes and each inner region with the
+WT boxes too; the best epoch is the best mean of those scores. One checkpoint: the decoder (upstream's state dict)
+and ``meta["region_slots"]``. Under torchrun the heads module is what DDP wraps, as the decoder is in one region.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from ..errors import UserError
 from ..offline import PROJECT_ROOT
 from . import distributed
 from .distributed import DistEnv
-from .model import union_masks
+from .model import heads_decoder, union_masks
 from .samples import (Sample, SplitData, augment_intensity, jitter_box, load_split, make_samples,
                       neighbour_samples)
 
@@ -71,7 +73,7 @@ class FinetuneConfig:
     n_overlays: int = 4
     resume: bool | str = False  # True: out_dir/last.pt; a path: that checkpoint
     embeddings: str = "cache"  # "cache" (memory + disk, float16) or "on-the-fly" (encode every step: GPU option)
-    regions: tuple[str, ...] | None = None  # None: the dataset's one region; ("WT", "TC", "ET"): one decoder each
+    regions: tuple[str, ...] | None = None  # None: the dataset's one region; ("WT", "TC", "ET"): one head each
     dist_timeout_s: float = 1800.0  # torchrun: a collective waiting longer than this ends the job with an error
     progress: bool = True
     intensity_variants: int = 0  # extra encoded intensity variants per training slice (0: none)
@@ -125,7 +127,7 @@ def iou_head_loss(logits, target, iou_pred):
 
 def train_epoch(seg, decoder, samples: list[Sample], get_embedding, optimizer, cfg: FinetuneConfig,
                 rng: np.random.Generator, scaler=None, criterion=None, progress: bool = False, desc: str = "",
-                env: DistEnv | None = None, stats: dict | None = None) -> float:
+                env: DistEnv | None = None, stats: dict | None = None, heads: tuple[str, ...] | None = None) -> float:
     """One pass over ``samples`` in global batches of ``cfg.batch_size``; returns the mean loss over all samples
     (all ranks).
 
@@ -136,8 +138,9 @@ def train_epoch(seg, decoder, samples: list[Sample], get_embedding, optimizer, c
     (:func:`distributed.split_batch`); each loss is weighted ``world / len(batch)`` and DDP averages over the
     ranks once per batch, so the step equals one process's on the whole batch, up to float summation order.
     ``stats`` (optional) receives ``samples_per_rank``: how many samples each rank decoded.
-    ``decoder`` may be a dict ``{region: decoder}`` (region decoders, one process): each sample then goes through
-    its own region's decoder."""
+    ``heads`` (regions): ``decoder`` is then ``model.heads_decoder`` (or its DDP wrapper) emitting those regions'
+    heads in that order, and each sample's loss is the sum over the heads it has a target for (``Sample.targets``);
+    the other heads join the graph with weight 0, so every rank uses the same parameters in every pass."""
     import contextlib
 
     import torch
@@ -147,8 +150,7 @@ def train_epoch(seg, decoder, samples: list[Sample], get_embedding, optimizer, c
     criterion = criterion or loss_fn()
     dev = seg.device
     amp = dev.type == "cuda"
-    for d in (decoder.values() if isinstance(decoder, dict) else [decoder]):
-        d.train()
+    decoder.train()
     order = rng.permutation(len(samples))
     batches = [order[i:i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
     total, count = 0.0, 0
@@ -169,23 +171,31 @@ def train_epoch(seg, decoder, samples: list[Sample], get_embedding, optimizer, c
             h, w = s.target.shape
             frame = seg.fam.frame(h, w)
             bm = torch.from_numpy(seg.fam.boxes_to_model(boxes[pos][None], frame)).to(dev)
-            dec = decoder[s.region] if isinstance(decoder, dict) else decoder
-            sync = n == len(mine) - 1 or not hasattr(dec, "no_sync")
-            ctx = contextlib.nullcontext() if sync else dec.no_sync()
+            sync = n == len(mine) - 1 or not hasattr(decoder, "no_sync")
+            ctx = contextlib.nullcontext() if sync else decoder.no_sync()
             with ctx:
                 with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=amp):
                     with torch.no_grad():  # frozen prompt encoder
                         sparse, dense = seg.net.prompt_encoder(points=None, boxes=bm[:, None, :], masks=None)
                         pe = seg.net.prompt_encoder.get_dense_pe()
                     emb = get_embedding(s.slice_idx, int(variants[pos])) if variants[pos] else get_embedding(s.slice_idx)
-                    logits, iou_pred = dec(image_embeddings=emb, image_pe=pe,
-                                        sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
-                                        multimask_output=False)
-                out = seg.fam.logits_to_original(logits.float(), frame)
-                target = torch.from_numpy(s.target[None, None].astype(np.float32)).to(dev)
-                raw = criterion(out, target)
-                if cfg.iou_loss_weight:
-                    raw = raw + cfg.iou_loss_weight * iou_head_loss(out, target, iou_pred)
+                    if heads:
+                        logits, iou_pred = decoder(emb, pe, sparse, dense)
+                    else:
+                        logits, iou_pred = decoder(image_embeddings=emb, image_pe=pe,
+                                                   sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
+                                                   multimask_output=False)
+                targets = {r: s.targets[r] for r in heads if r in s.targets} if heads else {None: s.target}
+                raw = 0.0
+                for c, r in enumerate(heads or (None,)):
+                    if r not in targets:  # a head without a target here: in the graph, with no weight
+                        raw = raw + 0.0 * (logits[:, c].float().sum() + iou_pred[:, c].float().sum())
+                        continue
+                    out = seg.fam.logits_to_original(logits[:, c:c + 1].float(), frame)
+                    target = torch.from_numpy(targets[r][None, None].astype(np.float32)).to(dev)
+                    raw = raw + criterion(out, target)
+                    if cfg.iou_loss_weight:
+                        raw = raw + cfg.iou_loss_weight * iou_head_loss(out, target, iou_pred[:, c:c + 1])
                 loss = raw * weight
                 if scaler is not None:
                     scaler.scale(loss).backward()
@@ -215,7 +225,9 @@ def _meta(seg, info: dict, dataset_dir, cfg: FinetuneConfig, epoch: int, metrics
             "epoch": epoch, "metrics": metrics, "config": asdict(cfg)}
     if regions:
         meta["regions"] = list(regions)
-        meta["box_prompt"] += "; inner regions (TC, ET) also on the WT components' boxes"
+        meta["region_slots"] = {r: seg.slots[r] for r in regions}
+        meta["box_prompt"] += ("; regions are heads of one decoder: a WT box trains every head (its region inside "
+                               "the box), an inner region's own box its own head")
     return meta
 
 
@@ -230,14 +242,11 @@ def _regions(cfg: FinetuneConfig, info: dict, dataset_dir, env) -> tuple[str, ..
     if regions == (info.get("region"),):
         return None
     if info.get("region") != "WT" or "WT" not in regions:
-        raise UserError(f"region decoders {', '.join(regions)} need a WT dataset with WT among them (the inner regions "
+        raise UserError(f"region heads {', '.join(regions)} need a WT dataset with WT among them (the inner regions "
                         f"are prompted with WT boxes); {dataset_dir} was prepared for {info.get('region')}")
     if not info.get("labelmaps"):
         raise UserError(f"{dataset_dir} has no label maps (prepared by an older version): run prepare again to train "
-                        "region decoders")
-    if env.world > 1:
-        raise UserError("region decoders are trained in one process for now (torchrun with several ranks: "
-                        "train one region per run)")
+                        "region heads")
     return regions
 
 
@@ -334,8 +343,7 @@ def train_decoder(dataset_dir, out_dir, cfg: FinetuneConfig) -> dict:
     seg.decoder_backend = "torch"  # the decoder is being trained: validation decodes with its current weights
     for p in seg.net.parameters():
         p.requires_grad_(False)
-    trained = list(seg.decoders.values()) if regions else [seg.net.mask_decoder]
-    params = [p for d in trained for p in d.parameters()]
+    params = list(seg.net.mask_decoder.parameters())
     for p in params:
         p.requires_grad_(True)
 
@@ -374,12 +382,13 @@ def train_decoder(dataset_dir, out_dir, cfg: FinetuneConfig) -> dict:
             emb = seg.embed([variant_image(i, v) if v else train.images[i]])[0]
         return emb[None].to(device, non_blocking=True)
 
-    decoder = dict(seg.decoders) if regions else seg.net.mask_decoder
+    heads = tuple(regions) if regions else None
+    decoder = heads_decoder(seg.net.mask_decoder, [seg.slots[r] for r in heads]) if heads else seg.net.mask_decoder
     if env.world > 1:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
         decoder = DDP(decoder, device_ids=[env.local_rank] if device.type == "cuda" else None,
-                      find_unused_parameters=True)  # the 3 multimask heads (and, unweighted, the IoU head) get no gradient
+                      find_unused_parameters=True)  # unused token slots' MLPs (and, unweighted, the IoU head) get none
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     scaler = torch.amp.GradScaler("cuda") if device.type == "cuda" else None
 
@@ -390,10 +399,10 @@ def train_decoder(dataset_dir, out_dir, cfg: FinetuneConfig) -> dict:
         ck = load_decoder(resume)
         if ck["meta"].get("base_checkpoint_sha256") != seg.base_sha256:
             raise UserError(f"cannot resume from {resume}: it was trained on a different {cfg.base} checkpoint")
+        if "region_decoders" in ck or (regions and ck["meta"].get("region_slots") != dict(seg.slots)):
+            raise UserError(f"cannot resume from {resume}: its regions' heads {ck['meta'].get('region_slots')} are "
+                            f"not this run's {dict(seg.slots) if regions else None} (start a new run)")
         seg.net.mask_decoder.load_state_dict(ck["decoder"])
-        for r, state in (ck.get("region_decoders") or {}).items():
-            if r in seg.decoders:
-                seg.decoders[r].load_state_dict(state)
         if ck.get("optimizer"):
             optimizer.load_state_dict(ck["optimizer"])
         history = list(ck.get("history") or [])
@@ -406,8 +415,6 @@ def train_decoder(dataset_dir, out_dir, cfg: FinetuneConfig) -> dict:
 
     def checkpoint(path: Path, epoch: int, metrics: dict):
         extra = {"history": history, "best_val_dice": best, "zero_shot_val_dice": zero_shot}
-        if regions:
-            extra["region_decoders"] = {r: state(d) for r, d in seg.decoders.items() if d is not seg.net.mask_decoder}
         save_decoder(path, state(seg.net.mask_decoder), _meta(seg, info, dataset_dir, cfg, epoch, metrics, regions),
                      optimizer.state_dict(), extra=extra)
 
@@ -439,10 +446,9 @@ def train_decoder(dataset_dir, out_dir, cfg: FinetuneConfig) -> dict:
         stats: dict = {}
         loss = train_epoch(seg, decoder, samples, get_embedding, optimizer, cfg, rng, scaler, criterion,
                            progress=cfg.progress and main_rank, desc=f"epoch {epoch}/{cfg.epochs}", env=env,
-                           stats=stats)
+                           stats=stats, heads=heads)
         if main_rank:
-            for d in trained:
-                d.eval()
+            seg.net.mask_decoder.eval()
             vd, scores = validate()
             history.append({"epoch": epoch, "train_loss": loss, "val_dice": vd,
                             "seconds": round(time.perf_counter() - t0, 2), **stats,

@@ -5,9 +5,13 @@ repeats ONE image's embedding once per prompt, so it cannot decode boxes of diff
 :func:`decode_batched` runs the same decoder modules with one embedding per prompt (gathered, not repeated), so
 the boxes of several slices go through the decoder together (``decode_batch`` prompts per pass).
 
-Region decoders: a segmenter holds one mask decoder per BraTS region it serves (``decoders``: WT is the network's
-own ``mask_decoder``, TC and ET are copies of it, fine-tuned apart), all prompted on the same cached embedding;
-``segment_many(..., region=...)`` picks one and :meth:`Segmenter.region` gives a view bound to one.
+Regions share ONE mask decoder (the network's own ``mask_decoder``, state-dict compatible with upstream): SAM's
+decoder already runs all its mask tokens through the two-way transformer in every pass and gives each token its own
+hypernetwork MLP and IoU-head output; only the output upscaling is shared. A region is served by one token slot
+(``Segmenter.slots``: WT 0, TC 2, ET 3 by default, recorded in the checkpoint's meta ``region_slots``), so one pass
+emits every region's mask for the same box (:meth:`Segmenter.segment_regions`), at the cost of one pass plus a
+small MLP and einsum per extra region. WT alone is token 0 with MLP 0: upstream's ``multimask_output=False``.
+``segment_many(..., region=...)`` returns one region's head and :meth:`Segmenter.region` gives a view bound to one.
 """
 
 from __future__ import annotations
@@ -43,6 +47,25 @@ def union_masks(masks, shape) -> np.ndarray:
 #: CUDA: not measured here (no GPU); 32 is an assumption, ``decode_batch=`` overrides it.
 DECODE_BATCH = {"cpu": 4, "cuda": 32}
 
+#: each region's mask-token slot in the one decoder when no checkpoint trained it (zero-shot). WT is upstream's
+#: single-mask token 0. TC and ET: chosen by measurement (benchmarks/zero_shot_heads.py, the real case's GT WT
+#: boxes, slice Dice): with token 0's MLP copied, TC 0.717 / 0.727 / 0.731 and ET 0.609 / 0.615 / 0.620 on slots
+#: 1 / 2 / 3 (their own pretrained multimask MLPs: TC <= 0.711, ET <= 0.593; token 0 itself: TC 0.718, ET 0.600).
+ZERO_SHOT_SLOTS = {"WT": 0, "TC": 2, "ET": 3}
+#: zero-shot inner heads start with copies of token 0's hypernetwork MLP (measured above: better than their own
+#: multimask MLPs). The token embeddings are never changed: through self-attention they would change WT's output.
+ZERO_SHOT_MLP_FROM_WT = True
+
+
+def zero_shot_heads(decoder, slots: Sequence[int]) -> None:
+    """Give the token ``slots`` of ``decoder`` token 0's hypernetwork MLP (in place; slot 0 itself untouched)."""
+    import torch
+
+    with torch.no_grad():
+        for s in slots:
+            if s:
+                decoder.output_hypernetworks_mlps[s].load_state_dict(decoder.output_hypernetworks_mlps[0].state_dict())
+
 
 def decode(net, decoder, embedding, boxes_model):
     """Decode boxes of ONE image. ``embedding`` ``(1, 256, 64, 64)``; ``boxes_model`` ``(n, 4)`` XYXY in the
@@ -53,45 +76,71 @@ def decode(net, decoder, embedding, boxes_model):
                    sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense, multimask_output=False)
 
 
-def decode_batched(net, embeddings, owner, boxes_model, decoder=None):
+def decode_batched(net, embeddings, owner, boxes_model, decoder=None, slots: Sequence[int] = (0,)):
     """Decode prompts of MANY images in one pass. ``embeddings`` ``(B, 256, 64, 64)``; ``owner`` long ``(n,)``: the
-    image of each prompt; ``boxes_model`` ``(n, 4)`` XYXY in the model input frame. Returns ``(logits (n, 1, 256,
-    256), iou (n, 1))``, equal to :func:`decode` image by image (tested): the decoder's own transformer, upscaling,
-    hypernetwork MLPs and IoU head, fed each prompt's own embedding instead of one embedding repeated. ``decoder``: a
-    region's mask decoder (default ``net.mask_decoder``); the prompt encoder is always the network's (frozen)."""
+    image of each prompt; ``boxes_model`` ``(n, 4)`` XYXY in the model input frame. Returns ``(logits (n, k, 256,
+    256), iou (n, k))`` for the ``k`` mask-token ``slots`` (default ``(0,)``: upstream's single-mask output, equal
+    to :func:`decode` image by image, tested): the decoder's own transformer, upscaling, hypernetwork MLPs and IoU
+    head, fed each prompt's own embedding instead of one embedding repeated. ``decoder``: the mask decoder (default
+    ``net.mask_decoder``, or its training wrapper's module); the prompt encoder is always the network's (frozen)."""
+    sparse, dense = net.prompt_encoder(points=None, boxes=boxes_model[:, None, :], masks=None)
+    return decode_heads(net.mask_decoder if decoder is None else decoder, embeddings.index_select(0, owner),
+                        net.prompt_encoder.get_dense_pe(), sparse, dense, slots)
+
+
+def decode_heads(dec, embeddings, image_pe, sparse, dense, slots: Sequence[int] = (0,)):
+    """Upstream ``MaskDecoder.predict_masks`` with one embedding per prompt and only the asked token ``slots``'
+    heads: ``embeddings`` ``(n, 256, 64, 64)``, ``image_pe`` ``(1, 256, 64, 64)``, the prompt encoder's ``sparse``
+    ``(n, t, 256)`` and ``dense`` ``(n, 256, 64, 64)`` -> ``(logits (n, k, 256, 256), iou (n, k))``. The
+    transformer always runs every mask token (as upstream); each slot adds its MLP and one einsum."""
     import torch
 
-    dec = net.mask_decoder if decoder is None else decoder
-    sparse, dense = net.prompt_encoder(points=None, boxes=boxes_model[:, None, :], masks=None)
     n = sparse.shape[0]
     heads = torch.cat([dec.iou_token.weight, dec.mask_tokens.weight], dim=0)
     tokens = torch.cat([heads.unsqueeze(0).expand(n, -1, -1), sparse], dim=1)
-    src = embeddings.index_select(0, owner) + dense
-    pos = net.prompt_encoder.get_dense_pe().expand(n, -1, -1, -1)
+    src = embeddings + dense
+    pos = image_pe.expand(n, -1, -1, -1)
     hs, src = dec.transformer(src, pos, tokens)
     up = dec.output_upscaling(src.transpose(1, 2).reshape(n, *embeddings.shape[1:]))
-    mask_token = hs[:, 1, :]  # the single-mask output (multimask_output=False)
-    weights = dec.output_hypernetworks_mlps[0](mask_token)
-    logits = torch.einsum("nc,nchw->nhw", weights, up).unsqueeze(1)
-    iou = dec.iou_prediction_head(hs[:, 0, :])[:, :1]
+    # mask token s is hs[:, 1 + s]; slot 0 with MLP 0 is upstream's single-mask output (multimask_output=False)
+    weights = torch.stack([dec.output_hypernetworks_mlps[s](hs[:, 1 + s, :]) for s in slots], dim=1)
+    logits = torch.einsum("nkc,nchw->nkhw", weights, up)
+    iou = dec.iou_prediction_head(hs[:, 0, :])[:, list(slots)]
     return logits, iou
 
 
-def prompt_decoder_module(net, decoder=None):
-    """:func:`decode_batched` with one embedding per prompt, ``(embeddings (n, 256, 64, 64), boxes (n, 4))``, as a
-    ``torch.nn.Module`` OpenVINO can convert (``decoder``: a region's, default the network's)."""
+def prompt_decoder_module(net, slots: Sequence[int] = (0,)):
+    """:func:`decode_batched` with one embedding per prompt, ``(embeddings (n, 256, 64, 64), boxes (n, 4))`` ->
+    ``(logits (n, k, 256, 256), iou (n, k))`` for the token ``slots``, as a ``torch.nn.Module`` OpenVINO can
+    convert: one inference emits every slot's head."""
     import torch
 
     class PromptDecoder(torch.nn.Module):
         def __init__(self):
             super().__init__()
             self.net = net
-            self.dec = net.mask_decoder if decoder is None else decoder
 
         def forward(self, embeddings, boxes_model):
-            return decode_batched(self.net, embeddings, torch.arange(embeddings.shape[0]), boxes_model, self.dec)
+            return decode_batched(self.net, embeddings, torch.arange(embeddings.shape[0]), boxes_model, slots=slots)
 
     return PromptDecoder()
+
+
+def heads_decoder(decoder, slots: Sequence[int]):
+    """Training view of the mask decoder (``net.mask_decoder``): a ``torch.nn.Module`` whose ``forward(embeddings,
+    image_pe, sparse, dense)`` is :func:`decode_heads` for the token ``slots``, so DDP can wrap it (its parameters
+    are the decoder's)."""
+    import torch
+
+    class HeadsDecoder(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.dec, self.slots = decoder, tuple(slots)
+
+        def forward(self, embeddings, image_pe, sparse, dense):
+            return decode_heads(self.dec, embeddings, image_pe, sparse, dense, self.slots)
+
+    return HeadsDecoder()
 
 
 class Segmenter:
@@ -101,7 +150,7 @@ class Segmenter:
                  meta: dict | None = None, decoder_sha256: str | None = None, cache_dir=None, cache_size=256,
                  encode_batch: int | None = None, backend: str = "auto", precision: str = "auto",
                  cache_max_mb: float | None = None, decode_batch: int | None = None,
-                 decoders: dict | None = None):
+                 slots: dict | None = None):
         from .backends import make_encoder
 
         self.fam = family
@@ -122,45 +171,47 @@ class Segmenter:
         self.cache = EmbeddingCache(self.encoder_id, cache_size, cache_dir, cache_max_mb)
         self.encode_batch = encode_batch or (8 if device.type == "cuda" else 1)
         self.decode_batch = max(1, int(decode_batch or DECODE_BATCH.get(device.type, 4)))
-        # region -> mask decoder; the first is the default region (a single-region model: its one region)
-        self.decoders = {r: d.to(device).eval() for r, d in (decoders or {self.meta.get("region") or "WT":
-                                                                           self.net.mask_decoder}).items()}
-        self.regions = tuple(self.decoders)
+        # region -> its mask-token slot in the one decoder; the first is the default region (a single-region model:
+        # its one region, on slot 0)
+        self.slots = {str(r).upper(): int(k) for r, k in (slots or {self.meta.get("region") or "WT": 0}).items()}
+        self.regions = tuple(self.slots)
         self.decoder_backend = backend  # the mask decoder: OpenVINO on a CPU where it loads (made on first use)
-        self._decoder_key = f"{family.name}-{base_sha256[:16]}-dec-{(decoder_sha256 or 'base')[:16]}"
-        self._ov_decoders: dict = {}
+        zero = [str(self.slots[r]) for r in self.regions if r != "WT" and r not in self.meta.get(
+            "region_heads_trained", ())]  # heads set up at load (zero-shot): their weights are not in the file
+        self._decoder_key = f"{family.name}-{base_sha256[:16]}-dec-{(decoder_sha256 or 'base')[:16]}" + (
+            "" if tuple(self.slots.values()) == (0,) else "-slots" + "".join(map(str, self.slots.values()))) + (
+            f"-zs{int(ZERO_SHOT_MLP_FROM_WT)}{''.join(zero)}" if zero else "")
+        self._ov_decoder = None  # made on first use: None not yet, False unavailable
 
-    def _decoder(self, region: str | None):
-        """``(region, its mask decoder)``; None: the default region. :class:`UserError` for a region not served."""
+    def _region(self, region: str | None) -> str:
+        """``region`` (None: the default region) checked. :class:`UserError` for a region not served."""
         region = self.regions[0] if region is None else str(region).upper()
-        if region not in self.decoders:
-            raise UserError(f"this segmenter has decoders for {', '.join(self.regions)}, not {region!r}")
-        return region, self.decoders[region]
+        if region not in self.slots:
+            raise UserError(f"this segmenter serves {', '.join(self.regions)}, not {region!r}")
+        return region
 
     def region(self, region: str) -> "RegionSegmenter":
-        """A view that segments with ``region``'s decoder (``segment`` / ``segment_many``, as the volume code needs)."""
-        return RegionSegmenter(self, self._decoder(region)[0])
+        """A view that segments with ``region``'s head (``segment`` / ``segment_many``, as the volume code needs)."""
+        return RegionSegmenter(self, self._region(region))
 
     def prepare_decoders(self) -> None:
-        """Make every region's OpenVINO decoder now (converted once per weights, then read from disk) instead of
-        on its first prompt."""
-        for region in self.regions:
-            self._openvino_decoder(region)
+        """Make the OpenVINO decoder now (converted once per weights, then read from disk) instead of on the first
+        prompt."""
+        self._openvino_decoder()
 
-    def _openvino_decoder(self, region: str | None = None):
-        """The OpenVINO mask decoder of ``region`` (None: the default one) while it matches its PyTorch weights, else
-        None (PyTorch decodes)."""
-        region = self._decoder(region)[0]
+    def _openvino_decoder(self):
+        """The OpenVINO mask decoder (every region's head from one inference, in :attr:`regions` order) while it
+        matches the PyTorch weights, else None (PyTorch decodes)."""
         if self.decoder_backend == "torch" or self.device.type != "cpu":
             return None
-        if region not in self._ov_decoders:
+        if self._ov_decoder is None:
             from .backends import make_decoder
 
-            dec = self.decoders[region]
-            key = self._decoder_key + ("" if dec is self.net.mask_decoder else f"-{region}")
-            self._ov_decoders[region] = make_decoder(prompt_decoder_module(self.net, dec), dec.parameters(),
-                                                     self.device, key, self.decoder_backend) or False
-        ov = self._ov_decoders[region]
+            dec = self.net.mask_decoder
+            self._ov_decoder = make_decoder(prompt_decoder_module(self.net, tuple(self.slots.values())),
+                                            dec.parameters(), self.device, self._decoder_key,
+                                            self.decoder_backend) or False
+        ov = self._ov_decoder
         return ov if ov and ov.current() else None
 
     # -- embeddings ---------------------------------------------------------------------------
@@ -206,14 +257,22 @@ class Segmenter:
 
     def segment_many(self, images: Sequence[np.ndarray], boxes_per_image: Sequence[np.ndarray],
                      progress: bool = False, region: str | None = None) -> list[SegResult]:
-        """Many slices, several pixel-XYXY boxes each, decoded by ``region``'s decoder (None: the default region).
+        """Many slices, several pixel-XYXY boxes each, decoded by ``region``'s head (None: the default region).
         Embeddings are computed only for slices with boxes (and shared by every region)."""
+        region = self._region(region)
+        return self.segment_regions(images, boxes_per_image, (region,), progress=progress)[region]
+
+    def segment_regions(self, images: Sequence[np.ndarray], boxes_per_image: Sequence[np.ndarray],
+                        regions: Sequence[str] | None = None, progress: bool = False) -> dict[str, list[SegResult]]:
+        """Every one of ``regions`` (None: all served) for the same pixel-XYXY boxes, from ONE decoder pass per
+        prompt: ``{region: [SegResult per image]}``, each region's result equal to ``segment_many(...,
+        region=region)`` (tested)."""
         import torch
 
         from ..boxes import clip_xyxy
         from .families import _check_image
 
-        region, decoder = self._decoder(region)
+        regions = tuple(dict.fromkeys(self._region(r) for r in (regions or self.regions)))
         if len(images) != len(boxes_per_image):
             raise UserError(f"got {len(images)} images but {len(boxes_per_image)} box lists: expected one per image")
         images = [_check_image(im) for im in images]
@@ -221,12 +280,16 @@ class Segmenter:
                  zip(images, boxes_per_image)]
         need = [i for i, b in enumerate(boxes) if len(b)]
         embs = self.embed([images[i] for i in need], progress=progress) if need else None
-        results = [SegResult(np.zeros((0, *im.shape[:2]), bool), np.zeros((0,), np.float32)) for im in images]
+        empty = lambda im: SegResult(np.zeros((0, *im.shape[:2]), bool), np.zeros((0,), np.float32))  # noqa: E731
+        results = {r: [empty(im) for im in images] for r in regions}
         frames = {i: self.fam.frame(*images[i].shape[:2]) for i in need}
         prompts = [(j, i, box) for j, i in enumerate(need) for box in boxes[i]]  # (embedding row, image, box)
         logits_of: dict[int, list] = {i: [] for i in need}
         iou_of: dict[int, list] = {i: [] for i in need}
-        ov = self._openvino_decoder(region) if prompts else None
+        ov = self._openvino_decoder() if prompts else None
+        # the heads asked for, as columns of the decoder's output: the OpenVINO model emits every served slot
+        cols = [self.regions.index(r) for r in regions] if ov is not None else list(range(len(regions)))
+        slots = [self.slots[r] for r in regions]
         with torch.inference_mode():
             for start in range(0, len(prompts), self.decode_batch):
                 part = prompts[start:start + self.decode_batch]
@@ -237,18 +300,19 @@ class Segmenter:
                 else:
                     rows = sorted({j for j, _, _ in part})  # only this pass's slices go to the device
                     owner = torch.tensor([rows.index(j) for j, _, _ in part], device=self.device)
-                    logits, iou = decode_batched(self.net, embs[rows].to(self.device), owner, bm, decoder)
+                    logits, iou = decode_batched(self.net, embs[rows].to(self.device), owner, bm, slots=slots)
                 for (_, i, _), lg, io in zip(part, logits, iou):
-                    logits_of[i].append(lg)
-                    iou_of[i].append(io)
+                    logits_of[i].append(lg[cols])
+                    iou_of[i].append(io[cols])
             for i in need:
-                masks = self.fam.masks(torch.stack(logits_of[i]).float(), frames[i])
-                results[i] = SegResult(masks, torch.stack(iou_of[i])[:, 0].float().cpu().numpy())
+                logits, iou = torch.stack(logits_of[i]).float(), torch.stack(iou_of[i]).float().cpu().numpy()
+                for c, r in enumerate(regions):  # (n, 1, 256, 256) per region: the family's post-processing
+                    results[r][i] = SegResult(self.fam.masks(logits[:, c:c + 1], frames[i]), iou[:, c])
         return results
 
 
 class RegionSegmenter:
-    """One region's decoder of a :class:`Segmenter`, with the ``segment`` / ``segment_many`` of
+    """One region's head of a :class:`Segmenter`, with the ``segment`` / ``segment_many`` of
     :class:`~bratsmedsam.protocols.SliceSegmenter` (the embedding cache is the segmenter's)."""
 
     def __init__(self, seg: Segmenter, region: str):
@@ -270,9 +334,11 @@ def load_segmenter(base: str | None = "litemedsam", checkpoint=None, decoder=Non
     the base checkpoint; the base checkpoint must match it (``checkpoint`` or the path recorded at training).
     ``backend``/``precision`` choose how the image encoder runs (:mod:`.backends`).
 
-    ``regions`` (e.g. ``("WT", "TC", "ET")``): one mask decoder per region. A region the checkpoint has a decoder for
-    gets it; any other region starts from the pretrained decoder (a copy: zero-shot). None: the checkpoint's regions
-    (one region for a single-region checkpoint or none at all)."""
+    ``regions`` (e.g. ``("WT", "TC", "ET")``): one head (mask-token slot) of the one decoder per region, WT first.
+    A region the checkpoint was trained for keeps its slot (meta ``region_slots``); any other region gets its
+    zero-shot head (:data:`ZERO_SHOT_SLOTS`). None: the checkpoint's regions (one region for a single-region
+    checkpoint or none at all). A checkpoint of the old format (one decoder copy per region, ``region_decoders``)
+    is a :class:`UserError`: its copies cannot share one pass."""
     dec = load_decoder(decoder) if decoder is not None else None
     meta = dict(dec["meta"]) if dec else {}
     if dec:
@@ -285,6 +351,11 @@ def load_segmenter(base: str | None = "litemedsam", checkpoint=None, decoder=Non
     base = base or "litemedsam"
     if base not in FAMILIES:
         raise UserError(f"unknown segmenter base {base!r}: expected one of {', '.join(FAMILIES)}")
+    if dec and "region_decoders" in dec:
+        raise UserError(f"decoder {decoder} holds one decoder copy per region ({', '.join(dec['region_decoders'])}: "
+                        "the format before the regions shared one decoder); this version serves every region from "
+                        "one decoder's heads: train it again with train-segmenter --regions BraTS (or publish a "
+                        "new training), or use the previous version to serve it")
     net, path, sha = load_base(base, checkpoint)
     dsha = None
     if dec:
@@ -297,41 +368,34 @@ def load_segmenter(base: str | None = "litemedsam", checkpoint=None, decoder=Non
             raise UserError(f"decoder {decoder} does not fit the {base} mask decoder") from None
         dsha = file_sha256(decoder)
     fam = get_family(base)
-    decoders = None
-    trained = dict((dec or {}).get("region_decoders") or {})
+    slots = None
     wanted = [str(r).upper() for r in (regions or meta.get("regions") or [])]
     if wanted:
-        import copy
-
-        pretrained = []  # loaded once, only when a region has no trained decoder
-        # the network's own decoder serves the checkpoint's first region (zero-shot: the first region asked for)
-        first = str((meta.get("regions") or [meta.get("region") or "WT"])[0]).upper() if dec else wanted[0]
-        decoders = {}
+        trained = {str(r).upper(): int(k) for r, k in (meta.get("region_slots") or
+                                                      ({meta.get("region") or "WT": 0} if dec else {})).items()}
         for r in wanted:
-            if r not in ("WT", "TC", "ET"):
-                raise UserError(f"unknown region {r!r} for a decoder: expected WT, TC or ET")
-            if r == first:
-                decoders[r] = net.mask_decoder
-            elif r in trained:
-                d = copy.deepcopy(net.mask_decoder)
-                try:
-                    d.load_state_dict(trained[r], strict=True)
-                except RuntimeError:
-                    raise UserError(f"decoder {decoder}: its {r} decoder does not fit the {base} mask decoder") from None
-                decoders[r] = d
-            elif not dec:  # zero-shot: a copy of the pretrained decoder
-                decoders[r] = copy.deepcopy(net.mask_decoder)
-            else:  # this checkpoint has no decoder for the region: it starts zero-shot
-                pretrained = pretrained or [load_base(base, checkpoint)[0].mask_decoder]
-                decoders[r] = copy.deepcopy(pretrained[0])
-        meta = {**meta, "regions": list(decoders), "region_decoders_trained": [r for r in decoders
-                                                                               if dec and (r == first or r in trained)]}
+            if r not in ZERO_SHOT_SLOTS:
+                raise UserError(f"unknown region {r!r} for a decoder head: expected one of "
+                                f"{', '.join(ZERO_SHOT_SLOTS)}")
+        if wanted != ["WT"] and (wanted[0] != "WT" or (trained and "WT" not in trained)):
+            raise UserError(f"regions {', '.join(wanted)} share one decoder whose slot 0 is WT (WT first); "
+                            + (f"decoder {decoder} was trained for {', '.join(trained)} alone: train it with "
+                               "--regions BraTS" if trained and "WT" not in trained else "ask for WT first"))
+        slots = {r: trained.get(r, ZERO_SHOT_SLOTS[r]) for r in wanted}
+        if len(set(slots.values())) != len(slots):
+            raise UserError(f"decoder {decoder}: regions {slots} would share a mask token")
+        zero = [r for r in wanted if r not in trained]
+        if ZERO_SHOT_MLP_FROM_WT:
+            zero_shot_heads(net.mask_decoder, [slots[r] for r in zero if r != "WT"])
+        meta = {**meta, "regions": list(slots), "region_slots": slots,
+                "region_heads_trained": [r for r in wanted if r in trained]}
     if meta.get("preprocess") not in (None, fam.preprocess_id):
         raise UserError(f"decoder {decoder} was trained with preprocessing {meta['preprocess']!r}, "
                         f"this code has {fam.preprocess_id!r}")
     return Segmenter(fam, net, path, sha, pick_device(device), meta=meta, decoder_sha256=dsha, cache_dir=cache_dir,
                      cache_size=cache_size, backend=backend, precision=precision, cache_max_mb=cache_max_mb,
-                     decode_batch=decode_batch, decoders=decoders)
+                     decode_batch=decode_batch, slots=slots)
 
 
-__all__ = ["SegResult", "Segmenter", "load_segmenter", "decode", "decode_batched", "union_masks"]
+__all__ = ["SegResult", "Segmenter", "load_segmenter", "decode", "decode_batched", "decode_heads", "heads_decoder",
+           "union_masks", "ZERO_SHOT_SLOTS"]

@@ -3,10 +3,11 @@
 Prompts: one box per connected tumour component (the manifest's ``boxes_xyxy``, inclusive pixel XYXY on the
 slice), target = the tumour pixels inside that box; :func:`jitter_box` moves each side of a box every epoch.
 
-Multi-region (``regions`` beyond the dataset's own, from the slices' label maps): each inner region (TC, ET) gets
-samples of two kinds, both for its own decoder: its own components' boxes (target: the region inside the box: the
-interactive "box for one region" prompt) and the WT components' boxes (target: the region inside the WT box, empty
-where the slice has none: the prompt the automatic chain and a WT box give it, ``bratsmedsam.subregions``).
+Multi-region (``regions`` beyond the dataset's own, from the slices' label maps; the regions are heads of one
+decoder): a WT component's box is one sample with a target for EVERY head (each region's pixels inside that box,
+empty where the slice has none: what a WT box prompt and the automatic chain ask of every head,
+``bratsmedsam.subregions``); an inner region's (TC, ET) own component box is a sample for its own head only (the
+interactive "box for one region" prompt).
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ class Sample:
     slice_idx: int  # index into the split's slice list
     box: np.ndarray  # float32 (4,) pixel XYXY (inclusive), the ground-truth component box
     target: np.ndarray  # bool (H, W): tumour pixels inside ``box``
-    region: str | None = None  # the decoder it trains (None: the dataset's one region)
+    region: str | None = None  # whose box it is (None: the dataset's one region)
+    targets: dict | None = None  # multi-region: {region: bool (H, W) inside ``box``} for each head it trains
 
 
 @dataclass
@@ -95,19 +97,19 @@ def _box_samples(i: int, mask: np.ndarray, boxes, region: str | None = None) -> 
 
 
 def make_samples(data: SplitData, regions=None) -> list[Sample]:
-    """One sample per GT box. ``regions`` None: the dataset's own region (``masks`` / ``boxes``). Otherwise per
-    region: WT (the first, the dataset's region) on its boxes; each inner region on its own boxes and on the WT
-    boxes (module docstring)."""
+    """One sample per GT box. ``regions`` None: the dataset's own region (``masks`` / ``boxes``). Otherwise: each
+    WT (the first, the dataset's region) box trains every head; each inner region's own box trains its own head
+    (module docstring)."""
     if not regions:
         return [s for i, (mask, boxes) in enumerate(zip(data.masks, data.boxes)) for s in _box_samples(i, mask, boxes)]
     out = []
     for reg in regions:
         masks, own = data.regions[reg]
         for i, mask in enumerate(masks):
-            out += _box_samples(i, mask, own[i], reg)
-            if reg != "WT":
-                for b in data.boxes[i]:  # the parent (WT) boxes: what the automatic chain prompts it with
-                    out.append(Sample(i, b.astype(np.float32), mask_inside_xyxy(mask, b), reg))
+            for s in _box_samples(i, mask, own[i], reg):
+                s.targets = ({r: mask_inside_xyxy(data.regions[r][0][i], s.box) for r in regions} if reg == "WT"
+                             else {reg: s.target})
+                out.append(s)
     return out
 
 

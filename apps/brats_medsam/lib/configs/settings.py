@@ -35,8 +35,8 @@ class AppSettings:
     model_dir: Path  # detector.pt, medsam_decoder.pt (published), uncertainty.json, train runs
     models: tuple[str, ...] = ("all",)  # the lib/configs/ models served (file names), or all of them
     channels: tuple[str, str, str] = DEFAULT_CHANNELS
-    # WT (default), TC or ET: that one region, value 1; BraTS: the label map NCR 1 / ED 2 / ET 3 (three region
-    # decoders; meant with trained TC/ET decoders: zero-shot all three are the pretrained decoder, and the map is ET)
+    # WT (default), TC or ET: that one region, value 1; BraTS: the label map NCR 1 / ED 2 / ET 3 (a head per region
+    # of one decoder; meant with trained TC/ET heads: zero-shot they draw about what WT draws)
     region: str = "WT"
     segmenter_base: str = "litemedsam"
     segmenter_checkpoint: str | None = None
@@ -60,12 +60,12 @@ class AppSettings:
 
     @property
     def multi(self) -> bool:
-        """The BraTS multi-label mode (WT, TC and ET decoders, results as the label map)."""
+        """The BraTS multi-label mode (WT, TC and ET heads, results as the label map)."""
         return self.region == BRATS
 
     @property
     def regions(self) -> tuple[str, ...]:
-        """The region decoders served: WT, TC, ET in the BraTS mode, else the one region."""
+        """The regions served (decoder heads): WT, TC, ET in the BraTS mode, else the one region."""
         return mode_regions(self.region)
 
     @property

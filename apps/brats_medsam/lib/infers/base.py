@@ -111,15 +111,18 @@ class StudyInferTask(InferTask):
                                                         f"label map, the default) or one of {', '.join(seg.regions)}")
         return asked.strip().upper()
 
-    def compose(self, study: Study, seg, label: np.ndarray, region: str | None):
-        """``(result, per-region voxel counts)``: ``region`` None (BraTS mode): the WT ``label``'s TC and ET
-        (``subregions``) composed into the label map; a region in the BraTS mode: its mask as its label-map value;
-        a single-region server: the bool mask (label 1)."""
+    def compose(self, study: Study, seg, result, region: str | None, same_box=None):
+        """``(result, per-region voxel counts)`` of a WT (or ``region``) ``VolumeResult``: ``region`` None (BraTS
+        mode): the label map, its TC and ET from the prompt's own passes (``same_box``, a
+        ``subregions.SameBoxRegions`` the result was made through) or else derived from the WT mask (one more pass
+        per slice, ``subregions.brats_label``); a region in the BraTS mode: its mask as its label-map value; a
+        single-region server: the bool mask (label 1)."""
         from bratsmedsam.regions import REGION_LABEL
         from bratsmedsam.subregions import brats_label, region_voxels
 
+        label = result.label
         if region is None:
-            lm = brats_label(study.channels, label, seg)
+            lm = same_box.label_map(study.channels, result) if same_box else brats_label(study.channels, label, seg)
             return lm, region_voxels(lm[:, :, label.any(axis=(0, 1))])
         counts = {region if self.cfg.multi else self.cfg.region: int(label.sum())}
         if self.cfg.multi:

@@ -1,8 +1,9 @@
 """Interactive MedSAM: Slicer's ROI (IJK) or foreground clicks -> label volume.
 
-BraTS mode (the default): the prompt is a WT box; WT is segmented, then TC and ET from the WT mask
-(``bratsmedsam.subregions``), and the result is the label map NCR 1 / ED 2 / ET 3. ``region`` (WT, TC or ET) in the
-request prompts that region's decoder with the box instead and returns that region alone."""
+BraTS mode (the default): the prompt is a WT box; every pass that segments WT emits TC and ET for the same box
+(``bratsmedsam.subregions.SameBoxRegions``: one decoder, a head per region), and the result is the label map
+NCR 1 / ED 2 / ET 3. ``region`` (WT, TC or ET) in the request prompts that region's head with the box instead and
+returns that region alone."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from monailabel.interfaces.tasks.infer_v2 import InferType
 from bratsmedsam.boxes import RoiIJK
 from bratsmedsam.errors import UserError
 from bratsmedsam.slicer import points_to_boxes
+from bratsmedsam.subregions import SameBoxRegions
 from bratsmedsam.volume import segment_roi, segment_with_boxes
 
 from .base import StudyInferTask
@@ -30,7 +32,8 @@ class MedSamInfer(StudyInferTask):
     def run(self, study, request):
         full = self.store.segmenter()
         region = self.request_region(request, full)
-        seg = full.region(region or full.regions[0])
+        same_box = SameBoxRegions(full) if region is None else None  # the BraTS map: every head in WT's passes
+        seg = same_box or full.region(region or full.regions[0])
         shape = study.channels.shape[:3]
         roi = request.get("roi")
         fg = request.get("foreground") or []
@@ -48,7 +51,7 @@ class MedSamInfer(StudyInferTask):
             prompt = {"foreground": np.asarray(fg).tolist()}
         else:
             raise UserError("medsam needs a prompt: 'roi' [i0, i1, j0, j1, k0, k1] or 'foreground' [[i, j, k], ...]")
-        label, voxels = self.compose(study, full, res.label, region)
+        label, voxels = self.compose(study, full, res, region, same_box)
         return label, {
             "model_id": full.model_id, "decoder": full.meta.get("checkpoint_sha256") or full.model_id,
             "region": (region if self.cfg.multi else self.cfg.region) or "BraTS", "region_voxels": voxels,

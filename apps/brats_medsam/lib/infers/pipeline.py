@@ -1,6 +1,7 @@
 """Automatic: detector over every axial slice -> segmenter seeded by its confident boxes, propagated through the
 volume (``--conf auto_mode propagate``, the default) or on every detected box (``slices``) -> label volume.
-BraTS mode: that is WT; TC and ET follow from its mask (``bratsmedsam.subregions``) -> the label map."""
+BraTS mode: that is WT; TC and ET follow from its mask, one more decoder pass per WT slice emitting both heads
+(``bratsmedsam.subregions.brats_label``) -> the label map."""
 
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ class PipelineInfer(StudyInferTask):
         res = segment_automatic(study.channels, det, seg, self.cfg.auto_mode, postprocess=self.cfg.postprocess,
                                 min_component_mm3=self.cfg.min_component_mm3, spacing=study.spacing)
         tumours = merge_boxes_3d(res.boxes, res.conf, study.channels.shape[:3])
-        label, voxels = self.compose(study, full, res.label, region)
+        label, voxels = self.compose(study, full, res, region)
         return label, {
             "model_id": full.model_id, "region": (region if self.cfg.multi else self.cfg.region) or "BraTS", "region_voxels": voxels,
             "detector_id": det.weights_id, "mode": self.cfg.auto_mode, "slices": res.slices,

@@ -1,5 +1,5 @@
 """Fine-tune the MedSAM mask decoder on the ``final`` labels; publish it for the infer tasks. In the BraTS mode the
-submitted label maps train the WT, TC and ET decoders together (one checkpoint)."""
+submitted label maps train the WT, TC and ET heads of the one decoder together (one checkpoint)."""
 
 from __future__ import annotations
 
@@ -15,10 +15,10 @@ logger = logging.getLogger(__name__)
 
 
 def _prepare_openvino(cfg) -> None:
-    """Convert the published decoders for OpenVINO here, in the training process, so the server's first prompt
-    after a training reads the converted models instead of converting one per region (measured 89 s for the three
-    on the loaded 2-core CPU). The converted files are keyed by the published file's SHA-256; a failure only costs
-    that first prompt the conversion."""
+    """Convert the published decoder (every region's head in one model) for OpenVINO here, in the training process,
+    so the server's first prompt after a training reads the converted model instead of converting it (measured 89 s
+    for the former three per-region decoders on the loaded 2-core CPU). The converted files are keyed by the
+    published file's SHA-256; a failure only costs that first prompt the conversion."""
     from bratsmedsam.segmenter import load_segmenter
 
     try:
