@@ -85,7 +85,8 @@ PAPER = Profile(
                 "full evaluation with 3D metrics on every test case.",
     prepare={"z_step": 1, "split": [0.6, 0.2, 0.2], "seed": 0, "channels": list(PAPER_CHANNELS)},
     detectors=[DetectorStep("yolov5s", 100, 256, 16), DetectorStep("yolov5l", 100, 256, 16)],
-    finetune={"base": "medsam", "epochs": 100, "batch_size": 8, "lr": 1e-4, "weight_decay": 0.01, "seed": 0},
+    finetune={"base": "medsam", "epochs": 100, "batch_size": 8, "lr": 1e-4, "weight_decay": 0.01, "seed": 0,
+              "neighbour_samples": False},  # the paper's samples: one box per GT component
     evaluate={"volumes": True, "n_boot": 2000},
     workers=8,
 )

@@ -199,3 +199,18 @@ def test_neighbour_samples_prompt_a_slice_with_the_box_of_the_slice_beside_it_pl
     bg = [s for s in neighbour_samples(data) if s.slice_idx == 4]
     assert [tuple(s.box.tolist()) for s in bg] == [(27, 27, 38, 38)] and not bg[0].target.any()
 
+
+
+def test_the_background_split_adds_the_kept_tumour_free_slices_of_the_same_cases(sample_dataset):
+    from bratsmedsam.dataset import load_manifest
+    from bratsmedsam.segmenter.samples import load_split
+
+    tumour = load_split(sample_dataset, "train", 6, 0)
+    both = load_split(sample_dataset, "train", 6, 0, background=True)
+    cases = {n.rpartition("_z")[0] for n in tumour.names}
+    free = [r for r in load_manifest(sample_dataset) if r.split == "train" and r.area == 0 and r.case in cases]
+    assert free and both.names[:len(tumour.names)] == tumour.names
+    assert both.names[len(tumour.names):] == [f"{r.case}_z{r.z:03d}" for r in free]
+    assert all(len(b) == 0 and not m.any() for b, m in zip(both.boxes[len(tumour.names):], both.masks[len(tumour.names):]))
+    bg = [s for s in neighbour_samples(both) if s.slice_idx >= len(tumour.names)]
+    assert bg and not any(s.target.any() for s in bg)  # every tumour-free slice's prompt asks for nothing

@@ -53,8 +53,8 @@ def register(sub) -> None:
                         "bias) and draw one per sample and epoch (default 0: none; costs K encoder passes a slice)")
     p.add_argument("--iou-loss-weight", type=float, default=1.0,
                    help="weight of the IoU head's MSE term (default 1, LiteMedSAM's; 0 trains the masks alone)")
-    p.add_argument("--neighbour-samples", action=argparse.BooleanOptionalAction, default=False,
-                   help="also train on the volume-aware propagation's prompt: each slice with the box of the slice "
+    p.add_argument("--neighbour-samples", action=argparse.BooleanOptionalAction, default=True,
+                   help="(default on; single-region runs) also train on the volume-aware propagation's prompt: each slice with the box of the slice "
                         "above or below (+3 px), target its own mask inside (empty where the tumour moved), "
                         "and each tumour-free slice prepare kept with its nearest tumour slice's boxes, target empty "
                         "(the propagation must stop where the tumour ends); neighbours count when they are in the "
