@@ -70,10 +70,28 @@ def inner_volumes(channels: np.ndarray, wt: np.ndarray, segmenter, min_pixels: i
     return out
 
 
-def brats_label(channels: np.ndarray, wt: np.ndarray, segmenter, min_pixels: int = 10) -> np.ndarray:
+def clean_inner(inner: dict, min_mm3: float, spacing=(1.0, 1.0, 1.0)) -> dict:
+    """The automatic chain's 3D clean-up of inner regions (``cleanup.remove_small_components``, as WT's): TC's
+    components under ``min_mm3`` go, then ET's (ET kept inside the cleaned TC); ``min_mm3 = 0``: unchanged."""
+    from .cleanup import remove_small_components
+
+    if min_mm3 <= 0:
+        return dict(inner)
+    out = dict(inner)
+    if "TC" in out:
+        out["TC"] = remove_small_components(out["TC"], min_mm3, spacing).label
+    if "ET" in out:
+        et = out["ET"] & out["TC"] if "TC" in out else out["ET"]
+        out["ET"] = remove_small_components(et, min_mm3, spacing).label
+    return out
+
+
+def brats_label(channels: np.ndarray, wt: np.ndarray, segmenter, min_pixels: int = 10, min_component_mm3: float = 0.0,
+                spacing=(1.0, 1.0, 1.0)) -> np.ndarray:
     """The BraTS label map uint8 ``(X, Y, Z)`` (1 NCR, 2 ED, 3 ET) of a WT volume (the automatic chain): its TC and
-    ET from :func:`inner_volumes`, nested and composed (``regions.label_map``). Only the slab of slices holding WT
-    is worked on (a one-slice prompt pays for one slice, not for the whole volume)."""
+    ET from :func:`inner_volumes`, cleaned (:func:`clean_inner`, ``min_component_mm3``), nested and composed
+    (``regions.label_map``). Only the slab of slices holding WT is worked on (a one-slice prompt pays for one slice,
+    not for the whole volume)."""
     wt = np.asarray(wt, bool)
     out = np.zeros(wt.shape, np.uint8)
     ks = np.flatnonzero(wt.any(axis=(0, 1)))
@@ -81,7 +99,7 @@ def brats_label(channels: np.ndarray, wt: np.ndarray, segmenter, min_pixels: int
         return out
     k0, k1 = int(ks[0]), int(ks[-1]) + 1
     slab = wt[:, :, k0:k1]
-    inner = inner_volumes(channels[:, :, k0:k1], slab, segmenter, min_pixels)
+    inner = clean_inner(inner_volumes(channels[:, :, k0:k1], slab, segmenter, min_pixels), min_component_mm3, spacing)
     out[:, :, k0:k1] = label_map(slab, inner["TC"], inner["ET"])
     return out
 
@@ -143,5 +161,5 @@ def region_voxels(labels: np.ndarray) -> dict[str, int]:
     return {"WT": int(n[1:].sum()), "TC": int(n[1] + n[3]), "ET": int(n[3])}
 
 
-__all__ = ["INNER", "PARENT", "SameBoxRegions", "brats_label", "inner_masks_2d", "inner_volumes", "parent_boxes",
+__all__ = ["INNER", "PARENT", "SameBoxRegions", "brats_label", "clean_inner", "inner_masks_2d", "inner_volumes", "parent_boxes",
            "region_voxels"]

@@ -411,3 +411,19 @@ def test_evaluation_scores_every_region_with_own_and_wt_derived_boxes_and_the_re
     md = table2_markdown(results)
     assert [line.split("|")[2].strip() for line in md.splitlines()[2:]] == ["WT", "TC", "ET"]
     assert "GT WT boxes, inner boxes derived" in md.splitlines()[0]
+
+
+def test_the_automatic_chains_inner_clean_up_drops_small_pieces_and_keeps_et_inside_tc():
+    from bratsmedsam.subregions import clean_inner
+
+    tc = np.zeros((30, 30, 10), bool)
+    tc[5:15, 5:15, 2:7] = True  # 500 voxels
+    tc[25, 25, 8] = True  # a speck
+    et = np.zeros_like(tc)
+    et[7:12, 7:12, 3:6] = True  # 75 voxels, inside TC
+    et[20:24, 20:24, 1:5] = True  # 64 voxels outside TC: not ET (ET lies in TC)
+    et[8, 13, 6] = True  # an ET speck inside TC
+    out = clean_inner({"TC": tc, "ET": et}, 50.0)
+    assert out["TC"].sum() == 500 and out["ET"].sum() == 75 and not (out["ET"] & ~out["TC"]).any()
+    same = clean_inner({"TC": tc, "ET": et}, 0.0)
+    assert same["TC"] is tc and same["ET"] is et  # off: unchanged

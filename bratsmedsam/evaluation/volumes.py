@@ -99,9 +99,9 @@ def _region_volumes(case, seg, channels, prompts, confidences, segmenters, regio
     """3D records of one case for every BraTS region: WT as in :func:`evaluate_volume`; each inner region on its
     own GT boxes (``gt``), and derived from each WT prediction (``subregions.inner_volumes``: from the GT WT boxes'
     as ``gt-wt``, from a detector's as that detector's source, volume-aware included)."""
-    from ..pipeline import propagate_detections
+    from ..pipeline import clean_per_slice, propagate_detections
     from ..regions import region_mask
-    from ..subregions import inner_volumes
+    from ..subregions import clean_inner, inner_volumes
     from ..volume import segment_with_boxes
 
     truth = {g: region_mask(seg, g) for g in regions}
@@ -111,7 +111,9 @@ def _region_volumes(case, seg, channels, prompts, confidences, segmenters, regio
     def add(row, src, g, n, pred):
         out.append(score_volume(case, row, src, n, pred, truth[g], spacing, g))
         if min_component_mm3 > 0 and not src.endswith(PROPAGATED):  # propagated results are cleaned already
-            kept = remove_small_components(pred, min_component_mm3, spacing).label
+            # a detector's (and what was derived from it): also its unsupported components, as per slice for WT
+            kept = (clean_per_slice(pred, prompts[src], confidences[src], min_component_mm3, spacing)
+                    if src in confidences else remove_small_components(pred, min_component_mm3, spacing).label)
             out.append(score_volume(case, row, cleaned(src), n, kept, truth[g], spacing, g))
 
     for row_name, sg in segmenters.items():
@@ -127,6 +129,8 @@ def _region_volumes(case, seg, channels, prompts, confidences, segmenters, regio
             if src == GT:
                 add(row_name, DERIVED, "WT", n, wt)
             derived = inner_volumes(channels, wt, sg, min_box, regions=inner)
+            if src.endswith(PROPAGATED):  # the app's automatic chain cleans the inner regions as it cleans WT
+                derived = clean_inner(derived, min_component_mm3, spacing)
             for g in inner:
                 add(row_name, DERIVED if src == GT else src, g, n, derived[g])
         for g in inner:

@@ -122,7 +122,8 @@ class StudyInferTask(InferTask):
 
         label = result.label
         if region is None:
-            lm = same_box.label_map(study.channels, result) if same_box else brats_label(study.channels, label, seg)
+            lm = same_box.label_map(study.channels, result) if same_box else brats_label(
+                study.channels, label, seg, min_component_mm3=self.cfg.min_component_mm3, spacing=study.spacing)
             return lm, region_voxels(lm[:, :, label.any(axis=(0, 1))])
         counts = {region if self.cfg.multi else self.cfg.region: int(label.sum())}
         if self.cfg.multi:
