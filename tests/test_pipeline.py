@@ -160,7 +160,7 @@ def test_a_case_modality_brings_its_siblings(sample_studies):
     assert not study.single_modality and study.sources == {"t1c": "t1c", "t2w": "t2w", "t2f": "t2f"}
     assert study.reference == files.images["t2f"]
     assert axial_slice(study.channels, 0).shape[-1] == 3
-    flair = load_study(files.images["t1c"])  # the default stack, FLAIR x3, asked for: not a stand-in
+    flair = load_study(files.images["t1c"], ("t2f",) * 3)  # FLAIR x3 asked for: not a stand-in
     assert flair.sources == {"t2f": "t2f"} and not flair.single_modality and flair.reference == files.images["t1c"]
 
 

@@ -69,8 +69,8 @@ def built(studies, tmp_path_factory) -> tuple[Path, dict]:
     return out, summary
 
 
-def test_the_default_flair_stack_needs_only_the_flair(studies, tmp_path):
-    summary = prepare_dataset(studies, tmp_path / "ds", PrepareConfig(), workers=1, progress=False)
+def test_the_flair_stack_needs_only_the_flair(studies, tmp_path):
+    summary = prepare_dataset(studies, tmp_path / "ds", PrepareConfig(channels=("t2f",) * 3), workers=1, progress=False)
     assert summary["channels"] == ["t2f", "t2f", "t2f"]
     assert "bad-missing" in summary["cases_used"]  # no t2w: not needed
     assert "bad-truncated" in summary["cases_skipped"] and "bad-nan" not in summary["cases_skipped"]  # NaN in t2w
@@ -226,7 +226,7 @@ def test_changed_settings_redo_the_cases(studies, tmp_path):
     sub = tmp_path / "s"
     shutil.copytree(studies / GOOD[0], sub / GOOD[0])
     out = tmp_path / "ds"
-    prepare_dataset(sub, out, PrepareConfig(), progress=False)
+    prepare_dataset(sub, out, PrepareConfig(channels=("t2f",) * 3), progress=False)
     img = read_image(load_manifest(out)[0].image)
     assert np.array_equal(img[..., 0], img[..., 1]) and np.array_equal(img[..., 1], img[..., 2])  # FLAIR x3
     again = prepare_dataset(sub, out, PrepareConfig(channels=PAPER_CHANNELS), progress=False)

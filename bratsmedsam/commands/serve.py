@@ -36,7 +36,7 @@ def register(sub) -> None:
     p.add_argument("--model-dir", type=Path, help="published models (default STUDIES/.brats_medsam/model)")
     p.add_argument("--channels", default=None,
                    help="modalities stacked as the models' 3 channels (default: the ones the served models record, "
-                        f"else {','.join(DEFAULT_CHANNELS)}; the paper's: t1c,t2w,t2f); a model trained on other "
+                        f"else {','.join(DEFAULT_CHANNELS)}; FLAIR x3: t2f,t2f,t2f); a model trained on other "
                         "channels is refused")
     p.add_argument("--region", default="WT", choices=["BraTS", "WT", "TC", "ET"],
                    help="WT (default), TC or ET: that one region, as label 1; BraTS: the label map NCR 1 / ED 2 / ET 3 "
