@@ -22,7 +22,9 @@ ROOT = Path(__file__).resolve().parents[1]
 # Measured (6 train slices, 9 samples, batch 4, 2 epochs): losses equal to 2e-8, val Dice identical, the decoder's
 # update (w - w_pretrained) differs by 0.1 % in norm (AdamW's first steps are nearly sign(gradient), so a gradient
 # near 0 summed in another order can move a weight by a step the other way: max 1.3e-4 on 0.02 % of the weights).
-LOSS_TOL = 1e-6
+# With neighbour samples (empty targets, more samples) the losses differed by 1.1e-6 (fresh clone, 2026-12-01): float32
+# sums in another order; a wrong shard or a skipped sample moves the loss by more than 1e-3.
+LOSS_TOL = 1e-5
 UPDATE_TOL = 0.01  # relative to the norm of the update
 DICE_TOL = 2e-3
 
