@@ -111,6 +111,14 @@ def scale_xyxy(boxes_xyxy: np.ndarray, scale_x: float, scale_y: float | None = N
     return b
 
 
+def expand_xyxy(box: np.ndarray, margin: float, limit: np.ndarray) -> np.ndarray:
+    """Grow a pixel-XYXY box by ``margin`` px per side, then clip it to the ``limit`` box (float32 ``(4,)``)."""
+    out = np.asarray(box, np.float32) + np.array([-margin, -margin, margin, margin], np.float32)
+    out[[0, 1]] = np.maximum(out[[0, 1]], limit[[0, 1]])
+    out[[2, 3]] = np.minimum(out[[2, 3]], limit[[2, 3]])
+    return out
+
+
 def clip_xyxy(boxes_xyxy: np.ndarray, height: int, width: int) -> np.ndarray:
     """Clip boxes to the image; raises if a box lies wholly outside it or is inverted."""
     b = np.asarray(boxes_xyxy, np.float32).reshape(-1, 4)

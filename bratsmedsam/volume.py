@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from tqdm import tqdm
 
-from .boxes import RoiIJK, axial_slice, clip_xyxy, mask_inside_xyxy, mask_to_xyxy, put_axial_slice
+from .boxes import RoiIJK, axial_slice, clip_xyxy, expand_xyxy, mask_inside_xyxy, mask_to_xyxy, put_axial_slice
 from .errors import UserError
 from .protocols import SliceSegmenter
 
@@ -80,14 +80,6 @@ def _grow_with(box: np.ndarray, hints, limit: np.ndarray, min_iou: float = HINT_
     return out
 
 
-def _expand(box: np.ndarray, margin: float, limit: np.ndarray) -> np.ndarray:
-    """Grow a pixel-XYXY box by ``margin`` px per side, then clip it to the ``limit`` box."""
-    out = box.astype(np.float32) + np.array([-margin, -margin, margin, margin], np.float32)
-    out[[0, 1]] = np.maximum(out[[0, 1]], limit[[0, 1]])
-    out[[2, 3]] = np.minimum(out[[2, 3]], limit[[2, 3]])
-    return out
-
-
 def segment_roi(channels: np.ndarray, roi: RoiIJK, segmenter: SliceSegmenter, slice_index: int | None = None,
                 flat_max_depth: int = FLAT_ROI_MAX_DEPTH, margin: float = 3.0, min_pixels: int = 10,
                 stop_iou: float = 0.5) -> VolumeResult:
@@ -138,7 +130,7 @@ def propagate(channels: np.ndarray, segmenter: SliceSegmenter, result: VolumeRes
         prev = seed_mask
         k = seed + step
         while k_range[0] <= k <= k_range[1]:
-            box = _grow_with(_expand(mask_to_xyxy(prev), margin, limit_xyxy), (hints or {}).get(k), limit_xyxy)
+            box = _grow_with(expand_xyxy(mask_to_xyxy(prev), margin, limit_xyxy), (hints or {}).get(k), limit_xyxy)
             seg = segmenter.segment(axial_slice(channels, k), box[None])
             mask = mask_inside_xyxy(np.asarray(seg.masks[0], bool), limit_xyxy)
             iou = float(np.asarray(seg.iou).reshape(-1)[0])

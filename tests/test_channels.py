@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from bratsmedsam.errors import UserError
-from bratsmedsam.intensity import DEFAULT_CHANNELS, PAPER_CHANNELS, model_channels, resolve_channels
+from bratsmedsam.channel_check import model_channels, resolve_channels
+from bratsmedsam.intensity import DEFAULT_CHANNELS, PAPER_CHANNELS
 from bratsmedsam.segmenter.checkpoint import save_decoder
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,6 +69,7 @@ def test_checkpoints_record_their_channels_and_unrecorded_or_unreadable_ones_say
     assert model_channels(bare, None) == {} and model_channels(junk, None) == {}
     assert model_channels(tmp_path / "absent.pt", tmp_path / "absent2.pt") == {}
     (tmp_path / "ds").mkdir()
+    (tmp_path / "ds" / "manifest.csv").write_text("")  # a prepared dataset (what load_info asks of one)
     (tmp_path / "ds" / "prepare.json").write_text(json.dumps({"channels": ["t2f", "t2f", "t2f"]}))
     assert dataset_channels(tmp_path / "ds" / "dataset.yaml") == ["t2f", "t2f", "t2f"]
     assert dataset_channels(tmp_path / "nowhere" / "dataset.yaml") is None

@@ -119,7 +119,7 @@ class BratsMedSamApp(MONAILabelApp):
             self.configs[model].check_file(upload)
         except UserError as exc:
             raise HTTPException(status_code=422, detail=f"not a usable {model} model: {exc}") from None
-        from bratsmedsam.intensity import model_channels
+        from bratsmedsam.channel_check import model_channels
 
         up = Path(upload)
         for _, got in model_channels(up if model == "detector" else None, up if model == "medsam" else None).items():

@@ -53,7 +53,8 @@ def run(args) -> int:
     import time
 
     from ..boxes import RoiIJK
-    from ..intensity import model_channels, parse_channels, resolve_channels
+    from ..channel_check import model_channels, resolve_channels
+    from ..intensity import parse_channels
     from ..pipeline import segment_automatic
     from ..studies import load_study, write_label
     from ..volume import segment_roi, segment_with_boxes

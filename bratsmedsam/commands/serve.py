@@ -132,7 +132,7 @@ def run(args) -> int:
     shutil.rmtree(srv.upload_dir, ignore_errors=True)  # uploads live for one request: none survive a restart
     for d in (srv.session_dir, srv.upload_dir):
         Path(d).mkdir(mode=0o700, parents=True, exist_ok=True)
-    from ..intensity import model_channels, resolve_channels
+    from ..channel_check import model_channels, resolve_channels
 
     # before anything is published: a model made for other channels is refused, not copied
     args.channels = resolve_channels(args.channels, model_channels(args.detector or model_dir / "detector.pt",

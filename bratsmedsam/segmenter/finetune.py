@@ -330,14 +330,15 @@ def train_decoder(dataset_dir, out_dir, cfg: FinetuneConfig) -> dict:
 
     regions = _regions(cfg, info, dataset_dir, env)
     min_box = int((info.get("settings") or {}).get("min_box_pixels", 10))
+    neighbours = cfg.neighbour_samples and not regions  # the automatic chain propagates WT (one region) only
     train = load_split(dataset_dir, "train", cfg.max_train_slices, cfg.seed, regions or (), min_box,
-                       background=cfg.neighbour_samples and not regions)
+                       background=neighbours)
     val = load_split(dataset_dir, "val", cfg.max_val_slices, cfg.seed, regions or (), min_box)
     if not train.images or not val.images:
         raise UserError(f"{dataset_dir} has {len(train.images)} train and {len(val.images)} val tumour slices: "
                         "fine-tuning needs both (prepare more cases)")
     samples = make_samples(train, regions)
-    if cfg.neighbour_samples and not regions:  # the automatic chain propagates WT (one region) only
+    if neighbours:
         samples += neighbour_samples(train)
     val = _selection_set(val, cfg.select_on, dataset_dir)
     # Memory-only caching must hold every training slice; a disk cache keeps memory bounded; on the fly keeps none

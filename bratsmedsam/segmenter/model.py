@@ -52,13 +52,12 @@ DECODE_BATCH = {"cpu": 4, "cuda": 32}
 #: boxes, slice Dice): with token 0's MLP copied, TC 0.717 / 0.727 / 0.731 and ET 0.609 / 0.615 / 0.620 on slots
 #: 1 / 2 / 3 (their own pretrained multimask MLPs: TC <= 0.711, ET <= 0.593; token 0 itself: TC 0.718, ET 0.600).
 ZERO_SHOT_SLOTS = {"WT": 0, "TC": 2, "ET": 3}
-#: zero-shot inner heads start with copies of token 0's hypernetwork MLP (measured above: better than their own
-#: multimask MLPs). The token embeddings are never changed: through self-attention they would change WT's output.
-ZERO_SHOT_MLP_FROM_WT = True
 
 
 def zero_shot_heads(decoder, slots: Sequence[int]) -> None:
-    """Give the token ``slots`` of ``decoder`` token 0's hypernetwork MLP (in place; slot 0 itself untouched)."""
+    """Give the token ``slots`` of ``decoder`` token 0's hypernetwork MLP (in place; slot 0 itself untouched): the
+    zero-shot inner heads (measured above: better than their own multimask MLPs). The token embeddings are never
+    changed: through self-attention they would change WT's output."""
     import torch
 
     with torch.no_grad():
@@ -180,7 +179,7 @@ class Segmenter:
             "region_heads_trained", ())]  # heads set up at load (zero-shot): their weights are not in the file
         self._decoder_key = f"{family.name}-{base_sha256[:16]}-dec-{(decoder_sha256 or 'base')[:16]}" + (
             "" if tuple(self.slots.values()) == (0,) else "-slots" + "".join(map(str, self.slots.values()))) + (
-            f"-zs{int(ZERO_SHOT_MLP_FROM_WT)}{''.join(zero)}" if zero else "")
+            f"-zs1{''.join(zero)}" if zero else "")  # zs1: the MLP-0 copies (the key of the converted models)
         self._ov_decoder = None  # made on first use: None not yet, False unavailable
 
     def _region(self, region: str | None) -> str:
@@ -385,8 +384,7 @@ def load_segmenter(base: str | None = "litemedsam", checkpoint=None, decoder=Non
         if len(set(slots.values())) != len(slots):
             raise UserError(f"decoder {decoder}: regions {slots} would share a mask token")
         zero = [r for r in wanted if r not in trained]
-        if ZERO_SHOT_MLP_FROM_WT:
-            zero_shot_heads(net.mask_decoder, [slots[r] for r in zero if r != "WT"])
+        zero_shot_heads(net.mask_decoder, [slots[r] for r in zero if r != "WT"])
         meta = {**meta, "regions": list(slots), "region_slots": slots,
                 "region_heads_trained": [r for r in wanted if r in trained]}
     if meta.get("preprocess") not in (None, fam.preprocess_id):

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..boxes import component_boxes_xyxy, mask_inside_xyxy
+from ..boxes import component_boxes_xyxy, expand_xyxy, mask_inside_xyxy
 
 
 @dataclass
@@ -137,10 +137,10 @@ def neighbour_samples(data: SplitData, margin: float = 3.0) -> list[Sample]:
             sources = [at[(case, min(tumour[case], key=lambda t: (abs(t - z), t)))]]
         else:
             sources = []
+        image = np.array([0, 0, w - 1, h - 1], np.float32)
         for j in sources:
             for b in data.boxes[j]:
-                grown = np.asarray(b, np.float32) + np.array([-margin, -margin, margin, margin], np.float32)
-                grown = np.clip(grown, 0, [w - 1, h - 1, w - 1, h - 1]).astype(np.float32)
+                grown = expand_xyxy(b, margin, image)  # as volume.propagate grows the last mask's box
                 out.append(Sample(i, grown, mask_inside_xyxy(data.masks[i], grown)))
     return out
 
