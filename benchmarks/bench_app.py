@@ -51,13 +51,14 @@ def measure(study, files, wt, backend: str, detector) -> tuple[dict, str]:
     _, rows["3D ROI 7 slices, warm"] = timed(lambda: segment_roi(study.channels, deep, seg))
     if detector is not None:
         seg = load_segmenter(backend=backend)  # empty cache: the pipelines and the score below start cold
-        _, rows["pipeline (detector+segmenter), cold"] = timed(lambda: detect_and_segment(study.channels, detector,
-                                                                                           seg))
+        _, rows["pipeline (detector+segmenter), cold"] = timed(lambda: detect_and_segment(
+            study.channels, detector, seg, detector_channels=study.detector_channels))
         seg = load_segmenter(backend=backend)
-        _, rows["pipeline volume-aware (default), cold"] = timed(lambda: detect_and_propagate(study.channels,
-                                                                                               detector, seg))
+        _, rows["pipeline volume-aware (default), cold"] = timed(lambda: detect_and_propagate(
+            study.channels, detector, seg, detector_channels=study.detector_channels))
         seg = load_segmenter(backend=backend)
-        _, rows["active-learning score, cold"] = timed(lambda: study_uncertainty(study.channels, detector, seg))
+        _, rows["active-learning score, cold"] = timed(lambda: study_uncertainty(
+            study.channels, detector, seg, detector_channels=study.detector_channels))
     return rows, seg.encoder.name
 
 

@@ -1,18 +1,19 @@
-"""Which modalities a served model was trained on, and the stack to serve: ``serve``, ``segment`` and the app's
+"""Which modalities a served model was trained on, and the stacks to serve: ``serve``, ``segment`` and the app's
 ``PUT /model`` refuse a model trained on other channels than the ones stacked for it (it would see images it never
-saw). Decoders record their channels in their metadata, detectors in their ``.pt`` (``detection.weights``)."""
+saw). Decoders record their channels in their metadata, detectors in their ``.pt`` (``detection.weights``). The
+detector and the segmenter each have their own stack (``intensity.Stacks``)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from .errors import UserError
-from .intensity import DEFAULT_CHANNELS, parse_channels
+from .intensity import DEFAULT_DETECTOR_CHANNELS, DEFAULT_SEGMENTER_CHANNELS, Stacks, parse_channels
 
 
-def model_channels(detector: Path | None, decoder: Path | None) -> dict[str, tuple[str, ...]]:
-    """``{model: channels}`` of the served models that record them (a decoder's metadata, a detector's
-    ``bratsmedsam_channels``)."""
+def model_channels(detector: Path | None, decoder: Path | None) -> dict[str, tuple[str, tuple[str, ...]]]:
+    """``{"detector" | "segmenter": (what, channels)}`` for the given models that record their channels (a decoder's
+    metadata, a detector's ``bratsmedsam_channels``); ``what`` names the file for messages."""
     from .detection.weights import stored_channels
     from .segmenter.checkpoint import load_decoder
 
@@ -20,24 +21,30 @@ def model_channels(detector: Path | None, decoder: Path | None) -> dict[str, tup
     if decoder is not None and decoder.is_file():
         got = load_decoder(decoder)["meta"].get("channels")
         if got:
-            out[f"decoder {decoder}"] = tuple(got)
+            out["segmenter"] = (f"decoder {decoder}", tuple(got))
     if detector is not None and detector.is_file():
         got = stored_channels(detector)
         if got:
-            out[f"detector {detector}"] = got
+            out["detector"] = (f"detector {detector}", got)
     return out
 
 
-def resolve_channels(given: str | None, recorded: dict[str, tuple[str, ...]]) -> str:
-    """The channels to serve: ``given`` (``--channels``), else the ones the models record, else the default. A model
-    trained on other channels than the served ones would see images it never saw: UserError."""
-    stacks = set(recorded.values())
-    if len(stacks) > 1:
-        raise UserError("the served models were trained on different channels: " +
-                        "; ".join(f"{m}: {','.join(c)}" for m, c in recorded.items()))
-    chosen = parse_channels(given) if given else (stacks.pop() if stacks else DEFAULT_CHANNELS)
-    for m, c in recorded.items():
-        if tuple(c) != tuple(chosen):
-            raise UserError(f"{m} was trained on channels {','.join(c)}, not {','.join(chosen)}: run with "
-                            f"--channels {','.join(c)} (or give models trained on {','.join(chosen)})")
-    return ",".join(chosen)
+def resolve_channels(model: str, given: str | None, recorded: dict) -> tuple[str, str, str]:
+    """The stack to serve ``model`` ("detector" or "segmenter") on: ``given``, else the one the model records, else
+    the model's default. A model trained on another stack than ``given`` would see images it never saw: UserError."""
+    what, got = recorded.get(model, (None, None))
+    default = DEFAULT_DETECTOR_CHANNELS if model == "detector" else DEFAULT_SEGMENTER_CHANNELS
+    chosen = parse_channels(given) if given else (got or default)
+    if got is not None and tuple(got) != tuple(chosen):
+        flag = f"--{model}-channels"
+        raise UserError(f"{what} was trained on channels {','.join(got)}, not {','.join(chosen)}: run with "
+                        f"{flag} {','.join(got)} (or give a {model} trained on {','.join(chosen)})")
+    return tuple(chosen)
+
+
+def resolve_stacks(detector_given: str | None, segmenter_given: str | None, detector: Path | None,
+                   decoder: Path | None) -> Stacks:
+    """Both models' stacks (:func:`resolve_channels` for each, from the models at ``detector`` / ``decoder``)."""
+    recorded = model_channels(detector, decoder)
+    return Stacks(resolve_channels("detector", detector_given, recorded),
+                  resolve_channels("segmenter", segmenter_given, recorded))

@@ -24,6 +24,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     sub = parser.add_subparsers(dest="verb", metavar="<verb>")
     for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
+        if info.name.startswith("_"):  # shared helpers of the verbs, not a verb
+            continue
         importlib.import_module(f"{commands.__name__}.{info.name}").register(sub)
     # argparse lists choices in insertion order; reorder to the pipeline's order.
     sub._choices_actions.sort(key=lambda a: ORDER.index(a.dest) if a.dest in ORDER else len(ORDER))

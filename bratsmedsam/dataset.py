@@ -1,7 +1,9 @@
 """Reading a prepared dataset (the output of ``prepare``; layout in docs/DESIGN.md).
 
-``manifest.csv`` has one row per slice: ``case,z,split,image,mask,label,boxes_xyxy,area`` with paths
-relative to the dataset folder and ``boxes_xyxy`` a JSON list of inclusive pixel-XYXY boxes.
+``manifest.csv`` has one row per slice: ``case,z,split,image,mask,label,boxes_xyxy,area,segmenter_image`` with
+paths relative to the dataset folder and ``boxes_xyxy`` a JSON list of inclusive pixel-XYXY boxes. ``image`` is the
+slice in the detector's channel stack, ``segmenter_image`` in the segmenter's (the same file when the stacks are the
+same; datasets written before there were two stacks lack the column, and their one image serves both).
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from .errors import UserError
 MANIFEST = "manifest.csv"
 INFO = "prepare.json"
 DATA_YAML = "dataset.yaml"
-COLUMNS = ("case", "z", "split", "image", "mask", "label", "boxes_xyxy", "area")
+COLUMNS = ("case", "z", "split", "image", "mask", "label", "boxes_xyxy", "area", "segmenter_image")
+_ONE_STACK_COLUMNS = COLUMNS[:-1]  # a dataset of one stack, written before the segmenter had its own
 SPLITS = ("train", "val", "test")
 
 
@@ -29,11 +32,12 @@ class SliceRecord:
     case: str
     z: int
     split: str
-    image: Path
+    image: Path  # in the detector's stack
     mask: Path
     label: Path
     boxes_xyxy: np.ndarray
     area: int  # tumour (target-region) pixels in the slice
+    segmenter_image: Path  # in the segmenter's stack (``image`` when the stacks are the same)
 
 
 def slice_stem(case: str, z: int) -> str:
@@ -56,7 +60,7 @@ def load_manifest(dataset_dir: str | Path, split: str | None = None) -> list[Sli
     out = []
     with open(d / MANIFEST, newline="") as fh:
         reader = csv.DictReader(fh)
-        if tuple(reader.fieldnames or ()) != COLUMNS:
+        if tuple(reader.fieldnames or ()) not in (COLUMNS, _ONE_STACK_COLUMNS):
             raise UserError(f"{d / MANIFEST} has columns {reader.fieldnames}, expected {list(COLUMNS)}")
         for row in reader:
             if split is not None and row["split"] != split:
@@ -65,7 +69,7 @@ def load_manifest(dataset_dir: str | Path, split: str | None = None) -> list[Sli
             out.append(SliceRecord(
                 case=row["case"], z=int(row["z"]), split=row["split"],
                 image=d / row["image"], mask=d / row["mask"], label=d / row["label"],
-                boxes_xyxy=boxes, area=int(row["area"]),
+                boxes_xyxy=boxes, area=int(row["area"]), segmenter_image=d / row.get("segmenter_image", row["image"]),
             ))
     return out
 
@@ -105,8 +109,19 @@ def has_labelmaps(dataset_dir: str | Path) -> bool:
         return False
 
 
+def dataset_stacks(info: dict):
+    """The channel stacks (``intensity.Stacks``) a dataset's ``prepare.json`` records: a dataset of one stack
+    (``channels``) gives it to both models, one that records none the paper's (the default before either)."""
+    from .intensity import PAPER_CHANNELS, Stacks
+
+    if info.get("detector_channels"):
+        return Stacks(tuple(info["detector_channels"]), tuple(info.get("segmenter_channels") or info["detector_channels"]))
+    one = tuple(info.get("channels") or PAPER_CHANNELS)
+    return Stacks(one, one)
+
+
 def load_info(dataset_dir: str | Path) -> dict:
-    """``prepare.json``: settings (channels, region, ...), studies dir, cases used/skipped, ``splits`` {case: split}."""
+    """``prepare.json``: settings (channel stacks, region, ...), studies dir, cases used/skipped, ``splits`` {case: split}."""
     path = _dataset_dir(dataset_dir) / INFO
     if not path.is_file():
         raise UserError(f"{path} is missing: the dataset was not finished by `prepare`")

@@ -14,12 +14,12 @@ from .cases import CaseFiles
 from .dataset import SPLITS
 
 DONE_DIR = ".done"
-KINDS = ("images", "masks", "labels", "labelmaps")
+KINDS = ("images", "segmenter_images", "masks", "labels", "labelmaps")
 
 
 def fingerprint(files: CaseFiles, cfg) -> str:
     """Hash of the output settings and the case's input files (name, size, mtime)."""
-    paths = [files.images[m] for m in dict.fromkeys(cfg.channels) if m in files.images]
+    paths = [files.images[m] for m in cfg.stacks.modalities if m in files.images]
     paths += [files.seg] if files.seg else []
     inputs = []
     for p in paths:
@@ -51,7 +51,8 @@ def is_trusted(marker: dict | None, files: CaseFiles, cfg, out: Path) -> bool:
     """The case's marker matches its settings and inputs, and every file it names exists."""
     if not marker or marker.get("fingerprint") != fingerprint(files, cfg):
         return False
-    return all(k in r and (out / r[k]).is_file() for r in marker["rows"] for k in ("image", "mask", "label", "labelmap"))
+    return all(k in r and (out / r[k]).is_file() for r in marker["rows"]
+               for k in ("image", "segmenter_image", "mask", "label", "labelmap"))
 
 
 def sweep(out: Path, keep: set[str], keep_cases: set[str]) -> int:

@@ -33,7 +33,6 @@ from .cleanup import MIN_COMPONENT_MM3
 from .errors import UserError
 from .evaluation.records import DERIVED, GT, PROPAGATED, SliceRecord, per_case_rows, table2, volume_table
 from .evaluation.rows import detector_name, load_detectors, load_segmenters, resolve_detector, segmenter_rows
-from .intensity import PAPER_CHANNELS
 from .metrics import dice
 from .segmenter.model import union_masks
 
@@ -81,9 +80,26 @@ def eval_regions(cfg: EvaluateConfig, info: dict, data) -> tuple[str, ...]:
     return regions
 
 
+def check_models_fit(info: dict, detectors: list[Path], decoders: list[Path], data) -> None:
+    """UserError unless every model that records its channels was trained on the dataset's stack for it (scored on
+    other images, a model's numbers say nothing about it)."""
+    from .channel_check import model_channels
+    from .dataset import dataset_stacks
+
+    stacks = dataset_stacks(info)
+    for path in [*detectors, *decoders]:
+        for kind, (what, got) in model_channels(path if path in detectors else None,
+                                                path if path in decoders else None).items():
+            want = stacks.detector if kind == "detector" else stacks.segmenter
+            if tuple(got) != tuple(want):
+                raise UserError(f"{what} was trained on channels {','.join(got)}, but {data} stacks "
+                                f"{','.join(want)} for the {kind}: prepare a dataset with --{kind}-channels "
+                                f"{','.join(got)} to score it")
+
+
 def evaluate(cfg: EvaluateConfig, out_dir: str | Path) -> dict:
     """Run the whole evaluation and write the report folder (``report.write_report``). Returns the results."""
-    from .dataset import load_info, load_manifest, read_image, read_mask
+    from .dataset import dataset_stacks, load_info, load_manifest, read_image, read_mask
     from .evaluation.volumes import case_files, cleaned, evaluate_volume
     from .report import write_report
 
@@ -101,6 +117,7 @@ def evaluate(cfg: EvaluateConfig, out_dir: str | Path) -> dict:
 
     rows = segmenter_rows(cfg)
     det_weights = [resolve_detector(d) for d in cfg.detectors]
+    check_models_fit(info, det_weights, [r.decoder for r in rows if r.decoder], data)
     taken: set[str] = set()
     det_names = [detector_name(w, taken) for w in det_weights]
 
@@ -114,7 +131,7 @@ def evaluate(cfg: EvaluateConfig, out_dir: str | Path) -> dict:
     volumes = cfg.volumes and bool(segmenters)
     if volumes:
         files = case_files(Path(info["studies"]))
-    channels_order = tuple(info.get("channels", PAPER_CHANNELS))  # a dataset that does not say: the old default
+    stacks = dataset_stacks(info)
     region = info.get("region", "WT")
     settings = info.get("settings", {})
     min_box = int(settings.get("min_box_pixels", 10))
@@ -123,11 +140,13 @@ def evaluate(cfg: EvaluateConfig, out_dir: str | Path) -> dict:
     slice_rows, case_rows = [], []
     for case in tqdm(cases, desc="evaluate cases", unit="case"):
         recs = sorted(by_case[case], key=lambda r: r.z)
-        images = [read_image(r.image) for r in recs]
+        images = [read_image(r.segmenter_image) for r in recs]  # the segmenter's stack
         masks = [read_mask(r.mask) for r in recs]
         boxes = {GT: [r.boxes_xyxy for r in recs]}
+        seen = images if stacks.shared else [read_image(r.image) for r in recs] if detectors else []
         for name, det in detectors.items():
-            boxes[name] = [sb.xyxy for sb in det.predict(images)]
+            boxes[name] = [sb.xyxy for sb in det.predict(seen)]
+        del seen
         for row_name, seg in segmenters.items():
             if multi:
                 slice_rows += _region_slices(case, recs, images, boxes, seg, row_name, regions, min_box)
@@ -139,7 +158,7 @@ def evaluate(cfg: EvaluateConfig, out_dir: str | Path) -> dict:
                     slice_rows.append(SliceRecord(case, rec.z, bool(gtm.any()), row_name, src, int(len(b)),
                                                   dice(pred, gtm), region))
         if volumes:
-            case_rows += evaluate_volume(files, case, channels_order, region, min_box, percentiles,
+            case_rows += evaluate_volume(files, case, stacks, region, min_box, percentiles,
                                          segmenters, detectors, cfg.min_component_mm3, cfg.propagation,
                                          regions if multi else None)
         del images, masks
@@ -149,7 +168,7 @@ def evaluate(cfg: EvaluateConfig, out_dir: str | Path) -> dict:
     results = {
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()},
         "dataset": {"path": str(data), "split": cfg.split, "region": region, "regions": list(regions),
-                    "channels": list(channels_order),
+                    "detector_channels": list(stacks.detector), "segmenter_channels": list(stacks.segmenter),
                     "studies": info.get("studies"), "cases": cases, "n_slices": sum(len(by_case[c]) for c in cases)},
         "rows": [{**asdict(r), "checkpoint": str(r.checkpoint) if r.checkpoint else None,
                   "decoder": str(r.decoder) if r.decoder else None} for r in rows],

@@ -8,6 +8,7 @@ is taken as the dominant value on the volume's border faces (or an explicit mask
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -19,10 +20,11 @@ PAPER_CHANNELS = ("t1c", "t2w", "t2f")
 #: FLAIR in all three channels: the better segmenter input on the held-out real case, zero-shot and fine-tuned (GT-box
 #: 3D Dice 0.899 vs 0.839 zero-shot; README "Fine-tuning judged on the real case")
 FLAIR_CHANNELS = ("t2f", "t2f", "t2f")
-#: the default stays the paper's: one stack feeds both models, and the quick detector trained on the sample studies
-#: in FLAIR x3 found almost nothing on a synthetic case (integration test: pipeline Dice 0.01 against > 0.30 with the
-#: paper's stack); `--channels t2f,t2f,t2f` is the measured choice where the detector is good enough (README)
-DEFAULT_CHANNELS = PAPER_CHANNELS
+#: each model reads its own stack of the same study (``Stacks``); the detector keeps the paper's: the quick detector
+#: trained on the sample studies in FLAIR x3 found almost nothing on a synthetic case (pipeline Dice 0.01 against
+#: > 0.30 with the paper's stack)
+DEFAULT_DETECTOR_CHANNELS = PAPER_CHANNELS
+DEFAULT_SEGMENTER_CHANNELS = PAPER_CHANNELS
 # The border's most common value is the background if it covers at least this fraction of the border.
 BACKGROUND_MIN_FRACTION = 0.5
 
@@ -92,15 +94,51 @@ def parse_channels(channels: str | Sequence[str]) -> tuple[str, str, str]:
 
 
 def compose_channels(
-    case, channels: Sequence[str] = DEFAULT_CHANNELS, lower: float = 0.5, upper: float = 99.5
+    case, channels: Sequence[str] = PAPER_CHANNELS, lower: float = 0.5, upper: float = 99.5
 ) -> np.ndarray:
     """Stack three normalised modalities of a loaded case: uint8 ``(X, Y, Z, 3)``, channel c = ``channels[c]``.
 
     Each distinct modality is normalised once (``t2f,t2f,t2f`` costs one normalisation).
     """
     channels = parse_channels(channels)
-    missing = [c for c in channels if c not in case.images]
+    return compose_stacks(case, Stacks(channels, channels), lower, upper)[0]
+
+
+@dataclass(frozen=True)
+class Stacks:
+    """The modalities stacked as the three channels of each model's input, for one study: the detector's and the
+    segmenter's (the same tuple for both is the paper's one-stack setup)."""
+
+    detector: tuple[str, str, str] = DEFAULT_DETECTOR_CHANNELS
+    segmenter: tuple[str, str, str] = DEFAULT_SEGMENTER_CHANNELS
+
+    @classmethod
+    def parse(cls, detector: str | Sequence[str], segmenter: str | Sequence[str]) -> "Stacks":
+        return cls(parse_channels(detector), parse_channels(segmenter))
+
+    @property
+    def shared(self) -> bool:
+        """Both models read the same stack (one array, one set of slice images)."""
+        return tuple(self.detector) == tuple(self.segmenter)
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        """Every modality either stack names, once, in first-named order."""
+        return tuple(dict.fromkeys((*self.detector, *self.segmenter)))
+
+    def describe(self) -> str:
+        d, s = ",".join(self.detector), ",".join(self.segmenter)
+        return d if self.shared else f"detector {d}, segmenter {s}"
+
+
+def compose_stacks(case, stacks: Stacks, lower: float = 0.5, upper: float = 99.5) -> tuple[np.ndarray, np.ndarray]:
+    """The detector's and the segmenter's uint8 ``(X, Y, Z, 3)`` stacks of a loaded case (one array when they are
+    the same). Each distinct modality is normalised once (``t2f,t2f,t2f`` costs one normalisation)."""
+    det, seg = parse_channels(stacks.detector), parse_channels(stacks.segmenter)
+    missing = [c for c in (*det, *seg) if c not in case.images]
     if missing:
-        raise CaseError(case.case_id, f"modality {missing[0]} is not loaded (needed for channels {','.join(channels)})")
-    done = {m: normalize_volume(case.images[m], lower=lower, upper=upper) for m in dict.fromkeys(channels)}
-    return np.stack([done[c] for c in channels], axis=-1)
+        raise CaseError(case.case_id, f"modality {missing[0]} is not loaded (needed for channels "
+                        f"{','.join(det if missing[0] in det else seg)})")
+    done = {m: normalize_volume(case.images[m], lower=lower, upper=upper) for m in dict.fromkeys((*det, *seg))}
+    first = np.stack([done[c] for c in det], axis=-1)
+    return first, (first if det == seg else np.stack([done[c] for c in seg], axis=-1))

@@ -1,7 +1,8 @@
 """The automatic chain: the detector on every axial slice, then the segmenter on each slice's boxes.
 
 Frames as in :mod:`bratsmedsam.volume`: ``channels`` uint8 ``(X, Y, Z, 3)``, boxes inclusive pixel XYXY
-on axial slice ``k`` (``boxes.axial_slice``), keyed by ``k``.
+on axial slice ``k`` (``boxes.axial_slice``), keyed by ``k``. ``channels`` is the segmenter's stack; the detector
+reads ``detector_channels`` where its stack differs (same grid, other modalities: ``intensity.Stacks``).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import numpy as np
 
 from .boxes import axial_slice, mask_inside_xyxy, put_axial_slice
 from .cleanup import MIN_COMPONENT_MM3, MIN_SUPPORT_CONF, remove_small_components, remove_unsupported_components
+from .errors import UserError
 from .protocols import SliceDetector, SliceSegmenter
 from .volume import VolumeResult, check_channels, segment_with_boxes
 
@@ -35,15 +37,27 @@ def detect_volume(channels: np.ndarray, detector: SliceDetector, postprocess: bo
     return boxes, conf
 
 
+def detector_input(channels: np.ndarray, detector_channels: np.ndarray | None) -> np.ndarray:
+    """The detector's stack: ``detector_channels`` (checked to share the segmenter stack's grid), else ``channels``."""
+    if detector_channels is None:
+        return channels
+    check_channels(detector_channels)
+    if detector_channels.shape != channels.shape:
+        raise UserError(f"the detector's stack has shape {detector_channels.shape}, the segmenter's "
+                        f"{channels.shape}: both must stack the same study")
+    return detector_channels
+
+
 def detect_and_segment(channels: np.ndarray, detector: SliceDetector, segmenter: SliceSegmenter,
                        postprocess: bool = False, progress: bool = False,
                        min_component_mm3: float = MIN_COMPONENT_MM3,
                        spacing: tuple[float, float, float] = (1.0, 1.0, 1.0),
-                       support_conf: float = MIN_SUPPORT_CONF) -> VolumeResult:
+                       support_conf: float = MIN_SUPPORT_CONF,
+                       detector_channels: np.ndarray | None = None) -> VolumeResult:
     """Detector on all slices, then the segmenter on each slice's detected boxes -> 3D mask, cleaned in 3D
     (:func:`clean_per_slice`): 26-connected components no box of confidence >= ``support_conf`` lies on, and those
     under ``min_component_mm3``, are removed (``min_component_mm3 = 0`` and ``support_conf = 0``: all kept)."""
-    boxes, conf = detect_volume(channels, detector, postprocess=postprocess)
+    boxes, conf = detect_volume(detector_input(channels, detector_channels), detector, postprocess=postprocess)
     result = segment_with_boxes(channels, boxes, segmenter, progress=progress)
     result.conf = conf
     result.label = clean_per_slice(result.label, boxes, conf, min_component_mm3, spacing, support_conf)
@@ -63,7 +77,9 @@ def clean_per_slice(label: np.ndarray, boxes: dict, conf: dict, min_component_mm
 def detect_and_propagate(channels: np.ndarray, detector: SliceDetector, segmenter: SliceSegmenter,
                          seed_conf: float = SEED_CONF, reach: int = 3, grow: float = 10.0, margin: float = 3.0,
                          min_pixels: int = 10, stop_iou: float = 0.5, min_component_mm3: float = MIN_COMPONENT_MM3,
-                         spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> VolumeResult:
+                         spacing: tuple[float, float, float] = (1.0, 1.0, 1.0),
+                         detector_channels: np.ndarray | None = None,
+                         support_conf: float = MIN_SUPPORT_CONF) -> VolumeResult:
     """Volume-aware automatic segmentation: the detector proposes, the segmenter follows each tumour.
 
     1. The detector runs on every axial slice; its boxes are merged into 3D candidates (``slicer.merge_boxes_3d``).
@@ -76,17 +92,20 @@ def detect_and_propagate(channels: np.ndarray, detector: SliceDetector, segmente
     3. Other candidates under ``seed_conf`` contribute nothing: detector boxes that no propagation confirms are
        dropped. The most confident candidate always seeds (a detector whose confidences all fall under
        ``seed_conf`` still yields its best guess).
-    4. Components under ``min_component_mm3`` are removed (:mod:`bratsmedsam.cleanup`).
+    4. The 3D clean-up of the per-slice chain (:func:`clean_per_slice`): components no detection of confidence >=
+       ``support_conf`` vouches for (a fragment the segmenter left beside the tumour in its box), then those under
+       ``min_component_mm3`` (:mod:`bratsmedsam.cleanup`).
     """
-    boxes, conf = detect_volume(channels, detector)
+    boxes, conf = detect_volume(detector_input(channels, detector_channels), detector)
     return propagate_detections(channels, boxes, conf, segmenter, seed_conf, reach, grow, margin, min_pixels,
-                                stop_iou, min_component_mm3, spacing)
+                                stop_iou, min_component_mm3, spacing, support_conf)
 
 
 def propagate_detections(channels: np.ndarray, boxes: dict, conf: dict, segmenter: SliceSegmenter,
                          seed_conf: float = SEED_CONF, reach: int = 3, grow: float = 10.0, margin: float = 3.0,
                          min_pixels: int = 10, stop_iou: float = 0.5, min_component_mm3: float = MIN_COMPONENT_MM3,
-                         spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> VolumeResult:
+                         spacing: tuple[float, float, float] = (1.0, 1.0, 1.0),
+                         support_conf: float = MIN_SUPPORT_CONF) -> VolumeResult:
     """Steps 1-4 of :func:`detect_and_propagate` on detections already made (``detect_volume``'s output)."""
     from .slicer import merge_boxes_3d
     from .volume import propagate
@@ -111,7 +130,7 @@ def propagate_detections(channels: np.ndarray, boxes: dict, conf: dict, segmente
         result.boxes[seed], result.iou[seed] = box[None], np.asarray(seg.iou, np.float32).reshape(-1)[:1]
         propagate(channels, segmenter, result, seed, mask, (max(0, k0 - reach), min(Z - 1, k1 + reach)), limit,
                   margin, min_pixels, stop_iou, hints=boxes)
-    result.label = remove_small_components(result.label, min_component_mm3, spacing).label
+    result.label = clean_per_slice(result.label, boxes, conf, min_component_mm3, spacing, support_conf)
     return result
 
 
@@ -137,15 +156,15 @@ AUTO_MODES = ("propagate", "slices")
 def segment_automatic(channels: np.ndarray, detector: SliceDetector, segmenter: SliceSegmenter,
                       mode: str = "propagate", postprocess: bool = False,
                       min_component_mm3: float = MIN_COMPONENT_MM3,
-                      spacing: tuple[float, float, float] = (1.0, 1.0, 1.0), progress: bool = False) -> VolumeResult:
+                      spacing: tuple[float, float, float] = (1.0, 1.0, 1.0), progress: bool = False,
+                      detector_channels: np.ndarray | None = None) -> VolumeResult:
     """The automatic chain in ``mode`` (:data:`AUTO_MODES`); ``postprocess`` (the detector's box clean-up) applies
-    to ``slices``."""
-    from .errors import UserError
-
+    to ``slices``; ``detector_channels``: the detector's stack where it is not ``channels``."""
     if mode == "propagate":
         return detect_and_propagate(channels, detector, segmenter, min_component_mm3=min_component_mm3,
-                                    spacing=spacing)
+                                    spacing=spacing, detector_channels=detector_channels)
     if mode == "slices":
         return detect_and_segment(channels, detector, segmenter, postprocess=postprocess, progress=progress,
-                                  min_component_mm3=min_component_mm3, spacing=spacing)
+                                  min_component_mm3=min_component_mm3, spacing=spacing,
+                                  detector_channels=detector_channels)
     raise UserError(f"automatic mode {mode!r}: expected one of {', '.join(AUTO_MODES)}")

@@ -1,8 +1,9 @@
 """BraTS studies -> 2D axial slice dataset (layout in docs/DESIGN.md).
 
-Per case: load and check (:func:`cases.load_case`), normalise and stack three modalities
-(:func:`intensity.compose_channels`), then for each axial slice ``image = vol[:, :, k].T``
-(:func:`boxes.axial_slice`) write the RGB PNG, the target-region mask PNG, the YOLO label
+Per case: load and check (:func:`cases.load_case`), normalise and stack three modalities for each model
+(:func:`intensity.compose_stacks`), then for each axial slice ``image = vol[:, :, k].T``
+(:func:`boxes.axial_slice`) write the RGB PNG in the detector's stack (``images/``, which YOLO reads) and, where
+the segmenter's stack differs, in its stack (``segmenter_images/``), the target-region mask PNG, the YOLO label
 (one box per 8-connected component of at least ``min_box_pixels`` pixels) and the slice's BraTS label map
 (``labelmaps/``: uint8 PNG, 0 / 1 NCR / 2 ED / 3 ET), from which multi-region fine-tuning and evaluation take
 every region's masks and boxes.
@@ -39,7 +40,7 @@ from .cases import CaseFiles, check_headers, discover_cases, load_case
 from .dataset import COLUMNS, DATA_YAML, INFO, MANIFEST, SPLITS, manifest_row, slice_stem
 from .done_markers import DONE_DIR, KINDS, fingerprint, is_trusted, read_marker, remove_case_files, sweep
 from .errors import CaseError, UserError
-from .intensity import DEFAULT_CHANNELS, compose_channels, parse_channels
+from .intensity import DEFAULT_DETECTOR_CHANNELS, DEFAULT_SEGMENTER_CHANNELS, Stacks, compose_stacks, parse_channels
 from .regions import parse_region, region_mask
 from .splits import SPLIT_RULE, parse_split, split_cases
 
@@ -47,7 +48,8 @@ from .splits import SPLIT_RULE, parse_split, split_cases
 class PrepareConfig:
     """Settings of ``prepare``. ``background_ratio``: max tumour-free slices kept per tumour slice, per case."""
 
-    channels: tuple[str, str, str] = DEFAULT_CHANNELS
+    detector_channels: tuple[str, str, str] = DEFAULT_DETECTOR_CHANNELS    # images/ (YOLO's)
+    segmenter_channels: tuple[str, str, str] = DEFAULT_SEGMENTER_CHANNELS  # segmenter_images/ where it differs
     region: str = "WT"
     min_box_pixels: int = 10
     background_ratio: float = 0.5
@@ -59,7 +61,7 @@ class PrepareConfig:
     upper_percentile: float = 99.5
 
     def validated(self) -> "PrepareConfig":
-        """A normalised copy (channels tuple, region upper-case, split tuple); :class:`UserError` if invalid."""
+        """A normalised copy (channel tuples, region upper-case, split tuple); :class:`UserError` if invalid."""
         split = parse_split(self.split)
         if int(self.min_box_pixels) < 1:
             raise UserError(f"min_box_pixels must be >= 1, got {self.min_box_pixels}")
@@ -72,7 +74,8 @@ class PrepareConfig:
                 f"percentiles must satisfy 0 <= lower < upper <= 100, got {self.lower_percentile}, {self.upper_percentile}"
             )
         return replace(
-            self, channels=parse_channels(self.channels), region=parse_region(self.region),
+            self, detector_channels=parse_channels(self.detector_channels),
+            segmenter_channels=parse_channels(self.segmenter_channels), region=parse_region(self.region),
             min_box_pixels=int(self.min_box_pixels), background_ratio=float(self.background_ratio),
             split=split, seed=int(self.seed), z_step=int(self.z_step), overwrite=bool(self.overwrite),
             lower_percentile=float(self.lower_percentile), upper_percentile=float(self.upper_percentile),
@@ -83,8 +86,12 @@ class PrepareConfig:
         d = asdict(self)
         for k in ("split", "seed", "overwrite"):
             d.pop(k)
-        d["channels"] = list(d["channels"])
+        d["detector_channels"], d["segmenter_channels"] = list(self.detector_channels), list(self.segmenter_channels)
         return d
+
+    @property
+    def stacks(self) -> Stacks:
+        return Stacks(tuple(self.detector_channels), tuple(self.segmenter_channels))
 
 
 def select_slices(target: np.ndarray, brain: np.ndarray, cfg: PrepareConfig) -> tuple[list, list, int]:
@@ -115,6 +122,11 @@ def _rel(kind: str, split: str, stem: str) -> str:
     return f"{kind}/{split}/{stem}.{'txt' if kind == 'labels' else 'png'}"
 
 
+#: the manifest column of each kind of slice file
+_COLUMN = {"images": "image", "segmenter_images": "segmenter_image", "masks": "mask", "labels": "label",
+           "labelmaps": "labelmap"}
+
+
 def _yolo_text(boxes_xyxy: np.ndarray, width: int, height: int) -> str:
     rows = xyxy_to_yolo(boxes_xyxy, width, height)
     return "".join(f"0 {cx:.6f} {cy:.6f} {w:.6f} {h:.6f}\n" for cx, cy, w, h in rows)
@@ -125,7 +137,7 @@ def check_case(files: CaseFiles, cfg: PrepareConfig) -> str | None:
     segmentation); the reason it is unusable, or None. The data checks run in :func:`prepare_case`,
     before any file of the case is written."""
     try:
-        check_headers(files, cfg.channels, with_seg=True)
+        check_headers(files, cfg.stacks.modalities, with_seg=True)
     except CaseError as exc:
         return exc.reason
     return None
@@ -138,13 +150,13 @@ def prepare_case(files: CaseFiles, split: str, cfg: PrepareConfig, out: Path) ->
     """
     cid = files.case_id
     try:
-        case = load_case(files, cfg.channels, with_seg=True)
+        case = load_case(files, cfg.stacks.modalities, with_seg=True)
     except CaseError as exc:
         return {"case": cid, "status": "skipped", "reason": exc.reason}
     remove_case_files(out, cid)
-    rgb = compose_channels(case, cfg.channels, cfg.lower_percentile, cfg.upper_percentile)  # (X, Y, Z, 3)
+    rgb, seg_rgb = compose_stacks(case, cfg.stacks, cfg.lower_percentile, cfg.upper_percentile)  # (X, Y, Z, 3) each
     target = region_mask(case.seg, cfg.region)
-    brain = rgb.any(axis=(0, 1, 3))  # (Z,)
+    brain = rgb.any(axis=(0, 1, 3)) | seg_rgb.any(axis=(0, 1, 3))  # (Z,)
     tumour, background, n_small = select_slices(target, brain, cfg)
     empty = np.zeros((0, 4), np.float32)
     rows = []
@@ -155,8 +167,12 @@ def prepare_case(files: CaseFiles, split: str, cfg: PrepareConfig, out: Path) ->
         h, w = mask.shape
         row = {"case": cid, "z": int(z), "split": split}
         for kind in KINDS:
-            row[kind[:-1]] = _rel(kind, split, stem)
+            row[_COLUMN[kind]] = _rel(kind, split, stem)
         save_png(image, out / row["image"])
+        if cfg.stacks.shared:
+            row["segmenter_image"] = row["image"]
+        else:
+            save_png(np.ascontiguousarray(axial_slice(seg_rgb, z)), out / row["segmenter_image"])
         save_png(mask.astype(np.uint8) * 255, out / row["mask"])
         save_png(np.ascontiguousarray(axial_slice(case.seg, z)).astype(np.uint8), out / row["labelmap"])
         write_text(out / row["label"], _yolo_text(boxes, w, h))
@@ -223,7 +239,7 @@ def prepare_dataset(
     if cfg.overwrite and (out / DONE_DIR).is_dir():
         shutil.rmtree(out / DONE_DIR)
     for kind in KINDS:
-        for split in SPLITS:
+        for split in SPLITS if kind != "segmenter_images" or not cfg.stacks.shared else ():
             (out / kind / split).mkdir(parents=True, exist_ok=True)
 
     markers = {cid: read_marker(out, cid) for cid in by_id}
@@ -269,7 +285,7 @@ def prepare_dataset(
 
     used = sorted(results)
     rows = sorted((r for c in used for r in results[c]["rows"]), key=lambda r: (r["case"], r["z"]))
-    keep = {r[k] for r in rows for k in ("image", "mask", "label", "labelmap")}
+    keep = {r[k] for r in rows for k in _COLUMN.values()}
     removed = sweep(out, keep, set(used))
     splits = {c: splits[c] for c in used}
     slices_per_split = {s: sum(1 for r in rows if r["split"] == s) for s in SPLITS}
@@ -279,12 +295,14 @@ def prepare_dataset(
     seconds = time.perf_counter() - start
     written = sum(len(results[c]["rows"]) for c in used if c not in reused)
     info = {
-        "channels": list(cfg.channels),
+        "detector_channels": list(cfg.detector_channels),    # images/
+        "segmenter_channels": list(cfg.segmenter_channels),  # segmenter_images/ (images/ when the same)
         "region": cfg.region,
         "labelmaps": True,  # labelmaps/<split>/<stem>.png beside every mask (all regions of the slice)
         "studies": str(studies),
         "dataset": str(out),
-        "settings": {**asdict(cfg), "channels": list(cfg.channels), "split": list(cfg.split)},
+        "settings": {**asdict(cfg), "detector_channels": list(cfg.detector_channels),
+                     "segmenter_channels": list(cfg.segmenter_channels), "split": list(cfg.split)},
         "patient_level_split": True,
         "split_rule": SPLIT_RULE,
         "splits": splits,

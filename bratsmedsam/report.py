@@ -139,6 +139,13 @@ def volume_markdown(results: dict) -> str:
     return _md_table(header, rows)
 
 
+def stacks_text(ds: dict) -> str:
+    """The dataset's channel stacks as the report says them (results written before two stacks: ``channels``)."""
+    det = ds.get("detector_channels") or ds.get("channels") or []
+    seg = ds.get("segmenter_channels") or det
+    return ", ".join(det) if list(det) == list(seg) else f"detector {', '.join(det)}; segmenter {', '.join(seg)}"
+
+
 def report_markdown(results: dict, figures: dict[str, str | None]) -> str:
     ds = results["dataset"]
     parts = [
@@ -146,7 +153,7 @@ def report_markdown(results: dict, figures: dict[str, str | None]) -> str:
         f"Dataset `{ds['path']}`, split **{ds['split']}**: {len(ds['cases'])} cases, {ds['n_slices']} slices; "
         + (f"regions **{', '.join(ds['regions'])}** (BraTS sub-regions; the inner ones prompted from WT, see below); "
          if len(ds.get("regions") or []) > 1 else f"target region **{ds['region']}**; ")
-        + f"channels {', '.join(ds['channels'])}. "
+        + f"channels: {stacks_text(ds)}. "
         + f"Evaluation took {results['seconds']} s.",
         "## Table 1: detectors (test split)",
         "Precision, recall, mAP50 and mAP50-95 from `detector.evaluate_detector` (ultralytics validation) "

@@ -83,7 +83,8 @@ PAPER = Profile(
                 "YOLOv5l, 100 epochs, imgsz 256, batch 16, SGD lr0 0.01; MedSAM ViT-B mask decoder fine-tuned "
                 "100 epochs (AdamW lr 1e-4, wd 0.01, batch 8, Dice+BCE), best epoch by validation Dice; "
                 "full evaluation with 3D metrics on every test case.",
-    prepare={"z_step": 1, "split": [0.6, 0.2, 0.2], "seed": 0, "channels": list(PAPER_CHANNELS)},
+    prepare={"z_step": 1, "split": [0.6, 0.2, 0.2], "seed": 0, "detector_channels": list(PAPER_CHANNELS),
+             "segmenter_channels": list(PAPER_CHANNELS)},  # the paper's one stack for both models
     detectors=[DetectorStep("yolov5s", 100, 256, 16), DetectorStep("yolov5l", 100, 256, 16)],
     finetune={"base": "medsam", "epochs": 100, "batch_size": 8, "lr": 1e-4, "weight_decay": 0.01, "seed": 0,
               "neighbour_samples": False},  # the paper's samples: one box per GT component
@@ -174,8 +175,12 @@ def reproduce(studies: str | Path, out: str | Path, profile: Profile, sam_checkp
 
     t_start = time.time()
     dataset = out / "dataset"
-    prep_cfg = _build(PrepareConfig, {k: tuple(v) if isinstance(v, list) else v for k, v in profile.prepare.items()},
-                      "prepare")
+    prep = dict(profile.prepare)
+    if "channels" in prep:  # one stack for both models (a profile written before each had its own)
+        one = prep.pop("channels")
+        prep.setdefault("detector_channels", one)
+        prep.setdefault("segmenter_channels", one)
+    prep_cfg = _build(PrepareConfig, {k: tuple(v) if isinstance(v, list) else v for k, v in prep.items()}, "prepare")
     step("prepare", (dataset / "manifest.csv").is_file() and (dataset / "prepare.json").is_file(),
          lambda: prepare_dataset(studies, dataset, prep_cfg, workers=profile.workers))
 

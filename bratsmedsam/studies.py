@@ -2,7 +2,8 @@
 reference volume's geometry, and the two conversions between a studies folder and a flat datastore.
 
 - :func:`load_study`: a case folder, one of its modality files, or a lone NIfTI -> :class:`Study`
-  (``channels`` uint8 ``(X, Y, Z, 3)`` in the reference volume's voxel grid).
+  (``channels`` the segmenter's and ``detector_channels`` the detector's uint8 ``(X, Y, Z, 3)`` stack, in the
+  reference volume's voxel grid; one array when both models read the same stack).
 - :func:`write_label`: bool ``(X, Y, Z)`` -> NIfTI or NRRD with the reference's geometry.
 - :func:`build_store`: studies folder -> flat datastore (one symlinked image per case, BraTS seg as a label).
 - :func:`labelled_studies`: datastore items with labels -> a BraTS-layout studies folder for ``prepare``.
@@ -20,7 +21,7 @@ from typing import Sequence
 import numpy as np
 
 from .errors import UserError
-from .intensity import DEFAULT_CHANNELS
+from .intensity import Stacks
 
 logger = logging.getLogger(__name__)
 
@@ -29,14 +30,16 @@ _BRATS_NAME = re.compile(r"^(?P<case>.+?)[-_](?P<mod>t1c|t1n|t2w|t2f|t1ce|t1|t2|
 
 @dataclass
 class Study:
-    """A volume ready for the models. ``channels`` uint8 ``(X, Y, Z, 3)`` in the reference's voxel grid."""
+    """A volume ready for the models: ``channels`` (the segmenter's stack) and ``detector_channels`` (the detector's),
+    uint8 ``(X, Y, Z, 3)`` in the reference's voxel grid, the same array when the stacks are the same."""
 
     case_id: str
     channels: np.ndarray
     affine: np.ndarray  # (4, 4) of the reference volume
     reference: Path  # the volume whose geometry results must have
-    sources: dict[str, str]  # configured channel -> modality that filled it
+    sources: dict[str, str]  # configured modality -> modality that filled it
     single_modality: bool
+    detector_channels: np.ndarray
 
     @property
     def spacing(self) -> tuple[float, float, float]:
@@ -60,17 +63,22 @@ def find_case_files(path: str | os.PathLike):
     return files
 
 
-def load_study(path: str | os.PathLike, channels: Sequence[str] = DEFAULT_CHANNELS,
+def load_study(path: str | os.PathLike, stacks: Stacks | Sequence[str] = Stacks(),
                display: Sequence[str] = ("t2f", "t1c")) -> Study:
-    """Load a case folder, a modality file of a BraTS case (its siblings join in), or a lone volume.
+    """Load a case folder, a modality file of a BraTS case (its siblings join in), or a lone volume, stacked for
+    each model as ``stacks`` says (three modality names: one stack for both).
 
     Missing configured modalities are filled with the displayed one (the request's file, or the first
-    of ``display`` present in a case folder); a lone volume fills all three channels.
+    of ``display`` present in a case folder); a lone volume fills all three channels of both stacks.
     """
     import nibabel as nib
 
     from .cases import Case, load_case
-    from .intensity import compose_channels, normalize_volume
+    from .intensity import compose_stacks, normalize_volume, parse_channels
+
+    if not isinstance(stacks, Stacks):
+        stacks = Stacks(parse_channels(stacks), parse_channels(stacks))
+    channels = stacks.modalities
 
     path = Path(path)
     if not path.exists():
@@ -89,7 +97,7 @@ def load_study(path: str | os.PathLike, channels: Sequence[str] = DEFAULT_CHANNE
             raise UserError(f"{path}: expected a 3D volume, got shape {vol.shape}")
         norm = normalize_volume(vol)
         stack = np.ascontiguousarray(np.stack([norm] * 3, axis=-1))
-        return Study(path.name.split(".")[0], stack, img.affine, path, {c: "input" for c in channels}, True)
+        return Study(path.name.split(".")[0], stack, img.affine, path, {c: "input" for c in channels}, True, stack)
     present = set(files.images)
     if path.is_file():
         shown = next(m for m, p in files.images.items() if Path(p).resolve() == path.resolve())
@@ -102,10 +110,10 @@ def load_study(path: str | os.PathLike, channels: Sequence[str] = DEFAULT_CHANNE
     sources = {c: (c if c in present else shown) for c in channels}
     filled = Case(case_id=case.case_id, images={c: case.images[sources[c]] for c in channels}, seg=None,
                   affine=case.affine)
-    stack = compose_channels(filled, tuple(channels))
-    # single modality: one volume stands in for a stack that names several (FLAIR x3 asked for is not that)
-    return Study(files.case_id, stack, case.affine, reference, sources,
-                 len(set(sources.values())) == 1 < len(set(channels)))
+    det, seg = compose_stacks(filled, stacks)
+    # single modality: one volume stands in for stacks that name several (FLAIR x3 asked for is not that)
+    return Study(files.case_id, seg, case.affine, reference, sources,
+                 len(set(sources.values())) == 1 < len(set(channels)), det)
 
 
 def write_label(label: np.ndarray, reference: str | os.PathLike, out: str | os.PathLike, value: int = 1) -> Path:

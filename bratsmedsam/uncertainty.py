@@ -54,10 +54,15 @@ def combine(conf: np.ndarray, iou_pred: np.ndarray, box_mask_iou: np.ndarray,
 
 def study_uncertainty(channels: np.ndarray, detector: SliceDetector, segmenter: SliceSegmenter, z_step: int = 2,
                       max_seg_slices: int = 6,
-                      weights: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> StudyUncertainty:
-    """Score one study: ``channels`` uint8 ``(X, Y, Z, 3)``; ``detector.predict`` and ``segmenter.segment_many``."""
+                      weights: tuple[float, float, float] = (1.0, 1.0, 1.0),
+                      detector_channels: np.ndarray | None = None) -> StudyUncertainty:
+    """Score one study: ``channels`` uint8 ``(X, Y, Z, 3)`` (the segmenter's stack; the detector reads
+    ``detector_channels`` where given); ``detector.predict`` and ``segmenter.segment_many``."""
+    from .pipeline import detector_input
+
     ks = list(range(0, channels.shape[2], max(1, z_step)))
-    found = detector.predict([axial_slice(channels, k) for k in ks])
+    seen = detector_input(channels, detector_channels)
+    found = detector.predict([axial_slice(seen, k) for k in ks])
     det = [(k, np.asarray(sb.xyxy, np.float32).reshape(-1, 4), np.asarray(sb.conf, np.float32).reshape(-1))
            for k, sb in zip(ks, found) if len(sb.xyxy)]
     conf = np.concatenate([c for _, _, c in det]) if det else np.zeros(0)

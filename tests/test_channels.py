@@ -1,5 +1,6 @@
-"""The channel stack: the paper's by default, FLAIR x3 on request, and models never served on a stack they were not
-trained on (their checkpoints record it; ``serve``, ``segment`` and ``PUT /model`` check it)."""
+"""The channel stacks: each model (detector, segmenter) reads its own stack of the same study, and models are never
+served or scored on a stack they were not trained on (their checkpoints record it; ``serve``, ``segment``,
+``evaluate`` and ``PUT /model`` check it)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from bratsmedsam.errors import UserError
-from bratsmedsam.channel_check import model_channels, resolve_channels
-from bratsmedsam.intensity import DEFAULT_CHANNELS, PAPER_CHANNELS
+from bratsmedsam.channel_check import model_channels, resolve_channels, resolve_stacks
+from bratsmedsam.dataset import dataset_stacks
+from bratsmedsam.intensity import DEFAULT_DETECTOR_CHANNELS, DEFAULT_SEGMENTER_CHANNELS, PAPER_CHANNELS, Stacks
 from bratsmedsam.segmenter.checkpoint import save_decoder
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,26 +37,33 @@ def _detector(path: Path, channels=None) -> Path:
     return path
 
 
-def test_the_default_is_the_papers_stack_and_prepare_and_the_paper_profile_use_it():
+def test_each_model_has_a_default_stack_and_prepare_and_the_paper_profile_use_theirs():
     from bratsmedsam.prepare import PrepareConfig
     from bratsmedsam.reproduce import PROFILES
 
-    assert DEFAULT_CHANNELS == PAPER_CHANNELS == ("t1c", "t2w", "t2f") and PrepareConfig().channels == DEFAULT_CHANNELS
-    assert tuple(PROFILES["paper"].prepare["channels"]) == PAPER_CHANNELS  # the paper's recipe keeps its stack
+    assert DEFAULT_DETECTOR_CHANNELS == PAPER_CHANNELS == ("t1c", "t2w", "t2f")
+    assert (PrepareConfig().detector_channels, PrepareConfig().segmenter_channels) == (
+        DEFAULT_DETECTOR_CHANNELS, DEFAULT_SEGMENTER_CHANNELS)
+    paper = PROFILES["paper"].prepare  # the paper's recipe keeps its one stack
+    assert tuple(paper["detector_channels"]) == tuple(paper["segmenter_channels"]) == PAPER_CHANNELS
 
 
-def test_channels_come_from_the_flag_else_the_models_else_the_default():
-    assert resolve_channels(None, {}) == ",".join(DEFAULT_CHANNELS)
-    assert resolve_channels(None, {"decoder d.pt": FLAIR}) == "t2f,t2f,t2f"
-    assert resolve_channels(PAPER, {"decoder d.pt": PAPER_CHANNELS, "detector w.pt": PAPER_CHANNELS}) == PAPER
-    assert resolve_channels("t1c,t1c,t2f", {}) == "t1c,t1c,t2f"
+def test_each_models_stack_comes_from_the_flag_else_the_model_else_its_default():
+    assert resolve_channels("detector", None, {}) == DEFAULT_DETECTOR_CHANNELS
+    assert resolve_channels("segmenter", None, {}) == DEFAULT_SEGMENTER_CHANNELS
+    recorded = {"segmenter": ("decoder d.pt", FLAIR), "detector": ("detector w.pt", PAPER_CHANNELS)}
+    assert resolve_channels("segmenter", None, recorded) == FLAIR  # each model its own: no conflict
+    assert resolve_channels("detector", None, recorded) == PAPER_CHANNELS
+    assert resolve_channels("detector", PAPER, recorded) == PAPER_CHANNELS
+    assert resolve_channels("segmenter", "t1c,t1c,t2f", {}) == ("t1c", "t1c", "t2f")
 
 
-def test_a_model_trained_on_other_channels_is_refused_by_name():
-    with pytest.raises(UserError, match=r"decoder d\.pt was trained on channels t1c,t2w,t2f, not t2f,t2f,t2f"):
-        resolve_channels("t2f,t2f,t2f", {"decoder d.pt": PAPER_CHANNELS})
-    with pytest.raises(UserError, match="trained on different channels: decoder d.pt: t1c,t2w,t2f; detector w.pt"):
-        resolve_channels(None, {"decoder d.pt": PAPER_CHANNELS, "detector w.pt": FLAIR})
+def test_a_model_trained_on_other_channels_is_refused_by_name_with_the_flag_to_use():
+    with pytest.raises(UserError, match=r"decoder d\.pt was trained on channels t1c,t2w,t2f, not t2f,t2f,t2f: run "
+                                        r"with --segmenter-channels t1c,t2w,t2f"):
+        resolve_channels("segmenter", "t2f,t2f,t2f", {"segmenter": ("decoder d.pt", PAPER_CHANNELS)})
+    with pytest.raises(UserError, match=r"detector w\.pt was trained on channels t2f,t2f,t2f.*--detector-channels"):
+        resolve_channels("detector", PAPER, {"detector": ("detector w.pt", FLAIR)})
 
 
 def test_checkpoints_record_their_channels_and_unrecorded_or_unreadable_ones_say_nothing(tmp_path):
@@ -61,7 +71,8 @@ def test_checkpoints_record_their_channels_and_unrecorded_or_unreadable_ones_say
 
     dec, det = _decoder(tmp_path / "dec.pt", PAPER_CHANNELS), _detector(tmp_path / "det.pt", FLAIR)
     got = model_channels(det, dec)
-    assert got == {f"decoder {dec}": PAPER_CHANNELS, f"detector {det}": FLAIR}
+    assert got == {"segmenter": (f"decoder {dec}", PAPER_CHANNELS), "detector": (f"detector {det}", FLAIR)}
+    assert resolve_stacks(None, None, det, dec) == Stacks(FLAIR, PAPER_CHANNELS)
     assert torch.load(det, weights_only=False)["epoch"] == 3  # the rest of the checkpoint is kept
     bare = _detector(tmp_path / "bare.pt")
     junk = tmp_path / "junk.pt"
@@ -70,9 +81,57 @@ def test_checkpoints_record_their_channels_and_unrecorded_or_unreadable_ones_say
     assert model_channels(tmp_path / "absent.pt", tmp_path / "absent2.pt") == {}
     (tmp_path / "ds").mkdir()
     (tmp_path / "ds" / "manifest.csv").write_text("")  # a prepared dataset (what load_info asks of one)
-    (tmp_path / "ds" / "prepare.json").write_text(json.dumps({"channels": ["t2f", "t2f", "t2f"]}))
-    assert dataset_channels(tmp_path / "ds" / "dataset.yaml") == ["t2f", "t2f", "t2f"]
+    info = {"detector_channels": list(PAPER_CHANNELS), "segmenter_channels": list(FLAIR)}
+    (tmp_path / "ds" / "prepare.json").write_text(json.dumps(info))
+    assert dataset_channels(tmp_path / "ds" / "dataset.yaml") == list(PAPER_CHANNELS)  # the detector's: images/
+    assert dataset_stacks(info) == Stacks(PAPER_CHANNELS, FLAIR)
+    (tmp_path / "ds" / "prepare.json").write_text(json.dumps({"channels": list(FLAIR)}))  # one stack, older
+    assert dataset_channels(tmp_path / "ds" / "dataset.yaml") == list(FLAIR)
+    assert dataset_stacks({"channels": list(FLAIR)}) == Stacks(FLAIR, FLAIR)
+    assert dataset_stacks({}) == Stacks(PAPER_CHANNELS, PAPER_CHANNELS)
     assert dataset_channels(tmp_path / "nowhere" / "dataset.yaml") is None
+
+
+def test_a_study_gives_each_model_its_stack_and_the_chain_feeds_the_detector_its_own(sample_studies):
+    from bratsmedsam.boxes import axial_slice
+    from bratsmedsam.intensity import normalize_volume
+    from bratsmedsam.pipeline import segment_automatic
+    from bratsmedsam.studies import load_study
+    from test_pipeline import BoxDetector, ThresholdSegmenter
+
+    case = sorted(p for p in sample_studies.iterdir() if p.is_dir() and not p.name.startswith("."))[0]
+    study = load_study(case, Stacks(PAPER_CHANNELS, FLAIR))
+    flair = normalize_volume(__import__("nibabel").load(str(next(case.glob("*-t2f.nii.gz")))).get_fdata())
+    assert all(np.array_equal(study.channels[..., c], flair) for c in range(3)) and not study.single_modality
+    assert np.array_equal(study.detector_channels[..., 2], flair)
+    assert not np.array_equal(study.detector_channels[..., 0], flair)
+    one = load_study(case, FLAIR)
+    assert one.detector_channels is one.channels  # one stack: one array
+    k = study.channels.shape[2] // 2
+    seen = []
+
+    class Recording(BoxDetector):
+        def predict(self, images):
+            seen.extend(images)
+            return super().predict(images)
+
+    segment_automatic(study.channels, Recording({}), ThresholdSegmenter(), "slices",
+                      detector_channels=study.detector_channels)
+    assert np.array_equal(seen[k], axial_slice(study.detector_channels, k))
+    with pytest.raises(UserError, match="both must stack the same study"):
+        segment_automatic(study.channels, Recording({}), ThresholdSegmenter(),
+                          detector_channels=study.detector_channels[:, :, :-1])
+
+
+def test_evaluate_refuses_a_model_trained_on_another_stack_than_the_datasets(tmp_path):
+    from bratsmedsam.evaluate import check_models_fit
+
+    info = {"detector_channels": list(PAPER_CHANNELS), "segmenter_channels": list(FLAIR)}
+    dec, det = _decoder(tmp_path / "dec.pt", FLAIR), _detector(tmp_path / "det.pt", PAPER_CHANNELS)
+    check_models_fit(info, [det], [dec], "ds")  # each on its own stack
+    with pytest.raises(UserError, match=r"dec\.pt was trained on channels t2f,t2f,t2f, but ds stacks t1c,t2w,t2f for "
+                                        r"the segmenter: prepare a dataset with --segmenter-channels t2f,t2f,t2f"):
+        check_models_fit({"channels": list(PAPER_CHANNELS)}, [det], [dec], "ds")
 
 
 def _serve(studies: Path, *args):
@@ -87,14 +146,15 @@ def test_serve_takes_the_decoders_channels_and_refuses_a_mismatch_before_publish
     studies = tmp_path / "studies"
     shutil.copytree(case, studies / case.name)
     dec = _decoder(tmp_path / "flair.pt", FLAIR)  # not the default stack
-    res = _serve(studies, "--decoder", str(dec), "--channels", PAPER)
+    res = _serve(studies, "--decoder", str(dec), "--segmenter-channels", PAPER)
     assert res.returncode == 2 and "Traceback" not in res.stderr
     assert "trained on channels t2f,t2f,t2f, not t1c,t2w,t2f" in res.stderr
     assert not (studies / ".brats_medsam" / "model" / "medsam_decoder.pt").exists()  # refused, not published
     res = _serve(studies, "--decoder", str(dec))
     assert res.returncode == 0, res.stderr
-    assert "--conf channels t2f,t2f,t2f" in res.stdout  # the decoder's own stack, not the default
+    assert "--conf segmenter_channels t2f,t2f,t2f" in res.stdout  # the decoder's own stack
+    assert f"--conf detector_channels {','.join(DEFAULT_DETECTOR_CHANNELS)}" in res.stdout
     res = _serve(studies)  # the published decoder is checked on the next start too
-    assert res.returncode == 0 and "--conf channels t2f,t2f,t2f" in res.stdout
-    res = _serve(studies, "--channels", PAPER)
+    assert res.returncode == 0 and "--conf segmenter_channels t2f,t2f,t2f" in res.stdout
+    res = _serve(studies, "--channels", PAPER)  # both models on the paper's stack
     assert res.returncode == 2 and "medsam_decoder.pt was trained on channels t2f,t2f,t2f" in res.stderr

@@ -60,3 +60,18 @@ def test_components_no_confident_box_lies_on_go_and_a_multifocal_lesion_with_one
     assert kept[10:25, 10:25, 5:20].all() and kept.sum() == 15 ** 3
     assert not remove_unsupported_components(pred, {}, {}, 0.3).label.any()  # no detection, nothing supported
 
+
+
+def test_a_box_vouches_for_its_lesion_not_for_a_fragment_beside_it_in_the_same_box():
+    pred, gt = _two_lesions_and_speckle()
+    fragment = np.zeros_like(pred)
+    fragment[26:29, 12:16, 11:13] = True  # 24 voxels inside the big lesion's box, apart from the lesion (> 1 voxel)
+    pred |= fragment
+    boxes = {12: np.array([[10, 10, 29, 24]], np.float32),   # the lesion's box, the fragment inside it
+             28: np.array([[40, 40, 47, 47]], np.float32)}   # the second lesion's own box
+    conf = {12: np.array([0.8], np.float32), 28: np.array([0.35], np.float32)}
+    out = remove_unsupported_components(pred, boxes, conf, min_conf=0.3).label
+    assert np.array_equal(out, gt)  # the fragment and the specks go, both lesions stay
+    fragment_box = {**boxes, 11: np.array([[26, 12, 28, 15]], np.float32)}  # a confident box of its own
+    kept = remove_unsupported_components(pred, fragment_box, {**conf, 11: np.array([0.5], np.float32)}, 0.3).label
+    assert np.array_equal(kept, gt | fragment)

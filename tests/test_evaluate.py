@@ -14,6 +14,7 @@ from bratsmedsam.errors import UserError
 from bratsmedsam.evaluate import EvaluateConfig
 from bratsmedsam.evaluation.records import GT, CaseRecord, SliceRecord, per_case_rows, table2, volume_table
 from bratsmedsam.evaluation.rows import SegmenterRow, resolve_detector, segmenter_rows
+from bratsmedsam.intensity import PAPER_CHANNELS, Stacks
 from bratsmedsam.report import FIGURES, report_markdown, table2_markdown, write_report
 
 CFG = EvaluateConfig(data=Path("unused"), n_boot=200)
@@ -176,8 +177,8 @@ def test_3d_clean_up_is_scored_beside_the_raw_volume_and_named_in_the_report(tmp
         nib.save(nib.Nifti1Image(img, np.eye(4)), case / f"{case.name}-{mod}.nii.gz")
     nib.save(nib.Nifti1Image(seg, np.eye(4)), case / f"{case.name}-seg.nii.gz")
     files = {c.case_id: c for c in discover_cases(tmp_path / "studies")}
-    recs = evaluate_volume(files, case.name, ("t1c", "t2w", "t2f"), "WT", 10, (0.5, 99.5), {"row": Speckled()}, {},
-                           min_component_mm3=50)
+    recs = evaluate_volume(files, case.name, Stacks(PAPER_CHANNELS, PAPER_CHANNELS), "WT", 10, (0.5, 99.5),
+                           {"row": Speckled()}, {}, min_component_mm3=50)
     by_src = {r.boxes: r for r in recs}
     assert set(by_src) == {GT, GT + "+cleanup"}
     assert by_src[GT].lesion_n_fp > 0 and by_src[GT + "+cleanup"].lesion_n_fp == 0

@@ -27,6 +27,11 @@ from test_cases import SHAPE, write_case
 GOOD = [f"BraTS-GLI-9{i:04d}-000" for i in range(5)]
 
 
+def one_stack(channels) -> PrepareConfig:
+    """Both models on ``channels`` (one image per slice)."""
+    return PrepareConfig(detector_channels=channels, segmenter_channels=channels)
+
+
 def _truncate(folder: Path, name: str):
     path = next(folder.glob(f"*-{name}.nii.gz"))
     path.write_bytes(path.read_bytes()[:400])
@@ -65,13 +70,13 @@ def studies(tmp_path_factory) -> Path:
 def built(studies, tmp_path_factory) -> tuple[Path, dict]:
     """The paper's stack: the bad cases break t1c, t2w or t2f, and this stack reads all three."""
     out = tmp_path_factory.mktemp("prep") / "dataset"
-    summary = prepare_dataset(studies, out, PrepareConfig(channels=PAPER_CHANNELS), workers=1, progress=False)
+    summary = prepare_dataset(studies, out, one_stack(PAPER_CHANNELS), workers=1, progress=False)
     return out, summary
 
 
 def test_the_flair_stack_needs_only_the_flair(studies, tmp_path):
-    summary = prepare_dataset(studies, tmp_path / "ds", PrepareConfig(channels=("t2f",) * 3), workers=1, progress=False)
-    assert summary["channels"] == ["t2f", "t2f", "t2f"]
+    summary = prepare_dataset(studies, tmp_path / "ds", one_stack(("t2f",) * 3), workers=1, progress=False)
+    assert summary["detector_channels"] == summary["segmenter_channels"] == ["t2f", "t2f", "t2f"]
     assert "bad-missing" in summary["cases_used"]  # no t2w: not needed
     assert "bad-truncated" in summary["cases_skipped"] and "bad-nan" not in summary["cases_skipped"]  # NaN in t2w
 
@@ -155,7 +160,7 @@ def test_slice_pngs_are_rgb_uint8_in_the_requested_channel_order(studies, tmp_pa
     sub = tmp_path / "one"
     shutil.copytree(studies / cid, sub / cid)
     out = tmp_path / "ds"
-    prepare_dataset(sub, out, PrepareConfig(channels=("t2f", "t1c", "t2w")), progress=False)
+    prepare_dataset(sub, out, one_stack(("t2f", "t1c", "t2w")), progress=False)
     case = load_case(discover_cases(sub)[0], ["t2f", "t1c", "t2w"])
     expected = {m: normalize_volume(case.images[m]) for m in ("t2f", "t1c", "t2w")}
     for r in load_manifest(out):
@@ -164,7 +169,7 @@ def test_slice_pngs_are_rgb_uint8_in_the_requested_channel_order(studies, tmp_pa
         for c, m in enumerate(("t2f", "t1c", "t2w")):
             np.testing.assert_array_equal(img[..., c], axial_slice(expected[m], r.z))
         np.testing.assert_array_equal(read_mask(r.mask), axial_slice(region_mask(case.seg, "WT"), r.z))
-    assert load_info(out)["channels"] == ["t2f", "t1c", "t2w"]
+    assert load_info(out)["detector_channels"] == ["t2f", "t1c", "t2w"]
 
 
 def test_region_et_masks_only_label_3(studies, tmp_path):
@@ -226,13 +231,36 @@ def test_changed_settings_redo_the_cases(studies, tmp_path):
     sub = tmp_path / "s"
     shutil.copytree(studies / GOOD[0], sub / GOOD[0])
     out = tmp_path / "ds"
-    prepare_dataset(sub, out, PrepareConfig(channels=("t2f",) * 3), progress=False)
+    prepare_dataset(sub, out, one_stack(("t2f",) * 3), progress=False)
     img = read_image(load_manifest(out)[0].image)
     assert np.array_equal(img[..., 0], img[..., 1]) and np.array_equal(img[..., 1], img[..., 2])  # FLAIR x3
-    again = prepare_dataset(sub, out, PrepareConfig(channels=PAPER_CHANNELS), progress=False)
+    again = prepare_dataset(sub, out, one_stack(PAPER_CHANNELS), progress=False)
     assert again["cases_reused"] == []
     img = read_image(load_manifest(out)[0].image)
     assert not np.array_equal(img[..., 0], img[..., 2])
+
+
+def test_two_stacks_write_each_models_images_and_going_back_to_one_removes_the_second(studies, tmp_path):
+    sub = tmp_path / "s"
+    shutil.copytree(studies / GOOD[0], sub / GOOD[0])
+    out = tmp_path / "ds"
+    cfg = PrepareConfig(detector_channels=PAPER_CHANNELS, segmenter_channels=("t2f",) * 3)
+    summary = prepare_dataset(sub, out, cfg, progress=False)
+    assert summary["detector_channels"] == list(PAPER_CHANNELS) and summary["segmenter_channels"] == ["t2f"] * 3
+    case = load_case(discover_cases(sub)[0], ("t1c", "t2f"), with_seg=False)
+    flair, t1c = normalize_volume(case.images["t2f"]), normalize_volume(case.images["t1c"])
+    recs = load_manifest(out)
+    for r in recs:
+        det, seg = read_image(r.image), read_image(r.segmenter_image)
+        assert r.segmenter_image.parent.parent.name == "segmenter_images" and r.segmenter_image.name == r.image.name
+        assert np.array_equal(det[..., 0], axial_slice(t1c, r.z)) and np.array_equal(det[..., 2], axial_slice(flair, r.z))
+        assert all(np.array_equal(seg[..., c], axial_slice(flair, r.z)) for c in range(3))
+    again = prepare_dataset(sub, out, cfg, progress=False)
+    assert again["cases_reused"] == [GOOD[0]]  # the second stack is part of a finished case
+    one = prepare_dataset(sub, out, one_stack(PAPER_CHANNELS), progress=False)
+    assert one["cases_reused"] == [] and len(recs) == one["n_slices"]
+    assert all(r.segmenter_image == r.image for r in load_manifest(out))
+    assert not any((out / "segmenter_images").rglob("*.png"))
 
 
 def test_nothing_usable_is_an_error(studies, tmp_path):
@@ -240,7 +268,7 @@ def test_nothing_usable_is_an_error(studies, tmp_path):
     for cid in ("bad-nan", "bad-noseg"):
         shutil.copytree(studies / cid, sub / cid)
     with pytest.raises(UserError, match="no usable case.*bad-nan: .*non-finite"):
-        prepare_dataset(sub, tmp_path / "ds", PrepareConfig(channels=PAPER_CHANNELS), progress=False)
+        prepare_dataset(sub, tmp_path / "ds", one_stack(PAPER_CHANNELS), progress=False)
 
 
 def test_cli_prepare_reports_the_summary_and_exit_codes(studies, tmp_path, capsys):
@@ -315,7 +343,7 @@ def test_a_case_failing_the_data_checks_leaves_a_consistent_split(studies, tmp_p
     for cid in GOOD[:3] + ["bad-nan", "bad-labels"]:  # headers fine, data bad: found only while reading
         shutil.copytree(studies / cid, sub / cid)
     out = tmp_path / "ds"
-    summary = prepare_dataset(sub, out, PrepareConfig(channels=PAPER_CHANNELS), progress=False)
+    summary = prepare_dataset(sub, out, one_stack(PAPER_CHANNELS), progress=False)
     assert sorted(summary["cases_skipped"]) == ["bad-labels", "bad-nan"]
     assert sorted(summary["splits"].values()) == ["test", "train", "val"]  # 3 cases: one per split
     assert {r.case: r.split for r in load_manifest(out)} == summary["splits"]

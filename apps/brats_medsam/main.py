@@ -90,7 +90,7 @@ class BratsMedSamApp(MONAILabelApp):
         """Whatever strategy chose, its study's likely slices start encoding now, before the first click."""
         res = super().next_sample(request)
         if res and res.get("id") and self.datastore().get_image_uri(res["id"]):
-            self.prefetch.new_study(self.datastore().get_image_uri(res["id"]), self.cfg.channels)
+            self.prefetch.new_study(self.datastore().get_image_uri(res["id"]), self.cfg.stacks)
         return res
 
     def init_scoring_methods(self):
@@ -122,10 +122,12 @@ class BratsMedSamApp(MONAILabelApp):
         from bratsmedsam.channel_check import model_channels
 
         up = Path(upload)
-        for _, got in model_channels(up if model == "detector" else None, up if model == "medsam" else None).items():
-            if tuple(got) != tuple(self.cfg.channels):
+        served = {"detector": self.cfg.detector_channels, "segmenter": self.cfg.segmenter_channels}
+        for kind, (_, got) in model_channels(up if model == "detector" else None,
+                                             up if model == "medsam" else None).items():
+            if tuple(got) != tuple(served[kind]):
                 raise HTTPException(status_code=422, detail=f"not a usable {model} model: it was trained on channels "
-                                    f"{','.join(got)}, this server stacks {','.join(self.cfg.channels)}")
+                                    f"{','.join(got)}, this server stacks {','.join(served[kind])} for its {kind}")
         publish(upload, Path(target))
         return file_sha256(target)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..intensity import DEFAULT_CHANNELS
+from ..intensity import DEFAULT_DETECTOR_CHANNELS
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -19,8 +19,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--studies", type=Path, help="studies folder (BraTS layout): whole volumes, every slice")
     p.add_argument("--split", default="test", help="dataset split to predict (default test)")
     p.add_argument("--case", action="append", default=[], help="with --studies: only these case ids (repeatable)")
-    p.add_argument("--channels", default=",".join(DEFAULT_CHANNELS),
-                   help="with --studies: modalities stacked as RGB, as the detector was trained (default %(default)s)")
+    p.add_argument("--channels", default=None,
+                   help="with --studies: modalities stacked as RGB (default: the ones the detector records, else "
+                        f"{','.join(DEFAULT_DETECTOR_CHANNELS)}); a detector trained on others is refused")
     p.add_argument("--conf", type=float, default=None,
                    help="minimum confidence (default: the validation max-F1 confidence train-detector stored "
                    "in the weights, else 0.25)")
@@ -48,9 +49,10 @@ def _study_cases(args):
     from ..boxes import axial_slice
     from ..cases import discover_cases, load_case
     from ..errors import CaseError, UserError
+    from ..channel_check import model_channels, resolve_channels
     from ..intensity import compose_channels
 
-    channels = tuple(c.strip() for c in args.channels.split(",") if c.strip())
+    channels = resolve_channels("detector", args.channels, model_channels(args.weights, None))
     files = discover_cases(args.studies)
     if args.case:
         missing = sorted(set(args.case) - {f.case_id for f in files})

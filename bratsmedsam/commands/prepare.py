@@ -8,6 +8,7 @@ import sys
 
 def register(subparsers) -> None:
     from ..prepare import PrepareConfig
+    from ._stacks import add_stack_arguments
 
     d = PrepareConfig()
     p = subparsers.add_parser(
@@ -15,7 +16,8 @@ def register(subparsers) -> None:
         help="BraTS NIfTI studies -> 2D slice dataset with YOLO labels, masks and a manifest",
         description=(
             "Read every case folder of --studies (BraTS 2023 or legacy naming), check it, normalise each "
-            "volume to 0-255, and write axial slices as RGB PNGs (channels = --channels in order), the "
+            "volume to 0-255, and write axial slices as RGB PNGs (images/: the detector's stack; "
+            "segmenter_images/: the segmenter's, where it differs), the "
             "target-region masks, YOLO labels, manifest.csv, prepare.json and an ultralytics dataset.yaml "
             "into --out, split 6:2:2 by patient. Bad cases are reported and skipped. A re-run skips the "
             "cases already done with the same settings (use --overwrite to redo them)."
@@ -24,8 +26,7 @@ def register(subparsers) -> None:
     )
     p.add_argument("--studies", required=True, help="folder with one sub-folder per case")
     p.add_argument("--out", required=True, help="dataset folder to write")
-    p.add_argument("--channels", default=",".join(d.channels),
-                   help="three modalities for the R,G,B channels, from t1c,t1n,t2w,t2f (repeats allowed, e.g. t2f,t2f,t2f)")
+    add_stack_arguments(p, "--channels")
     p.add_argument("--region", default=d.region, choices=["WT", "TC", "ET"], type=str.upper,
                    help="target region: WT = labels 1,2,3; TC = 1,3; ET = 3")
     p.add_argument("--min-box-pixels", type=int, default=d.min_box_pixels,
@@ -48,17 +49,23 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     from ..errors import UserError
+    from ..intensity import DEFAULT_DETECTOR_CHANNELS, DEFAULT_SEGMENTER_CHANNELS
+    from ..dataset import dataset_stacks
     from ..prepare import PrepareConfig, prepare_dataset
+    from ._stacks import given_stacks
 
+    detector_channels, segmenter_channels = given_stacks(args)
     if args.workers < 1:
         raise UserError(f"--workers must be >= 1, got {args.workers}")
     cfg = PrepareConfig(
-        channels=args.channels, region=args.region, min_box_pixels=args.min_box_pixels,
+        detector_channels=detector_channels or DEFAULT_DETECTOR_CHANNELS,
+        segmenter_channels=segmenter_channels or DEFAULT_SEGMENTER_CHANNELS, region=args.region, min_box_pixels=args.min_box_pixels,
         background_ratio=args.background_ratio, split=args.split, seed=args.seed, z_step=args.z_step,
         overwrite=args.overwrite, lower_percentile=args.lower_percentile, upper_percentile=args.upper_percentile,
     )
     s = prepare_dataset(args.studies, args.out, cfg, workers=args.workers, progress=not args.no_progress)
-    print(f"dataset: {s['dataset']}  (channels {','.join(s['channels'])}, region {s['region']})")
+    stacks = dataset_stacks(s)
+    print(f"dataset: {s['dataset']}  (channels: {stacks.describe()}; region {s['region']})")
     print(f"cases used: {len(s['cases_used'])} "
           f"(train {s['cases_per_split']['train']}, val {s['cases_per_split']['val']}, test {s['cases_per_split']['test']}; "
           f"{len(s['cases_reused'])} already done)")

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from ..pipeline import AUTO_MODES
-from ..intensity import DEFAULT_CHANNELS
+from ._stacks import add_stack_arguments, given_stacks
 
 
 def register(sub) -> None:
@@ -23,9 +23,7 @@ def register(sub) -> None:
     p.add_argument("--decoder", type=Path, help="fine-tuned mask decoder checkpoint")
     p.add_argument("--base", default="litemedsam", help="segmenter family (litemedsam, medsam, sam)")
     p.add_argument("--checkpoint", type=Path, help="base segmenter checkpoint (default: the packaged one)")
-    p.add_argument("--channels", default=None,
-                   help="modalities stacked as the models' 3 channels (default: the ones the models record, else "
-                        f"{','.join(DEFAULT_CHANNELS)}); a model trained on other channels is refused")
+    add_stack_arguments(p, "the one the model records (a model trained on other channels is refused)")
     p.add_argument("--device", default=None)
     p.add_argument("--out", type=Path, required=True, help="output label (.nii.gz); value 1 = tumour")
     p.set_defaults(func=run)
@@ -53,16 +51,15 @@ def run(args) -> int:
     import time
 
     from ..boxes import RoiIJK
-    from ..channel_check import model_channels, resolve_channels
-    from ..intensity import parse_channels
+    from ..channel_check import resolve_stacks
     from ..pipeline import segment_automatic
     from ..studies import load_study, write_label
     from ..volume import segment_roi, segment_with_boxes
     from ..segmenter import load_segmenter
 
     t0 = time.time()
-    channels = resolve_channels(args.channels, model_channels(args.detector, args.decoder))
-    study = load_study(args.case, parse_channels(channels), display=("t1c", "t2f"))
+    study = load_study(args.case, resolve_stacks(*given_stacks(args), args.detector, args.decoder),
+                       display=("t1c", "t2f"))
     seg = load_segmenter(args.base, args.checkpoint, decoder=args.decoder, device=args.device)
     if args.boxes:
         kind, boxes = read_boxes(args.boxes)
@@ -74,7 +71,8 @@ def run(args) -> int:
         from ..detector import Detector
 
         det = Detector(args.detector, device=args.device)
-        res = segment_automatic(study.channels, det, seg, args.auto, progress=True, spacing=study.spacing)
+        res = segment_automatic(study.channels, det, seg, args.auto, progress=True, spacing=study.spacing,
+                                detector_channels=study.detector_channels)
     write_label(res.label, study.reference, args.out)
     note = " (single modality in all channels)" if study.single_modality else ""
     print(f"{study.case_id}: {int(res.label.sum())} voxels on {len(res.slices)} slices -> {args.out}{note} "

@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 from ..offline import PROJECT_ROOT
-from ..intensity import DEFAULT_CHANNELS
+from ._stacks import add_stack_arguments
 
 APP_DIR = PROJECT_ROOT / "apps" / "brats_medsam"
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -34,10 +34,7 @@ def register(sub) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--model-dir", type=Path, help="published models (default STUDIES/.brats_medsam/model)")
-    p.add_argument("--channels", default=None,
-                   help="modalities stacked as the models' 3 channels (default: the ones the served models record, "
-                        f"else {','.join(DEFAULT_CHANNELS)}; FLAIR x3: t2f,t2f,t2f); a model trained on other "
-                        "channels is refused")
+    add_stack_arguments(p, "the one the served model records (a model trained on other channels is refused)")
     p.add_argument("--region", default="WT", choices=["BraTS", "WT", "TC", "ET"],
                    help="WT (default), TC or ET: that one region, as label 1; BraTS: the label map NCR 1 / ED 2 / ET 3 "
                         "from one decoder pass per prompt (a head per region) - give it a --decoder trained with "
@@ -104,7 +101,8 @@ def server_settings(args, state: Path):
 def server_command(args, store: Path, model_dir: Path) -> list[str]:
     cmd = [sys.executable, "-m", "monailabel.main", "start_server", "--app", str(APP_DIR), "--studies", str(store),
            "--host", args.host, "--port", str(args.port), "--uvicorn_app", "brats_server.asgi:app",
-           "--conf", "model_dir", str(model_dir), "--conf", "channels", args.channels,
+           "--conf", "model_dir", str(model_dir), "--conf", "detector_channels", ",".join(args.stacks.detector),
+           "--conf", "segmenter_channels", ",".join(args.stacks.segmenter),
            "--conf", "region", args.region, "--conf", "sam2", "false"]
     for k, v in args.conf:
         cmd += ["--conf", k, v]
@@ -132,11 +130,12 @@ def run(args) -> int:
     shutil.rmtree(srv.upload_dir, ignore_errors=True)  # uploads live for one request: none survive a restart
     for d in (srv.session_dir, srv.upload_dir):
         Path(d).mkdir(mode=0o700, parents=True, exist_ok=True)
-    from ..channel_check import model_channels, resolve_channels
+    from ..channel_check import resolve_stacks
+    from ._stacks import given_stacks
 
     # before anything is published: a model made for other channels is refused, not copied
-    args.channels = resolve_channels(args.channels, model_channels(args.detector or model_dir / "detector.pt",
-                                                                    args.decoder or model_dir / "medsam_decoder.pt"))
+    args.stacks = resolve_stacks(*given_stacks(args), args.detector or model_dir / "detector.pt",
+                                 args.decoder or model_dir / "medsam_decoder.pt")
     for src, name in ((args.detector, "detector.pt"), (args.decoder, "medsam_decoder.pt")):
         if src is not None:
             if not src.is_file():

@@ -229,12 +229,13 @@ def train_detector(data_yaml, out_dir, model: str | None = None, epochs: int | N
 
 
 def dataset_channels(data_yaml) -> list[str] | None:
-    """The channels of the prepared dataset whose ``dataset.yaml`` is ``data_yaml`` (its ``prepare.json``), or None
-    for a dataset ``prepare`` did not make."""
+    """The detector's channels (``images/``) of the prepared dataset whose ``dataset.yaml`` is ``data_yaml`` (its
+    ``prepare.json``), or None for a dataset ``prepare`` did not make."""
     from ..dataset import load_info
 
     try:
-        got = load_info(Path(data_yaml).parent).get("channels")
+        info = load_info(Path(data_yaml).parent)
+        got = info.get("detector_channels") or info.get("channels")
     except (UserError, OSError, ValueError, AttributeError):
         return None
     return [str(c) for c in got] if isinstance(got, list) and len(got) == 3 else None

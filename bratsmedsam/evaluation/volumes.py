@@ -51,27 +51,28 @@ def case_files(studies: Path) -> dict:
     return {c.case_id: c for c in discover_cases(studies)}
 
 
-def evaluate_volume(files: dict, case: str, channels_order, region: str, min_box: int, percentiles,
+def evaluate_volume(files: dict, case: str, stacks, region: str, min_box: int, percentiles,
                     segmenters: dict, detectors: dict, min_component_mm3: float = 0.0,
                     propagation: bool = False, regions=None) -> list[CaseRecord]:
     """3D records of one case: every segmenter x (GT boxes, each detector); with ``min_component_mm3`` also each
     prediction after the 3D clean-up, as box source ``<source>+cleanup`` (:func:`cleaned`); with ``propagation``
-    also each detector's volume-aware segmentation (``pipeline.detect_and_propagate``), as ``<detector>+propagate``."""
+    also each detector's volume-aware segmentation (``pipeline.detect_and_propagate``), as ``<detector>+propagate``.
+    ``stacks`` (``intensity.Stacks``): the dataset's; detectors read its detector stack, segmenters the other."""
     from ..cases import load_case
-    from ..intensity import compose_channels
+    from ..intensity import compose_stacks
     from ..pipeline import clean_per_slice, detect_volume
     from ..regions import region_mask
     from ..volume import segment_with_boxes
 
     if case not in files:
         raise UserError(f"test case {case} is not in the studies folder any more; 3D metrics need its volumes")
-    vol = load_case(files[case], modalities=tuple(dict.fromkeys(channels_order)), with_seg=True)
-    channels = compose_channels(vol, channels_order, *percentiles)   # the same slices prepare wrote
+    vol = load_case(files[case], modalities=stacks.modalities, with_seg=True)
+    seen, channels = compose_stacks(vol, stacks, *percentiles)   # the same slices prepare wrote
     gt = region_mask(vol.seg, region)
     spacing = tuple(float(s) for s in np.linalg.norm(np.asarray(vol.affine)[:3, :3], axis=0))
     prompts, confidences = {GT: gt_boxes_volume(gt, min_box)}, {}
     for name, det in detectors.items():
-        prompts[name], confidences[name] = detect_volume(channels, det)
+        prompts[name], confidences[name] = detect_volume(seen, det)
     if regions and len(regions) > 1:
         return _region_volumes(case, vol.seg, channels, prompts, confidences, segmenters, regions, min_box, spacing,
                                min_component_mm3, propagation)

@@ -226,8 +226,10 @@ def train_epoch(seg, decoder, samples: list[Sample], get_embedding, optimizer, c
 
 
 def _meta(seg, info: dict, dataset_dir, cfg: FinetuneConfig, epoch: int, metrics: dict, regions=None) -> dict:
+    from ..dataset import dataset_stacks
+
     meta = {"base": seg.family, "base_checkpoint": str(seg.base_checkpoint), "base_checkpoint_sha256": seg.base_sha256,
-            "preprocess": seg.fam.preprocess_id, "channels": list(info.get("channels") or []),
+            "preprocess": seg.fam.preprocess_id, "channels": list(dataset_stacks(info).segmenter),
             "region": info.get("region"), "dataset": str(Path(dataset_dir).resolve()),
             "box_prompt": "one box per tumour component; target = tumour pixels inside the box",
             "epoch": epoch, "metrics": metrics, "config": asdict(cfg)}

@@ -74,7 +74,7 @@ def load_split(dataset_dir, split: str, max_n: int | None, seed: int, regions=()
     if background:
         cases = {r.case for r in recs}
         recs += [r for r in manifest if r.split == split and r.area == 0 and r.case in cases]
-    images = [read_image(r.image) for r in recs]
+    images = [read_image(r.segmenter_image) for r in recs]  # in the segmenter's stack
     per_region = {}
     if regions:
         maps = [read_labelmap(r) for r in recs]

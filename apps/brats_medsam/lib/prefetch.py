@@ -70,9 +70,9 @@ class Prefetcher:
     def after_prompt(self, study, k: int) -> None:
         self.schedule(study, around(int(k), study.channels.shape[2], self.max_slices))
 
-    def new_study(self, path: str, channels) -> None:
+    def new_study(self, path: str, stacks) -> None:
         """A study just handed out (Next Sample): load it here, in the background, then its bright slices."""
-        self.schedule(("load", path, tuple(channels)), [-1])
+        self.schedule(("load", path, stacks), [-1])
 
     def _next(self):
         with self._cv:
@@ -90,7 +90,7 @@ class Prefetcher:
         while True:
             plan, study, k = self._next()
             try:
-                if k < 0:  # ("load", path, channels): the slices are known once the study is loaded
+                if k < 0:  # ("load", path, stacks): the slices are known once the study is loaded
                     study = cached_study(study[1], study[2])
                     with self._cv:
                         if self._plan is plan:  # no newer plan came meanwhile

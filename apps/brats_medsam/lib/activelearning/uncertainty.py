@@ -35,12 +35,13 @@ class UncertaintyScoring(ScoringMethod):
         todo = [i for i in datastore.get_unlabeled_images(DefaultLabelTag.FINAL) if not store.is_current(i, models)]
         for image_id in tqdm(todo, desc="uncertainty", unit="study"):
             try:
-                study = load_study(datastore.get_image_uri(image_id), self.cfg.channels)
+                study = load_study(datastore.get_image_uri(image_id), self.cfg.stacks)
             except UserError as exc:
                 logger.warning(f"{image_id}: not scored: {exc}")
                 continue
             store.put(image_id, study_uncertainty(study.channels, det, seg, self.cfg.uncertainty_z_step,
-                                                  self.cfg.uncertainty_max_slices))
+                                                  self.cfg.uncertainty_max_slices,
+                                                  detector_channels=study.detector_channels))
         return {"scored": len(todo)}
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from bratsmedsam.cleanup import MIN_COMPONENT_MM3
 from bratsmedsam.errors import UserError
-from bratsmedsam.intensity import DEFAULT_CHANNELS
+from bratsmedsam.intensity import DEFAULT_DETECTOR_CHANNELS, DEFAULT_SEGMENTER_CHANNELS, Stacks
 from bratsmedsam.pipeline import AUTO_MODES
 from bratsmedsam.regions import BRATS, BRATS_LABELS, mode_regions, parse_mode
 
@@ -34,7 +34,9 @@ def _cache_dir(value, conf: dict, app_dir: str) -> str | None:
 class AppSettings:
     model_dir: Path  # detector.pt, medsam_decoder.pt (published), uncertainty.json, train runs
     models: tuple[str, ...] = ("all",)  # the lib/configs/ models served (file names), or all of them
-    channels: tuple[str, str, str] = DEFAULT_CHANNELS
+    # each model's channel stack (--conf channels sets both; detector_channels / segmenter_channels each)
+    detector_channels: tuple[str, str, str] = DEFAULT_DETECTOR_CHANNELS
+    segmenter_channels: tuple[str, str, str] = DEFAULT_SEGMENTER_CHANNELS
     # WT (default), TC or ET: that one region, value 1; BraTS: the label map NCR 1 / ED 2 / ET 3 (a head per region
     # of one decoder; meant with trained TC/ET heads: zero-shot they draw about what WT draws)
     region: str = "WT"
@@ -78,6 +80,10 @@ class AppSettings:
         return dict(BRATS_LABELS) if self.multi else {self.region: 1}
 
     @property
+    def stacks(self) -> Stacks:
+        return Stacks(self.detector_channels, self.segmenter_channels)
+
+    @property
     def detector_path(self) -> Path:
         return self.model_dir / "detector.pt"
 
@@ -101,7 +107,10 @@ class AppSettings:
         return cls(
             model_dir=Path(conf.get("model_dir") or os.path.join(app_dir, "model")).resolve(),
             models=tuple(m.strip().lower() for m in conf.get("models", "all").split(",") if m.strip()) or ("all",),
-            channels=parse_channels(conf.get("channels", ",".join(DEFAULT_CHANNELS))),
+            detector_channels=parse_channels(conf.get("detector_channels") or conf.get("channels")
+                                             or DEFAULT_DETECTOR_CHANNELS),
+            segmenter_channels=parse_channels(conf.get("segmenter_channels") or conf.get("channels")
+                                              or DEFAULT_SEGMENTER_CHANNELS),
             region=region,
             segmenter_base=conf.get("segmenter_base", "litemedsam"),
             segmenter_checkpoint=opt("segmenter_checkpoint"),

@@ -25,15 +25,15 @@ _studies: "OrderedDict[tuple, Study]" = OrderedDict()
 _studies_lock = threading.Lock()
 
 
-def cached_study(path: str, channels) -> Study:
-    """The study of an image file, kept for the last few requests (keyed by path, mtime, channels)."""
+def cached_study(path: str, stacks) -> Study:
+    """The study of an image file, kept for the last few requests (keyed by path, mtime, channel stacks)."""
     p = Path(path)
-    key = (str(p.resolve()), p.stat().st_mtime_ns, tuple(channels))
+    key = (str(p.resolve()), p.stat().st_mtime_ns, stacks)
     with _studies_lock:
         if key in _studies:
             _studies.move_to_end(key)
             return _studies[key]
-    study = load_study(p, channels)
+    study = load_study(p, stacks)
     with _studies_lock:
         _studies[key] = study
         while len(_studies) > 3:
@@ -62,7 +62,7 @@ class StudyInferTask(InferTask):
             raise HTTPException(status_code=400, detail=f"result_extension {ext!r}: expected one of {VOLUME_SUFFIXES}")
         try:
             with self.prefetch.serving():
-                study = cached_study(image, self.cfg.channels)
+                study = cached_study(image, self.cfg.stacks)
                 t1 = time.time()
                 result, params = self.run(study, request)
                 t2 = time.time()
@@ -74,6 +74,7 @@ class StudyInferTask(InferTask):
         t3 = time.time()
         params.update({
             "case_id": study.case_id, "channels": study.sources, "single_modality": study.single_modality,
+            "stacks": {"detector": list(self.cfg.detector_channels), "segmenter": list(self.cfg.segmenter_channels)},
             "labels": self.cfg.labels,
             "latencies": {"load": round(t1 - t0, 3), "infer": round(t2 - t1, 3), "write": round(t3 - t2, 3),
                           "total": round(t3 - t0, 3)},

@@ -23,8 +23,8 @@ class DetectorInfer(StudyInferTask):
 
     def run(self, study, request):
         det = self.store.detector()
-        boxes, conf = detect_volume(study.channels, det, postprocess=self.cfg.postprocess)
-        tumours = merge_boxes_3d(boxes, conf, study.channels.shape[:3])
+        boxes, conf = detect_volume(study.detector_channels, det, postprocess=self.cfg.postprocess)
+        tumours = merge_boxes_3d(boxes, conf, study.detector_channels.shape[:3])
         markups = roi_markups(tumours, study.reference)
         return markups, {
             "detector_id": det.weights_id,

@@ -28,7 +28,8 @@ class PipelineInfer(StudyInferTask):
         region = self.request_region(request, full)
         seg = full.region(region or full.regions[0])
         res = segment_automatic(study.channels, det, seg, self.cfg.auto_mode, postprocess=self.cfg.postprocess,
-                                min_component_mm3=self.cfg.min_component_mm3, spacing=study.spacing)
+                                min_component_mm3=self.cfg.min_component_mm3, spacing=study.spacing,
+                                detector_channels=study.detector_channels)
         tumours = merge_boxes_3d(res.boxes, res.conf, study.channels.shape[:3])
         label, voxels = self.compose(study, full, res, region)
         return label, {

@@ -25,11 +25,13 @@ class DetectorTrain(TrainTask):
 
         cfg = self.cfg
         run = run_dir(cfg.model_dir, "detector")
-        studies, skipped = labelled_studies(datastore.datalist(), run / "studies", cfg.channels, cfg.region,
+        studies, skipped = labelled_studies(datastore.datalist(), run / "studies", cfg.detector_channels, cfg.region,
                                             cfg.labels.values())
         n = sum(1 for p in studies.iterdir() if p.is_dir())
-        prepare_dataset(studies, run / "dataset", PrepareConfig(channels=cfg.channels, region=cfg.dataset_region,
-                                                               split=split_for(n)), workers=1)
+        prepare_dataset(studies, run / "dataset", PrepareConfig(detector_channels=cfg.detector_channels,
+                                                               segmenter_channels=cfg.detector_channels,
+                                                               region=cfg.dataset_region, split=split_for(n)),
+                    workers=1)  # the detector's images only
         best = train_detector(run / "dataset" / "dataset.yaml", run / "yolo", quick=True,
                               epochs=int(request.get("max_epochs") or cfg.detector_epochs or 0) or None,
                               device=cfg.device)

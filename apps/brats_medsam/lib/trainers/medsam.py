@@ -45,11 +45,13 @@ class MedSamTrain(TrainTask):
         cfg = self.cfg
         items = datastore.datalist()
         run = run_dir(cfg.model_dir, "medsam")
-        studies, skipped = labelled_studies(items, run / "studies", cfg.channels, cfg.region,
+        studies, skipped = labelled_studies(items, run / "studies", cfg.segmenter_channels, cfg.region,
                                             cfg.labels.values())
         n = sum(1 for p in studies.iterdir() if p.is_dir())
-        prepare_dataset(studies, run / "dataset", PrepareConfig(channels=cfg.channels, region=cfg.dataset_region,
-                                                               split=split_for(n)), workers=1)
+        prepare_dataset(studies, run / "dataset", PrepareConfig(detector_channels=cfg.segmenter_channels,
+                                                               segmenter_channels=cfg.segmenter_channels,
+                                                               region=cfg.dataset_region, split=split_for(n)),
+                    workers=1)  # the segmenter's images only
         max_slices = int(request.get("max_train_slices") or 0) or cfg.train_max_slices
         result = train_decoder(run / "dataset", run / "out", FinetuneConfig(
             base=cfg.segmenter_base, checkpoint=cfg.segmenter_checkpoint,
