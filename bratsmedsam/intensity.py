@@ -20,11 +20,11 @@ PAPER_CHANNELS = ("t1c", "t2w", "t2f")
 #: FLAIR in all three channels: the better segmenter input on the held-out real case, zero-shot and fine-tuned (GT-box
 #: 3D Dice 0.899 vs 0.839 zero-shot; README "Fine-tuning judged on the real case")
 FLAIR_CHANNELS = ("t2f", "t2f", "t2f")
-#: each model reads its own stack of the same study (``Stacks``); the detector keeps the paper's: the quick detector
-#: trained on the sample studies in FLAIR x3 found almost nothing on a synthetic case (pipeline Dice 0.01 against
-#: > 0.30 with the paper's stack)
+#: each model reads its own stack of the same study (``Stacks``), each chosen on the held-out real case (README
+#: "Channel stacks"): the detector the paper's (quick YOLOv5n mAP50 0.539 vs 0.349 in FLAIR x3; trained on the sample
+#: studies in FLAIR x3 it found almost nothing on a synthetic case), the segmenter FLAIR x3
 DEFAULT_DETECTOR_CHANNELS = PAPER_CHANNELS
-DEFAULT_SEGMENTER_CHANNELS = PAPER_CHANNELS
+DEFAULT_SEGMENTER_CHANNELS = FLAIR_CHANNELS
 # The border's most common value is the background if it covers at least this fraction of the border.
 BACKGROUND_MIN_FRACTION = 0.5
 

@@ -54,7 +54,7 @@ def sample_studies(cache_root) -> Path:
 
 @pytest.fixture(scope="session")
 def sample_dataset(sample_studies, cache_root) -> Path:
-    """The sample studies prepared with the default settings (channels t1c,t2w,t2f; WT)."""
+    """The sample studies prepared with the default settings (detector t1c,t2w,t2f; segmenter t2f,t2f,t2f; WT)."""
     from bratsmedsam.prepare import PrepareConfig, prepare_dataset
 
     out = cache_root / "dataset"

@@ -145,16 +145,17 @@ def test_serve_takes_the_decoders_channels_and_refuses_a_mismatch_before_publish
     case = sorted(p for p in sample_studies.iterdir() if p.is_dir() and not p.name.startswith("."))[0]
     studies = tmp_path / "studies"
     shutil.copytree(case, studies / case.name)
-    dec = _decoder(tmp_path / "flair.pt", FLAIR)  # not the default stack
+    other = "t1c,t1c,t2f"  # not the default stack
+    dec = _decoder(tmp_path / "other.pt", other.split(","))
     res = _serve(studies, "--decoder", str(dec), "--segmenter-channels", PAPER)
     assert res.returncode == 2 and "Traceback" not in res.stderr
-    assert "trained on channels t2f,t2f,t2f, not t1c,t2w,t2f" in res.stderr
+    assert "trained on channels t1c,t1c,t2f, not t1c,t2w,t2f" in res.stderr
     assert not (studies / ".brats_medsam" / "model" / "medsam_decoder.pt").exists()  # refused, not published
     res = _serve(studies, "--decoder", str(dec))
     assert res.returncode == 0, res.stderr
-    assert "--conf segmenter_channels t2f,t2f,t2f" in res.stdout  # the decoder's own stack
+    assert f"--conf segmenter_channels {other}" in res.stdout  # the decoder's own stack
     assert f"--conf detector_channels {','.join(DEFAULT_DETECTOR_CHANNELS)}" in res.stdout
     res = _serve(studies)  # the published decoder is checked on the next start too
-    assert res.returncode == 0 and "--conf segmenter_channels t2f,t2f,t2f" in res.stdout
+    assert res.returncode == 0 and f"--conf segmenter_channels {other}" in res.stdout
     res = _serve(studies, "--channels", PAPER)  # both models on the paper's stack
-    assert res.returncode == 2 and "medsam_decoder.pt was trained on channels t2f,t2f,t2f" in res.stderr
+    assert res.returncode == 2 and "medsam_decoder.pt was trained on channels t1c,t1c,t2f" in res.stderr

@@ -93,7 +93,7 @@ def test_run_folder_holds_args_history_curve_overlays_and_checkpoint_metadata(fi
     meta = ck["meta"]
     info = json.loads((sample_dataset / "prepare.json").read_text())
     assert meta["base"] == "litemedsam" and len(meta["base_checkpoint_sha256"]) == 64
-    assert meta["channels"] == list(info["channels"]) and meta["region"] == info["region"]
+    assert meta["channels"] == info["segmenter_channels"] == ["t2f"] * 3 and meta["region"] == info["region"]
     assert meta["metrics"]["zero_shot_val_dice"] is not None and ck["optimizer"]["state"]
 
 
