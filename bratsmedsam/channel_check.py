@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .errors import UserError
-from .intensity import DEFAULT_DETECTOR_CHANNELS, DEFAULT_SEGMENTER_CHANNELS, Stacks, parse_channels
+from .intensity import Stacks, parse_channels
 
 
 def model_channels(detector: Path | None, decoder: Path | None) -> dict[str, tuple[str, tuple[str, ...]]]:
@@ -33,8 +33,7 @@ def resolve_channels(model: str, given: str | None, recorded: dict) -> tuple[str
     """The stack to serve ``model`` ("detector" or "segmenter") on: ``given``, else the one the model records, else
     the model's default. A model trained on another stack than ``given`` would see images it never saw: UserError."""
     what, got = recorded.get(model, (None, None))
-    default = DEFAULT_DETECTOR_CHANNELS if model == "detector" else DEFAULT_SEGMENTER_CHANNELS
-    chosen = parse_channels(given) if given else (got or default)
+    chosen = parse_channels(given) if given else (got or getattr(Stacks(), model))  # Stacks(): the defaults
     if got is not None and tuple(got) != tuple(chosen):
         flag = f"--{model}-channels"
         raise UserError(f"{what} was trained on channels {','.join(got)}, not {','.join(chosen)}: run with "

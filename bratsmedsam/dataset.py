@@ -116,7 +116,7 @@ def dataset_stacks(info: dict):
 
     if info.get("detector_channels"):
         return Stacks(tuple(info["detector_channels"]), tuple(info.get("segmenter_channels") or info["detector_channels"]))
-    one = tuple(info.get("channels") or PAPER_CHANNELS)
+    one = tuple(info.get("channels") or PAPER_CHANNELS)  # as recorded (not re-validated)
     return Stacks(one, one)
 
 

@@ -87,10 +87,9 @@ def check_models_fit(info: dict, detectors: list[Path], decoders: list[Path], da
     from .dataset import dataset_stacks
 
     stacks = dataset_stacks(info)
-    for path in [*detectors, *decoders]:
-        for kind, (what, got) in model_channels(path if path in detectors else None,
-                                                path if path in decoders else None).items():
-            want = stacks.detector if kind == "detector" else stacks.segmenter
+    for detector, decoder in [(d, None) for d in detectors] + [(None, d) for d in decoders]:
+        for kind, (what, got) in model_channels(detector, decoder).items():
+            want = getattr(stacks, kind)
             if tuple(got) != tuple(want):
                 raise UserError(f"{what} was trained on channels {','.join(got)}, but {data} stacks "
                                 f"{','.join(want)} for the {kind}: prepare a dataset with --{kind}-channels "

@@ -100,8 +100,7 @@ def compose_channels(
 
     Each distinct modality is normalised once (``t2f,t2f,t2f`` costs one normalisation).
     """
-    channels = parse_channels(channels)
-    return compose_stacks(case, Stacks(channels, channels), lower, upper)[0]
+    return compose_stacks(case, Stacks.one(channels), lower, upper)[0]
 
 
 @dataclass(frozen=True)
@@ -113,8 +112,10 @@ class Stacks:
     segmenter: tuple[str, str, str] = DEFAULT_SEGMENTER_CHANNELS
 
     @classmethod
-    def parse(cls, detector: str | Sequence[str], segmenter: str | Sequence[str]) -> "Stacks":
-        return cls(parse_channels(detector), parse_channels(segmenter))
+    def one(cls, channels: str | Sequence[str]) -> "Stacks":
+        """Both models on the one stack ``channels``."""
+        channels = parse_channels(channels)
+        return cls(channels, channels)
 
     @property
     def shared(self) -> bool:

@@ -156,7 +156,9 @@ def prepare_case(files: CaseFiles, split: str, cfg: PrepareConfig, out: Path) ->
     remove_case_files(out, cid)
     rgb, seg_rgb = compose_stacks(case, cfg.stacks, cfg.lower_percentile, cfg.upper_percentile)  # (X, Y, Z, 3) each
     target = region_mask(case.seg, cfg.region)
-    brain = rgb.any(axis=(0, 1, 3)) | seg_rgb.any(axis=(0, 1, 3))  # (Z,)
+    brain = rgb.any(axis=(0, 1, 3))  # (Z,)
+    if seg_rgb is not rgb:  # the segmenter's own modalities count as brain too
+        brain |= seg_rgb.any(axis=(0, 1, 3))
     tumour, background, n_small = select_slices(target, brain, cfg)
     empty = np.zeros((0, 4), np.float32)
     rows = []
@@ -238,8 +240,8 @@ def prepare_dataset(
     out.mkdir(parents=True, exist_ok=True)
     if cfg.overwrite and (out / DONE_DIR).is_dir():
         shutil.rmtree(out / DONE_DIR)
-    for kind in KINDS:
-        for split in SPLITS if kind != "segmenter_images" or not cfg.stacks.shared else ():
+    for kind in (k for k in KINDS if k != "segmenter_images" or not cfg.stacks.shared):
+        for split in SPLITS:
             (out / kind / split).mkdir(parents=True, exist_ok=True)
 
     markers = {cid: read_marker(out, cid) for cid in by_id}

@@ -140,10 +140,11 @@ def volume_markdown(results: dict) -> str:
 
 
 def stacks_text(ds: dict) -> str:
-    """The dataset's channel stacks as the report says them (results written before two stacks: ``channels``)."""
-    det = ds.get("detector_channels") or ds.get("channels") or []
-    seg = ds.get("segmenter_channels") or det
-    return ", ".join(det) if list(det) == list(seg) else f"detector {', '.join(det)}; segmenter {', '.join(seg)}"
+    """The dataset's channel stacks as the report says them (``dataset.dataset_stacks`` of its results entry)."""
+    from .dataset import dataset_stacks
+
+    st = dataset_stacks(ds)
+    return ", ".join(st.detector) if st.shared else f"detector {', '.join(st.detector)}; segmenter {', '.join(st.segmenter)}"
 
 
 def report_markdown(results: dict, figures: dict[str, str | None]) -> str:

@@ -74,11 +74,11 @@ def load_study(path: str | os.PathLike, stacks: Stacks | Sequence[str] = Stacks(
     import nibabel as nib
 
     from .cases import Case, load_case
-    from .intensity import compose_stacks, normalize_volume, parse_channels
+    from .intensity import compose_stacks, normalize_volume
 
     if not isinstance(stacks, Stacks):
-        stacks = Stacks(parse_channels(stacks), parse_channels(stacks))
-    channels = stacks.modalities
+        stacks = Stacks.one(stacks)
+    modalities = stacks.modalities
 
     path = Path(path)
     if not path.exists():
@@ -97,7 +97,7 @@ def load_study(path: str | os.PathLike, stacks: Stacks | Sequence[str] = Stacks(
             raise UserError(f"{path}: expected a 3D volume, got shape {vol.shape}")
         norm = normalize_volume(vol)
         stack = np.ascontiguousarray(np.stack([norm] * 3, axis=-1))
-        return Study(path.name.split(".")[0], stack, img.affine, path, {c: "input" for c in channels}, True, stack)
+        return Study(path.name.split(".")[0], stack, img.affine, path, {c: "input" for c in modalities}, True, stack)
     present = set(files.images)
     if path.is_file():
         shown = next(m for m, p in files.images.items() if Path(p).resolve() == path.resolve())
@@ -105,15 +105,15 @@ def load_study(path: str | os.PathLike, stacks: Stacks | Sequence[str] = Stacks(
     else:
         shown = next((m for m in display if m in present), sorted(present)[0])
         reference = Path(files.images[shown])
-    need = sorted({c for c in channels if c in present} | {shown})
+    need = sorted({c for c in modalities if c in present} | {shown})
     case = load_case(files, need, with_seg=False)
-    sources = {c: (c if c in present else shown) for c in channels}
-    filled = Case(case_id=case.case_id, images={c: case.images[sources[c]] for c in channels}, seg=None,
+    sources = {c: (c if c in present else shown) for c in modalities}
+    filled = Case(case_id=case.case_id, images={c: case.images[sources[c]] for c in modalities}, seg=None,
                   affine=case.affine)
     det, seg = compose_stacks(filled, stacks)
     # single modality: one volume stands in for stacks that name several (FLAIR x3 asked for is not that)
     return Study(files.case_id, seg, case.affine, reference, sources,
-                 len(set(sources.values())) == 1 < len(set(channels)), det)
+                 len(set(sources.values())) == 1 < len(modalities), det)
 
 
 def write_label(label: np.ndarray, reference: str | os.PathLike, out: str | os.PathLike, value: int = 1) -> Path:

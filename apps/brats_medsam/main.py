@@ -122,12 +122,12 @@ class BratsMedSamApp(MONAILabelApp):
         from bratsmedsam.channel_check import model_channels
 
         up = Path(upload)
-        served = {"detector": self.cfg.detector_channels, "segmenter": self.cfg.segmenter_channels}
         for kind, (_, got) in model_channels(up if model == "detector" else None,
                                              up if model == "medsam" else None).items():
-            if tuple(got) != tuple(served[kind]):
+            served = getattr(self.cfg.stacks, kind)
+            if tuple(got) != tuple(served):
                 raise HTTPException(status_code=422, detail=f"not a usable {model} model: it was trained on channels "
-                                    f"{','.join(got)}, this server stacks {','.join(served[kind])} for its {kind}")
+                                    f"{','.join(got)}, this server stacks {','.join(served)} for its {kind}")
         publish(upload, Path(target))
         return file_sha256(target)
 
