@@ -12,7 +12,11 @@ only when at least one box of confidence >= :data:`MIN_SUPPORT_CONF` vouches for
 axial slice ``k``, x = voxel i, y = voxel j, as in :mod:`bratsmedsam.volume`). A box vouches for one lesion: the
 component with the most voxels inside the box on its slice (the detector draws one box per lesion, so a fragment the
 segmenter left beside the lesion inside the same box is not vouched for: on the real case, an 88 mm^3 fragment in the
-tumour's own box was a false-positive lesion that halved the lesion-wise Dice). A multifocal tumour keeps every
+tumour's own box was a false-positive lesion that halved the lesion-wise Dice). A box under :data:`SURE_CONF`
+vouches only for a lesion that boxes (of any confidence) point at on at least :data:`MIN_SUPPORT_SLICES` axial
+slices: a lesion of 50 mm^3 spans several 1 mm slices, so a detector that saw something on one slice alone, fairly
+but not very confidently, has not seen a lesion (on the synthetic test case, one such box at 0.39 seeded a 6,000-voxel
+false lesion: volume Dice 0.772 with it, 0.829 without; no real-case row changed). A multifocal tumour keeps every
 lesion a confident box was drawn around; prompts a person gave (GT boxes, an ROI) carry no confidence and are all
 support.
 """
@@ -31,6 +35,10 @@ MIN_COMPONENT_MM3 = 50.0
 #: a detection this confident supports the component it lies on: the volume-aware mode's seed confidence
 #: (``pipeline.SEED_CONF``, chosen on held-out synthetic cases), so both automatic modes trust the same boxes
 MIN_SUPPORT_CONF = 0.3
+#: a box this confident vouches for its lesion on its own; a less confident one (>= MIN_SUPPORT_CONF) only for a
+#: lesion the detector boxes on at least MIN_SUPPORT_SLICES axial slices (module docstring)
+SURE_CONF = 0.5
+MIN_SUPPORT_SLICES = 2
 
 
 @dataclass(frozen=True)
@@ -62,15 +70,16 @@ def remove_small_components(label: np.ndarray, min_mm3: float = MIN_COMPONENT_MM
     return Cleaned(out, int(before), int(small.sum()), int(sizes[small].sum()))
 
 
-def remove_unsupported_components(label: np.ndarray, boxes: dict, conf: dict,
-                                  min_conf: float = MIN_SUPPORT_CONF) -> Cleaned:
-    """Keep the 26-connected components of ``label`` that a box ``boxes[k]`` with ``conf[k] >= min_conf`` vouches for:
-    the component with the most voxels inside the box on its axial slice ``k`` (module docstring); drop the others.
-    When no box reaches ``min_conf``, the most confident box's component is kept (a weak detector still yields its
-    best guess)."""
+def remove_unsupported_components(label: np.ndarray, boxes: dict, conf: dict, min_conf: float = MIN_SUPPORT_CONF,
+                                  sure_conf: float = SURE_CONF, min_slices: int = MIN_SUPPORT_SLICES) -> Cleaned:
+    """Keep the 26-connected components of ``label`` that a box ``boxes[k]`` vouches for - the component with the most
+    voxels inside the box on its axial slice ``k`` (module docstring) - with ``conf[k] >= sure_conf``, or with
+    ``conf[k] >= min_conf`` where boxes vouch for that component on at least ``min_slices`` slices; drop the others.
+    When nothing is kept so, the most confident box's component is (a weak detector still yields its best guess)."""
     label = np.asarray(label, bool)
     cc, before = ndimage.label(label, structure=ndimage.generate_binary_structure(3, 3))
-    keep = np.zeros(before + 1, bool)
+    top = np.full(before + 1, -1.0)  # per component: the most confident box vouching for it
+    seen: list[set[int]] = [set() for _ in range(before + 1)]  # the slices on which some box vouches for it
     X, Y = label.shape[:2]
     best = (-1.0, 0)  # the most confident box's component: kept when no box reaches min_conf
     for k, bs in boxes.items():
@@ -82,10 +91,11 @@ def remove_unsupported_components(label: np.ndarray, boxes: dict, conf: dict,
             if not counts.any():
                 continue
             vouched = int(counts.argmax())
-            if c >= min_conf:
-                keep[vouched] = True
-            elif c > best[0]:
+            top[vouched] = max(top[vouched], float(c))
+            seen[vouched].add(int(k))
+            if c > best[0]:
                 best = (float(c), vouched)
+    keep = (top >= sure_conf) | ((top >= min_conf) & (np.array([len(s) for s in seen]) >= min_slices))
     keep[0] = False
     if not keep.any() and best[1]:  # as the volume-aware mode: the most confident detection always counts
         keep[best[1]] = True

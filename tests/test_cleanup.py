@@ -47,10 +47,12 @@ def test_components_no_confident_box_lies_on_go_and_a_multifocal_lesion_with_one
     stray[30:45, 45:58, 33:40] = True  # a large false positive (1,365 voxels): bigger than any size threshold
     pred |= stray
     # boxes are pixel XYXY on axial slice k: x = voxel i, y = voxel j
-    boxes = {12: np.array([[10, 10, 24, 24]], np.float32),   # confident, on the big lesion
-             28: np.array([[40, 40, 47, 47]], np.float32),   # confident, on the second lesion
+    boxes = {12: np.array([[10, 10, 24, 24]], np.float32),   # sure (>= SURE_CONF), on the big lesion
+             27: np.array([[40, 40, 47, 47]], np.float32),   # the second lesion: a weak box on one slice
+             28: np.array([[40, 40, 47, 47]], np.float32),   # and a confident one on the next
              35: np.array([[31, 46, 44, 57]], np.float32)}   # on the stray component, but weak
-    conf = {12: np.array([0.8], np.float32), 28: np.array([0.35], np.float32), 35: np.array([0.12], np.float32)}
+    conf = {12: np.array([0.8], np.float32), 27: np.array([0.15], np.float32), 28: np.array([0.35], np.float32),
+            35: np.array([0.12], np.float32)}
     out = remove_unsupported_components(pred, boxes, conf, min_conf=0.3)
     assert np.array_equal(out.label, gt) and out.components_before == 6 and out.components_removed == 4
     assert lesion_wise(out.label, gt).n_false_positives == 0
@@ -61,6 +63,23 @@ def test_components_no_confident_box_lies_on_go_and_a_multifocal_lesion_with_one
     assert not remove_unsupported_components(pred, {}, {}, 0.3).label.any()  # no detection, nothing supported
 
 
+def test_a_box_under_the_sure_bar_vouches_only_for_a_lesion_boxed_on_two_slices():
+    pred, gt = _two_lesions_and_speckle()
+    stray = np.zeros_like(pred)
+    stray[30:45, 45:58, 33:40] = True  # a false positive the detector boxed once, fairly confidently
+    pred |= stray
+    boxes = {12: np.array([[10, 10, 24, 24]], np.float32), 28: np.array([[40, 40, 47, 47]], np.float32),
+             29: np.array([[40, 40, 47, 47]], np.float32), 36: np.array([[31, 46, 44, 57]], np.float32)}
+    conf = {12: np.array([0.8], np.float32), 28: np.array([0.35], np.float32), 29: np.array([0.2], np.float32),
+            36: np.array([0.45], np.float32)}
+    out = remove_unsupported_components(pred, boxes, conf, min_conf=0.3, sure_conf=0.5, min_slices=2).label
+    assert np.array_equal(out, gt)  # the once-boxed stray goes; the second lesion, boxed on two slices, stays
+    sure = remove_unsupported_components(pred, boxes, {**conf, 36: np.array([0.5], np.float32)}, 0.3).label
+    assert np.array_equal(sure, gt | stray)  # one box at SURE_CONF is enough
+    one = remove_unsupported_components(pred, boxes, conf, min_conf=0.3, min_slices=1).label
+    assert np.array_equal(one, gt | stray)  # min_slices 1: the rule before, any box >= min_conf vouches
+
+
 
 def test_a_box_vouches_for_its_lesion_not_for_a_fragment_beside_it_in_the_same_box():
     pred, gt = _two_lesions_and_speckle()
@@ -68,8 +87,9 @@ def test_a_box_vouches_for_its_lesion_not_for_a_fragment_beside_it_in_the_same_b
     fragment[26:29, 12:16, 11:13] = True  # 24 voxels inside the big lesion's box, apart from the lesion (> 1 voxel)
     pred |= fragment
     boxes = {12: np.array([[10, 10, 29, 24]], np.float32),   # the lesion's box, the fragment inside it
-             28: np.array([[40, 40, 47, 47]], np.float32)}   # the second lesion's own box
-    conf = {12: np.array([0.8], np.float32), 28: np.array([0.35], np.float32)}
+             28: np.array([[40, 40, 47, 47]], np.float32),   # the second lesion's own boxes
+             29: np.array([[40, 40, 47, 47]], np.float32)}
+    conf = {12: np.array([0.8], np.float32), 28: np.array([0.35], np.float32), 29: np.array([0.35], np.float32)}
     out = remove_unsupported_components(pred, boxes, conf, min_conf=0.3).label
     assert np.array_equal(out, gt)  # the fragment and the specks go, both lesions stay
     fragment_box = {**boxes, 11: np.array([[26, 12, 28, 15]], np.float32)}  # a confident box of its own
