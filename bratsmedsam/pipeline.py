@@ -18,6 +18,8 @@ from .volume import VolumeResult, check_channels, segment_with_boxes
 #: a 3D detector candidate whose best box is at least this confident seeds a propagation (the per-slice chain's
 #: clean-up keeps the components such boxes support: ``cleanup.MIN_SUPPORT_CONF``)
 SEED_CONF = MIN_SUPPORT_CONF
+#: a candidate whose seed mask is this much segmented already is the same tumour as an earlier one
+REACHED = 0.5
 
 
 def detect_volume(channels: np.ndarray, detector: SliceDetector, postprocess: bool = False) -> tuple[dict, dict]:
@@ -88,11 +90,19 @@ def detect_and_propagate(channels: np.ndarray, detector: SliceDetector, segmente
        mask's box grown by ``margin`` px and united with the detector's boxes it overlaps on that slice, kept
        inside the candidate's footprint grown by ``grow`` px, until the
        mask ends or the predicted IoU drops under ``stop_iou``, at most ``reach`` slices past the detected extent
-       (the thin ends the detector misses).
-    3. Other candidates under ``seed_conf`` contribute nothing: detector boxes that no propagation confirms are
+       (the thin ends the detector misses). The extent follows the detector's boxes of any confidence that overlap
+       the propagated box, so weak boxes within ``reach`` slices of its end carry the propagation on (on
+       the real case with the standard quick detector: 3D Dice 0.829 -> 0.883 zero-shot, 0.837 -> 0.879
+       fine-tuned; no measured row lost, README "Automatic segmentation on real MRI"). A candidate whose seed mask
+       is already at least :data:`REACHED` segmented is a tumour an earlier propagation followed; skipped.
+    3. Then every box of confidence >= ``seed_conf`` (most confident first) that the propagations left mostly
+       unsegmented seeds one of its own the same way: a second lesion whose boxes touch the first one's is merged
+       into its candidate by ``merge_boxes_3d``, and the candidate's one seed follows one lesion (the demo's test
+       case: a 900-voxel satellite beside the tumour, lesion-wise Dice 0.433 -> 0.804 fine-tuned).
+    4. Other candidates under ``seed_conf`` contribute nothing: detector boxes that no propagation confirms are
        dropped. The most confident candidate always seeds (a detector whose confidences all fall under
        ``seed_conf`` still yields its best guess).
-    4. The 3D clean-up of the per-slice chain (:func:`clean_per_slice`): components no detection of confidence >=
+    5. The 3D clean-up of the per-slice chain (:func:`clean_per_slice`): components no detection of confidence >=
        ``support_conf`` vouches for (a fragment the segmenter left beside the tumour in its box), then those under
        ``min_component_mm3`` (:mod:`bratsmedsam.cleanup`).
     """
@@ -106,9 +116,8 @@ def propagate_detections(channels: np.ndarray, boxes: dict, conf: dict, segmente
                          min_pixels: int = 10, stop_iou: float = 0.5, min_component_mm3: float = MIN_COMPONENT_MM3,
                          spacing: tuple[float, float, float] = (1.0, 1.0, 1.0),
                          support_conf: float = MIN_SUPPORT_CONF) -> VolumeResult:
-    """Steps 1-4 of :func:`detect_and_propagate` on detections already made (``detect_volume``'s output)."""
+    """Steps 1-5 of :func:`detect_and_propagate` on detections already made (``detect_volume``'s output)."""
     from .slicer import merge_boxes_3d
-    from .volume import propagate
 
     X, Y, Z, _ = channels.shape
     result = VolumeResult(label=np.zeros((X, Y, Z), bool), conf=conf)
@@ -117,21 +126,52 @@ def propagate_detections(channels: np.ndarray, boxes: dict, conf: dict, segmente
         if cand.conf < seed_conf and n > 0:  # the most confident one always seeds: a study is opened for a tumour
             continue
         i0, i1, j0, j1, k0, k1 = cand.roi_ijk
-        limit = np.clip(np.array([i0 - grow, j0 - grow, i1 + grow, j1 + grow], np.float32), 0,
-                        np.array([X - 1, Y - 1, X - 1, Y - 1], np.float32))
+        limit = _grown((i0, j0, i1, j1), grow, X, Y)
         seed, box = _best_box(boxes, conf, k0, k1, (i0, i1, j0, j1))
-        if axial_slice(result.label, seed).any():  # already reached by an earlier (more confident) tumour
+        _follow(channels, segmenter, result, seed, box, limit, (k0, k1), boxes, reach, margin, min_pixels, stop_iou)
+    # second pass: a confident box the propagations left unsegmented (a lesion merged into another one's candidate
+    # because their boxes touch) seeds a propagation of its own
+    for c, k, b in sorted(((float(c), int(k), np.asarray(b, np.float32)) for k, bs in boxes.items()
+                           for b, c in zip(np.asarray(bs).reshape(-1, 4), conf.get(k, ()))), key=lambda t: -t[0]):
+        if c < seed_conf:
+            break
+        x0, y0, x1, y1 = (int(round(v)) for v in b)
+        inside = axial_slice(result.label, k)[y0:y1 + 1, x0:x1 + 1]
+        # a box over a segmented centre, or mostly segmented, is one the propagations followed (no decoder call)
+        if not inside.size or inside[inside.shape[0] // 2, inside.shape[1] // 2] or inside.mean() >= REACHED:
             continue
-        seg = segmenter.segment(axial_slice(channels, seed), box[None])
-        mask = mask_inside_xyxy(np.asarray(seg.masks[0], bool), limit)
-        if mask.sum() < min_pixels:
-            continue
-        put_axial_slice(result.label, seed, mask)
-        result.boxes[seed], result.iou[seed] = box[None], np.asarray(seg.iou, np.float32).reshape(-1)[:1]
-        propagate(channels, segmenter, result, seed, mask, (max(0, k0 - reach), min(Z - 1, k1 + reach)), limit,
-                  margin, min_pixels, stop_iou, hints=boxes)
+        _follow(channels, segmenter, result, k, b, _grown((x0, y0, x1, y1), grow, X, Y), (k, k), boxes, reach,
+                margin, min_pixels, stop_iou)
     result.label = clean_per_slice(result.label, boxes, conf, min_component_mm3, spacing, support_conf)
     return result
+
+
+def _grown(xyxy, grow: float, X: int, Y: int) -> np.ndarray:
+    """Pixel-XYXY ``xyxy`` grown by ``grow`` px a side, inside an image of X columns and Y rows."""
+    x0, y0, x1, y1 = xyxy
+    return np.clip(np.array([x0 - grow, y0 - grow, x1 + grow, y1 + grow], np.float32), 0,
+                   np.array([X - 1, Y - 1, X - 1, Y - 1], np.float32))
+
+
+def _follow(channels: np.ndarray, segmenter: SliceSegmenter, result: VolumeResult, k: int, box: np.ndarray,
+            limit: np.ndarray, extent: tuple[int, int], hints: dict, reach: int, margin: float, min_pixels: int,
+            stop_iou: float) -> None:
+    """Seed on slice ``k`` with ``box`` and propagate (:func:`volume.propagate`) - unless the seed mask has fewer
+    than ``min_pixels`` pixels or is at least :data:`REACHED` segmented already (a tumour an earlier seed followed;
+    a second lesion on slices the first one also crosses still seeds)."""
+    from .volume import propagate
+
+    seg = segmenter.segment(axial_slice(channels, k), box[None])
+    mask = mask_inside_xyxy(np.asarray(seg.masks[0], bool), limit)
+    reached = axial_slice(result.label, k)
+    if mask.sum() < min_pixels or (mask & reached).sum() >= REACHED * mask.sum():
+        return
+    put_axial_slice(result.label, k, reached | mask)
+    result.boxes[k] = np.concatenate([result.boxes.get(k, np.zeros((0, 4), np.float32)), box[None]])
+    result.iou[k] = np.concatenate([result.iou.get(k, np.zeros(0, np.float32)),
+                                    np.asarray(seg.iou, np.float32).reshape(-1)[:1]])
+    propagate(channels, segmenter, result, k, mask, (0, result.label.shape[2] - 1), limit, margin, min_pixels,
+              stop_iou, hints=hints, extent=extent, reach=reach)
 
 
 def _best_box(boxes: dict, conf: dict, k0: int, k1: int, footprint) -> tuple[int, np.ndarray]:

@@ -65,19 +65,20 @@ def segment_with_boxes(channels: np.ndarray, boxes: dict[int, np.ndarray], segme
     return result
 
 
-def _grow_with(box: np.ndarray, hints, limit: np.ndarray, min_iou: float = HINT_IOU) -> np.ndarray:
+def _grow_with(box: np.ndarray, hints, limit: np.ndarray, min_iou: float = HINT_IOU) -> tuple[np.ndarray, bool]:
     """``box`` united with every pixel-XYXY ``hints`` box whose IoU with it is at least ``min_iou``, clipped to
-    ``limit``."""
+    ``limit``; and whether any hint did."""
     from .boxes import box_iou_xyxy
 
     if hints is None or not len(hints):
-        return box
+        return box, False
     hints = np.asarray(hints, np.float32).reshape(-1, 4)
     out = box.copy()
-    for h in hints[box_iou_xyxy(box[None], hints)[0] >= min_iou]:
+    near = hints[box_iou_xyxy(box[None], hints)[0] >= min_iou]
+    for h in near:
         out[:2], out[2:] = np.minimum(out[:2], h[:2]), np.maximum(out[2:], h[2:])
     out[:2], out[2:] = np.maximum(out[:2], limit[:2]), np.minimum(out[2:], limit[2:])
-    return out
+    return out, bool(len(near))
 
 
 def segment_roi(channels: np.ndarray, roi: RoiIJK, segmenter: SliceSegmenter, slice_index: int | None = None,
@@ -120,17 +121,27 @@ def segment_roi(channels: np.ndarray, roi: RoiIJK, segmenter: SliceSegmenter, sl
 
 def propagate(channels: np.ndarray, segmenter: SliceSegmenter, result: VolumeResult, seed: int,
               seed_mask: np.ndarray, k_range: tuple[int, int], limit_xyxy: np.ndarray, margin: float = 3.0,
-              min_pixels: int = 10, stop_iou: float = 0.5, hints: dict[int, np.ndarray] | None = None) -> None:
+              min_pixels: int = 10, stop_iou: float = 0.5, hints: dict[int, np.ndarray] | None = None,
+              extent: tuple[int, int] | None = None, reach: int = 0) -> None:
     """From slice ``seed`` (its 2D mask ``seed_mask``) outwards in both directions inside ``k_range`` (inclusive):
     each next slice is prompted with the previous mask's box grown by ``margin`` px, united with the ``hints``
     boxes of that slice it overlaps (a detector's: they let the mask grow where the tumour widens), kept inside the
     pixel-XYXY ``limit_xyxy``; its mask (inside that limit) is united into ``result.label``. A direction stops
-    where the mask has fewer than ``min_pixels`` pixels or a predicted IoU below ``stop_iou``."""
+    where the mask has fewer than ``min_pixels`` pixels or a predicted IoU below ``stop_iou``; with ``extent``
+    (inclusive slices, the detected extent), also more than ``reach`` slices past its end, an end that moves to
+    every slice on which a ``hints`` box overlaps the prompt (IoU >= :data:`HINT_IOU`, as for the boxes it is
+    united with): the propagation follows the detector's weak boxes to the tumour's thin ends and stops ``reach``
+    slices after the last of them. (A looser test, a hint at least half inside the prompt, ran further into the
+    real case's tumour end and lost Dice there: 0.879 -> 0.870 fine-tuned.)"""
     for step in (1, -1):
         prev = seed_mask
         k = seed + step
-        while k_range[0] <= k <= k_range[1]:
-            box = _grow_with(expand_xyxy(mask_to_xyxy(prev), margin, limit_xyxy), (hints or {}).get(k), limit_xyxy)
+        end = None if extent is None else (extent[1] if step > 0 else extent[0])
+        while k_range[0] <= k <= k_range[1] and (end is None or (k - end) * step <= reach):
+            box, hinted = _grow_with(expand_xyxy(mask_to_xyxy(prev), margin, limit_xyxy), (hints or {}).get(k),
+                                     limit_xyxy)
+            if hinted and end is not None and (k - end) * step > 0:
+                end = k
             seg = segmenter.segment(axial_slice(channels, k), box[None])
             mask = mask_inside_xyxy(np.asarray(seg.masks[0], bool), limit_xyxy)
             iou = float(np.asarray(seg.iou).reshape(-1)[0])

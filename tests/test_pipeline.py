@@ -207,6 +207,52 @@ def test_propagation_follows_the_tumour_past_the_detected_slices_and_drops_uncon
     assert not res.label[:, :, 2].any() and 2 not in res.slices
 
 
+def test_propagation_follows_weak_boxes_past_the_extent_and_stops_reach_slices_after_the_last():
+    """A tumour the detector boxes confidently on slices 10..14 and weakly on 17 and 19 (gaps: separate candidates
+    too weak to seed): the propagation goes on through them and stops ``reach`` slices after the last one, 22,
+    though the bright column runs on to 33."""
+    from bratsmedsam.pipeline import detect_and_propagate
+
+    column = np.zeros((40, 30, 36), bool)
+    column[16:25, 8:17, 2:34] = True
+    det = BoxDetector({**{k: [[16, 8, 24, 16]] for k in range(10, 15)}, 17: [[16, 8, 24, 16]], 19: [[16, 8, 24, 16]]})
+    det.conf_of = {17: 0.1, 19: 0.1}
+    res = detect_and_propagate(channels_of(column), det, ThresholdSegmenter(), reach=3, stop_iou=0.0,
+                               min_component_mm3=0)
+    assert res.slices == list(range(7, 23))  # 10 - 3 .. 19 + 3
+    assert np.array_equal(res.label, column & (np.arange(36) >= 7) & (np.arange(36) <= 22))
+
+
+def test_a_second_lesion_on_the_slices_of_the_first_still_seeds():
+    """Two lesions side by side on the same slices: the second candidate's seed slice already holds
+    the first one's mask, yet its own seed mask is new, so it is segmented too (multifocal)."""
+    from bratsmedsam.pipeline import detect_and_propagate
+
+    two = np.zeros((40, 30, 20), bool)
+    two[4:12, 8:16, 6:14] = True
+    two[26:34, 8:16, 6:14] = True
+    det = BoxDetector({k: [[4, 8, 11, 15], [26, 8, 33, 15]] for k in range(7, 13)})
+    res = detect_and_propagate(channels_of(two), det, ThresholdSegmenter(), stop_iou=0.0, min_component_mm3=0)
+    assert np.array_equal(res.label, two)
+
+
+def test_a_lesion_merged_into_anothers_candidate_seeds_from_its_own_confident_boxes():
+    """Two lesions whose boxes touch: ``merge_boxes_3d`` makes them one candidate and its seed follows one lesion;
+    the other's confident boxes, left unsegmented, seed it in the second pass."""
+    from bratsmedsam.pipeline import detect_and_propagate
+    from bratsmedsam.slicer import merge_boxes_3d
+
+    two = np.zeros((40, 30, 20), bool)
+    two[4:12, 8:16, 6:14] = True
+    two[15:23, 8:16, 6:14] = True
+    boxes = {k: [[4, 8, 13, 15], [13, 8, 22, 15]] for k in range(7, 13)}
+    assert len(merge_boxes_3d({k: np.asarray(b, np.float32) for k, b in boxes.items()},
+                              {k: np.full(2, 0.9) for k in boxes}, two.shape)) == 1
+    res = detect_and_propagate(channels_of(two), BoxDetector(boxes), ThresholdSegmenter(), stop_iou=0.0,
+                               min_component_mm3=0)
+    assert np.array_equal(res.label, two)
+
+
 def test_the_automatic_modes_are_propagate_and_slices_and_nothing_else():
     from bratsmedsam.pipeline import detect_and_propagate, detect_and_segment, segment_automatic
 
