@@ -44,10 +44,12 @@ VOLUME_DEFINITION = (
     "sum over GT lesions / (GT lesions + false-positive components); 374 mm HD95 for each miss or false positive), "
     "computed for the dataset's single target region. *3D clean-up*: the same prediction after removing its "
     "26-connected components smaller than the clean-up threshold (`evaluate --min-component-mm3`, "
-    "`bratsmedsam.cleanup`) and, end to end, those no detection of confidence >= 0.3 lies on (the most confident "
-    "detection's are always kept). *Volume-aware*: the detector's confident 3D candidates seed a slice-by-slice "
-    "propagation of the segmenter's mask (`pipeline.detect_and_propagate`, cleaned as above); detector boxes no "
-    "propagation confirms are dropped. Brackets: bootstrap over patients."
+    "`bratsmedsam.cleanup`) and, end to end, those no detection vouches for: one of confidence >= 0.5, or >= 0.3 "
+    "with boxes on the component on two slices or more (the most confident detection's are always kept). "
+    "*Volume-aware*: the detector's confident 3D candidates, and confident boxes those left unsegmented, seed a "
+    "slice-by-slice propagation of the segmenter's mask that follows the detector's boxes of any confidence and goes "
+    "3 slices past the last (`pipeline.detect_and_propagate`, cleaned as above); detector boxes no propagation "
+    "confirms are dropped. Brackets: bootstrap over patients."
 )
 
 
