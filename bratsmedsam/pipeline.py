@@ -13,7 +13,7 @@ from .boxes import axial_slice, mask_inside_xyxy, put_axial_slice
 from .cleanup import MIN_COMPONENT_MM3, MIN_SUPPORT_CONF, remove_small_components, remove_unsupported_components
 from .errors import UserError
 from .protocols import SliceDetector, SliceSegmenter
-from .volume import VolumeResult, check_channels, segment_with_boxes
+from .volume import VolumeResult, check_channels, propagate, segment_with_boxes
 
 #: a 3D detector candidate whose best box is at least this confident seeds a propagation (the per-slice chain's
 #: clean-up keeps the components such boxes support: ``cleanup.MIN_SUPPORT_CONF``)
@@ -102,9 +102,9 @@ def detect_and_propagate(channels: np.ndarray, detector: SliceDetector, segmente
     4. Other candidates under ``seed_conf`` contribute nothing: detector boxes that no propagation confirms are
        dropped. The most confident candidate always seeds (a detector whose confidences all fall under
        ``seed_conf`` still yields its best guess).
-    5. The 3D clean-up of the per-slice chain (:func:`clean_per_slice`): components no detection of confidence >=
-       ``support_conf`` vouches for (a fragment the segmenter left beside the tumour in its box), then those under
-       ``min_component_mm3`` (:mod:`bratsmedsam.cleanup`).
+    5. The 3D clean-up of the per-slice chain (:func:`clean_per_slice`): components no detection vouches for (a
+       fragment the segmenter left beside the tumour in its box; a lesion one box under ``cleanup.SURE_CONF`` saw
+       on one slice alone), then those under ``min_component_mm3`` (:mod:`bratsmedsam.cleanup`).
     """
     boxes, conf = detect_volume(detector_input(channels, detector_channels), detector)
     return propagate_detections(channels, boxes, conf, segmenter, seed_conf, reach, grow, margin, min_pixels,
@@ -159,8 +159,6 @@ def _follow(channels: np.ndarray, segmenter: SliceSegmenter, result: VolumeResul
     """Seed on slice ``k`` with ``box`` and propagate (:func:`volume.propagate`) - unless the seed mask has fewer
     than ``min_pixels`` pixels or is at least :data:`REACHED` segmented already (a tumour an earlier seed followed;
     a second lesion on slices the first one also crosses still seeds)."""
-    from .volume import propagate
-
     seg = segmenter.segment(axial_slice(channels, k), box[None])
     mask = mask_inside_xyxy(np.asarray(seg.masks[0], bool), limit)
     reached = axial_slice(result.label, k)
