@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .boxes import axial_slice, mask_inside_xyxy, put_axial_slice
+from .boxes import axial_slice, expand_xyxy, mask_inside_xyxy
 from .cleanup import MIN_COMPONENT_MM3, MIN_SUPPORT_CONF, remove_small_components, remove_unsupported_components
 from .errors import UserError
 from .protocols import SliceDetector, SliceSegmenter
@@ -120,13 +120,14 @@ def propagate_detections(channels: np.ndarray, boxes: dict, conf: dict, segmente
     from .slicer import merge_boxes_3d
 
     X, Y, Z, _ = channels.shape
+    image = np.array([0, 0, X - 1, Y - 1], np.float32)  # a limit box growing stops at
     result = VolumeResult(label=np.zeros((X, Y, Z), bool), conf=conf)
     candidates = merge_boxes_3d(boxes, conf, (X, Y, Z))  # most confident first
     for n, cand in enumerate(candidates):
         if cand.conf < seed_conf and n > 0:  # the most confident one always seeds: a study is opened for a tumour
             continue
         i0, i1, j0, j1, k0, k1 = cand.roi_ijk
-        limit = _grown((i0, j0, i1, j1), grow, X, Y)
+        limit = expand_xyxy((i0, j0, i1, j1), grow, image)
         seed, box = _best_box(boxes, conf, k0, k1, (i0, i1, j0, j1))
         _follow(channels, segmenter, result, seed, box, limit, (k0, k1), boxes, reach, margin, min_pixels, stop_iou)
     # second pass: a confident box the propagations left unsegmented (a lesion merged into another one's candidate
@@ -140,17 +141,10 @@ def propagate_detections(channels: np.ndarray, boxes: dict, conf: dict, segmente
         # a box over a segmented centre, or mostly segmented, is one the propagations followed (no decoder call)
         if not inside.size or inside[inside.shape[0] // 2, inside.shape[1] // 2] or inside.mean() >= REACHED:
             continue
-        _follow(channels, segmenter, result, k, b, _grown((x0, y0, x1, y1), grow, X, Y), (k, k), boxes, reach,
-                margin, min_pixels, stop_iou)
+        _follow(channels, segmenter, result, k, b, expand_xyxy((x0, y0, x1, y1), grow, image), (k, k), boxes,
+                reach, margin, min_pixels, stop_iou)
     result.label = clean_per_slice(result.label, boxes, conf, min_component_mm3, spacing, support_conf)
     return result
-
-
-def _grown(xyxy, grow: float, X: int, Y: int) -> np.ndarray:
-    """Pixel-XYXY ``xyxy`` grown by ``grow`` px a side, inside an image of X columns and Y rows."""
-    x0, y0, x1, y1 = xyxy
-    return np.clip(np.array([x0 - grow, y0 - grow, x1 + grow, y1 + grow], np.float32), 0,
-                   np.array([X - 1, Y - 1, X - 1, Y - 1], np.float32))
 
 
 def _follow(channels: np.ndarray, segmenter: SliceSegmenter, result: VolumeResult, k: int, box: np.ndarray,
@@ -161,13 +155,9 @@ def _follow(channels: np.ndarray, segmenter: SliceSegmenter, result: VolumeResul
     a second lesion on slices the first one also crosses still seeds)."""
     seg = segmenter.segment(axial_slice(channels, k), box[None])
     mask = mask_inside_xyxy(np.asarray(seg.masks[0], bool), limit)
-    reached = axial_slice(result.label, k)
-    if mask.sum() < min_pixels or (mask & reached).sum() >= REACHED * mask.sum():
+    if mask.sum() < min_pixels or (mask & axial_slice(result.label, k)).sum() >= REACHED * mask.sum():
         return
-    put_axial_slice(result.label, k, reached | mask)
-    result.boxes[k] = np.concatenate([result.boxes.get(k, np.zeros((0, 4), np.float32)), box[None]])
-    result.iou[k] = np.concatenate([result.iou.get(k, np.zeros(0, np.float32)),
-                                    np.asarray(seg.iou, np.float32).reshape(-1)[:1]])
+    result.add(k, mask, box, seg.iou)
     propagate(channels, segmenter, result, k, mask, (0, result.label.shape[2] - 1), limit, margin, min_pixels,
               stop_iou, hints=hints, extent=extent, reach=reach)
 

@@ -36,6 +36,14 @@ class VolumeResult:
     def slices(self) -> list[int]:
         return sorted(k for k, v in self.iou.items() if len(v))
 
+    def add(self, k: int, mask: np.ndarray, box: np.ndarray, iou) -> None:
+        """Unite the ``[y, x]`` ``mask`` into slice ``k`` of the label, recording its prompt ``box`` (pixel XYXY)
+        and the segmenter's first predicted IoU beside the slice's earlier ones."""
+        put_axial_slice(self.label, k, axial_slice(self.label, k) | mask)
+        self.boxes[k] = np.concatenate([self.boxes.get(k, np.zeros((0, 4), np.float32)), box[None]])
+        self.iou[k] = np.concatenate([self.iou.get(k, np.zeros(0, np.float32)),
+                                      np.asarray(iou, np.float32).reshape(-1)[:1]])
+
 
 def check_channels(channels: np.ndarray) -> None:
     """Raise UserError unless ``channels`` is a uint8 ``(X, Y, Z, 3)`` volume."""
@@ -147,8 +155,5 @@ def propagate(channels: np.ndarray, segmenter: SliceSegmenter, result: VolumeRes
             iou = float(np.asarray(seg.iou).reshape(-1)[0])
             if mask.sum() < min_pixels or iou < stop_iou:
                 break
-            put_axial_slice(result.label, k, axial_slice(result.label, k) | mask)
-            result.boxes[k] = np.concatenate([result.boxes.get(k, np.zeros((0, 4), np.float32)), box[None]])
-            result.iou[k] = np.concatenate([result.iou.get(k, np.zeros(0, np.float32)),
-                                            np.asarray(seg.iou, np.float32).reshape(-1)[:1]])
+            result.add(k, mask, box, seg.iou)
             prev, k = mask, k + step
