@@ -302,6 +302,18 @@ def test_predict_keeps_at_most_max_det_boxes_per_slice(untrained_weights):
     assert len(boxes) == 2
 
 
+def test_predict_can_keep_boxes_under_the_operating_confidence_for_one_call(untrained_weights):
+    """The volume-aware chain asks for the weak boxes too (``pipeline.detect_with_hints``): one call at a lower
+    confidence, the detector's own operating point untouched."""
+    from bratsmedsam.detector import Detector
+
+    img = np.random.default_rng(0).integers(1, 255, (128, 128, 3), dtype=np.uint8)
+    det = Detector(untrained_weights, conf=0.9)
+    assert len(det.predict([img])[0]) == 0  # an untrained model is never 0.9 sure
+    weak = det.predict([img], conf=0.0)[0]
+    assert len(weak) > 0 and (weak.conf < 0.9).all() and det.conf == 0.9 and len(det.predict([img])[0]) == 0
+
+
 def test_running_the_detector_leaves_torchs_thread_count_as_it_was(tmp_path):
     """ultralytics sets torch's threads to cores - 1 when it picks a device; in a server that would halve
     every other torch computation on a 2-core machine."""

@@ -223,6 +223,57 @@ def test_propagation_follows_weak_boxes_past_the_extent_and_stops_reach_slices_a
     assert np.array_equal(res.label, column & (np.arange(36) >= 7) & (np.arange(36) <= 22))
 
 
+class OperatingDetector:
+    """A detector fake with an operating confidence, as the real one: ``boxes`` ``{k: [(xyxy, conf), ...]}``;
+    ``predict`` keeps those at or above the operating ``conf``, or the ``conf`` asked for."""
+
+    weights_id = "fixed"
+
+    def __init__(self, boxes: dict, conf: float):
+        self.boxes, self.conf = boxes, conf
+
+    def predict(self, images, conf=None):
+        from types import SimpleNamespace
+
+        floor = self.conf if conf is None else conf
+        kept = [[(b, c) for b, c in self.boxes.get(k, ()) if c >= floor] for k in range(len(images))]
+        return [SimpleNamespace(xyxy=np.asarray([b for b, _ in bc], np.float32).reshape(-1, 4),
+                                conf=np.asarray([c for _, c in bc], np.float32)) for bc in kept]
+
+
+def test_propagation_follows_boxes_under_the_operating_confidence_across_gaps():
+    """A tumour boxed at the operating point on slices 10..14 and, under it, on 17 and 20: the weak boxes carry the
+    propagation on to 20 + reach; boxes under ``HINT_CONF`` are not followed, and it stops at 14 + reach. Hints and
+    detections come from one detector pass."""
+    from bratsmedsam.pipeline import HINT_CONF, detect_and_propagate, detect_with_hints
+
+    column = np.zeros((40, 30, 36), bool)
+    column[16:25, 8:17, 2:34] = True
+    box = [16, 8, 24, 16]
+    runs = {}
+    for weak in (0.1, 0.01):
+        det = OperatingDetector({**{k: [(box, 0.9)] for k in range(10, 15)}, 17: [(box, weak)], 20: [(box, weak)]},
+                                conf=0.5)
+        found, conf, hints = detect_with_hints(channels_of(column), det)
+        assert sorted(found) == list(range(10, 15)) and min(conf[k].min() for k in found) == pytest.approx(0.9)
+        assert sorted(hints) == ([*range(10, 15), 17, 20] if weak >= HINT_CONF else list(range(10, 15)))
+        runs[weak] = detect_and_propagate(channels_of(column), det, ThresholdSegmenter(), reach=3, stop_iou=0.0,
+                                          min_component_mm3=0).slices
+    assert runs[0.1] == list(range(7, 24)) and runs[0.01] == list(range(7, 18))
+
+
+def test_boxes_under_the_operating_confidence_neither_seed_nor_vouch():
+    """A second bright lesion that only boxes under the operating point point at stays unsegmented."""
+    from bratsmedsam.pipeline import detect_and_propagate
+
+    two = np.zeros((40, 30, 20), bool)
+    two[4:12, 8:16, 6:14] = True
+    two[26:34, 8:16, 6:14] = True
+    det = OperatingDetector({k: [([4, 8, 11, 15], 0.9), ([26, 8, 33, 15], 0.2)] for k in range(7, 13)}, conf=0.5)
+    res = detect_and_propagate(channels_of(two), det, ThresholdSegmenter(), stop_iou=0.0, min_component_mm3=0)
+    assert np.array_equal(res.label, two & (np.arange(40) < 20)[:, None, None])
+
+
 def test_a_second_lesion_on_the_slices_of_the_first_still_seeds():
     """Two lesions side by side on the same slices: the second candidate's seed slice already holds
     the first one's mask, yet its own seed mask is new, so it is segmented too (multifocal)."""

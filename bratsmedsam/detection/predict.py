@@ -71,23 +71,25 @@ class Detector:
         self.weights_id = weights_id(self.weights)
         self.imgsz = int(imgsz or (self.model.overrides or {}).get("imgsz") or 256)
 
-    def _predict(self, batch):
+    def _predict(self, batch, conf: float):
         """ultralytics' device selection sets torch's thread count for the whole process (to cores - 1: one
         thread on a 2-core machine), which would slow every other torch user in a server; it is put back."""
         import torch
 
         threads = torch.get_num_threads()
         try:
-            return self.model.predict(batch, imgsz=self.imgsz, conf=self.conf, iou=self.iou, max_det=self.max_det,
+            return self.model.predict(batch, imgsz=self.imgsz, conf=conf, iou=self.iou, max_det=self.max_det,
                                       device=self.device, batch=len(batch), verbose=False, save=False)
         finally:
             torch.set_num_threads(threads)
 
-    def predict(self, images, batch_size: int = 16) -> list[SliceBoxes]:
-        """Boxes for each uint8 RGB ``(H, W, 3)`` slice, in order; batches of ``batch_size`` per model call.
+    def predict(self, images, batch_size: int = 16, conf: float | None = None) -> list[SliceBoxes]:
+        """Boxes for each uint8 RGB ``(H, W, 3)`` slice, in order; batches of ``batch_size`` per model call;
+        ``conf``: keep boxes down to this confidence instead of the operating one (``self.conf``).
 
         All-zero slices (outside the head) get no boxes without a model call.
         """
+        conf = self.conf if conf is None else float(conf)
         images = list(images)
         out = [SliceBoxes() for _ in images]
         todo = []
@@ -101,14 +103,14 @@ class Detector:
             idx = todo[start:start + batch_size]
             # ultralytics reads in-memory numpy images as BGR (OpenCV order): flip RGB -> BGR.
             batch = [np.ascontiguousarray(images[i][..., ::-1]) for i in idx]
-            results = self._predict(batch)
+            results = self._predict(batch, conf)
             for i, res in zip(idx, results):
                 b = res.boxes
                 if b is None or len(b) == 0:
                     continue
                 h, w = images[i].shape[:2]
-                conf = b.conf.cpu().numpy().astype(np.float32)
-                order = np.argsort(-conf)
+                scores = b.conf.cpu().numpy().astype(np.float32)
+                order = np.argsort(-scores)
                 xyxy = clip_xyxy(ultralytics_to_xyxy(b.xyxy.cpu().numpy()[order]), h, w)
-                out[i] = SliceBoxes(xyxy.astype(np.float32), conf[order])
+                out[i] = SliceBoxes(xyxy.astype(np.float32), scores[order])
         return out
