@@ -20,11 +20,11 @@ from .volume import VolumeResult, check_channels, propagate, segment_with_boxes
 SEED_CONF = MIN_SUPPORT_CONF
 #: a candidate whose seed mask is this much segmented already is the same tumour as an earlier one
 REACHED = 0.5
-#: detector boxes down to this confidence guide a propagation once it is seeded (they widen its prompt and carry its
-#: extent on), though they are under the detector's operating point: on real MRI a detector trained on synthetic
-#: cases boxes the tumour with less confidence than on its validation cases (``detection.weights.MIN_STORED_CONF``,
-#: the lowest operating point a detector is given)
-HINT_CONF = 0.05
+#: detector boxes down to this confidence, under its operating point, carry a seeded propagation's extent on (they
+#: neither widen its prompts, nor seed, nor vouch): on real MRI a detector trained on synthetic cases boxes the
+#: tumour with less confidence than on its validation cases (``detection.weights.MIN_STORED_CONF``, the lowest
+#: operating point a detector is given)
+WEAK_CONF = 0.05
 
 
 def detect_volume(channels: np.ndarray, detector: SliceDetector, postprocess: bool = False,
@@ -46,22 +46,22 @@ def detect_volume(channels: np.ndarray, detector: SliceDetector, postprocess: bo
     return boxes, conf
 
 
-def detect_with_hints(channels: np.ndarray, detector: SliceDetector,
-                      hint_conf: float = HINT_CONF) -> tuple[dict, dict, dict]:
-    """:func:`detect_volume`'s boxes and confidences at the detector's operating point, and the hints: its boxes
-    down to ``hint_conf`` (``{k: (n, 4)}``, the detections among them), from one detector pass at the lower
-    confidence. A detector without an operating ``conf`` above ``hint_conf`` gives its detections as the hints."""
+def detect_with_weak(channels: np.ndarray, detector: SliceDetector,
+                      weak_conf: float = WEAK_CONF) -> tuple[dict, dict, dict]:
+    """:func:`detect_volume`'s boxes and confidences at the detector's operating point, and its weak boxes: those
+    down to ``weak_conf`` (``{k: (n, 4)}``, the detections among them), from one detector pass at the lower
+    confidence. A detector without an operating ``conf`` above ``weak_conf`` gives its detections as the weak boxes."""
     operating = getattr(detector, "conf", None)
-    if operating is None or float(operating) <= hint_conf:
+    if operating is None or float(operating) <= weak_conf:
         boxes, conf = detect_volume(channels, detector)
         return boxes, conf, boxes
-    hints, scores = detect_volume(channels, detector, conf=hint_conf)
+    weak, scores = detect_volume(channels, detector, conf=weak_conf)
     boxes, conf = {}, {}
     for k, c in scores.items():
         keep = c >= float(operating)
         if keep.any():
-            boxes[k], conf[k] = hints[k][keep], c[keep]
-    return boxes, conf, hints
+            boxes[k], conf[k] = weak[k][keep], c[keep]
+    return boxes, conf, weak
 
 
 def detector_input(channels: np.ndarray, detector_channels: np.ndarray | None) -> np.ndarray:
@@ -115,8 +115,8 @@ def detect_and_propagate(channels: np.ndarray, detector: SliceDetector, segmente
        mask's box grown by ``margin`` px and united with the detector's boxes it overlaps on that slice, kept
        inside the candidate's footprint grown by ``grow`` px, until the
        mask ends or the predicted IoU drops under ``stop_iou``, at most ``reach`` slices past the detected extent
-       (the thin ends the detector misses). The extent follows the detector's boxes of any confidence that overlap
-       the propagated box, so weak boxes within ``reach`` slices of its end carry the propagation on (on
+       (the thin ends the detector misses). The extent follows the detector's boxes (down to :data:`WEAK_CONF`) that
+       overlap the propagated box, so weak boxes within ``reach`` slices of its end carry the propagation on (on
        the real case with the standard quick detector: 3D Dice 0.829 -> 0.883 zero-shot, 0.837 -> 0.879
        fine-tuned; no measured row lost, README "Automatic segmentation on real MRI"). A candidate whose seed mask
        is already at least :data:`REACHED` segmented is a tumour an earlier propagation followed; skipped.
@@ -131,27 +131,26 @@ def detect_and_propagate(channels: np.ndarray, detector: SliceDetector, segmente
        fragment the segmenter left beside the tumour in its box; a lesion one box under ``cleanup.SURE_CONF`` saw
        on one slice alone), then those under ``min_component_mm3`` (:mod:`bratsmedsam.cleanup`).
 
-    Steps 2 and 3 follow the detector's boxes down to :data:`HINT_CONF` (:func:`detect_with_hints`), under its
-    operating point; they neither seed nor vouch. A quick detector trained on synthetic cases boxed the real case's
+    In steps 2 and 3 the detector's boxes down to :data:`WEAK_CONF` (:func:`detect_with_weak`), under its
+    operating point, move the extent too; they neither widen a prompt, nor seed, nor vouch. A quick detector trained on synthetic cases boxed the real case's
     tumour at 0.17-0.35 with gaps of 4 slices and more between its boxes at its operating point (0.17): its
     propagation stopped 29 slices short of the tumour's end (zero-shot 3D Dice 0.31); following its boxes down to
     0.05 it reached both ends (0.88).
     """
-    boxes, conf, hints = detect_with_hints(detector_input(channels, detector_channels), detector)
+    boxes, conf, weak = detect_with_weak(detector_input(channels, detector_channels), detector)
     return propagate_detections(channels, boxes, conf, segmenter, seed_conf, reach, grow, margin, min_pixels,
-                                stop_iou, min_component_mm3, spacing, support_conf, hints=hints)
+                                stop_iou, min_component_mm3, spacing, support_conf, weak=weak)
 
 
 def propagate_detections(channels: np.ndarray, boxes: dict, conf: dict, segmenter: SliceSegmenter,
                          seed_conf: float = SEED_CONF, reach: int = 3, grow: float = 10.0, margin: float = 3.0,
                          min_pixels: int = 10, stop_iou: float = 0.5, min_component_mm3: float = MIN_COMPONENT_MM3,
                          spacing: tuple[float, float, float] = (1.0, 1.0, 1.0),
-                         support_conf: float = MIN_SUPPORT_CONF, hints: dict | None = None) -> VolumeResult:
-    """Steps 1-5 of :func:`detect_and_propagate` on detections already made (:func:`detect_with_hints`'s output;
-    ``hints`` None: the detections ``boxes`` are the hints)."""
+                         support_conf: float = MIN_SUPPORT_CONF, weak: dict | None = None) -> VolumeResult:
+    """Steps 1-5 of :func:`detect_and_propagate` on detections already made (:func:`detect_with_weak`'s output;
+    ``weak`` None: no boxes under the operating point)."""
     from .slicer import merge_boxes_3d
 
-    hints = boxes if hints is None else hints
     X, Y, Z, _ = channels.shape
     image = np.array([0, 0, X - 1, Y - 1], np.float32)  # a limit box growing stops at
     result = VolumeResult(label=np.zeros((X, Y, Z), bool), conf=conf)
@@ -162,7 +161,8 @@ def propagate_detections(channels: np.ndarray, boxes: dict, conf: dict, segmente
         i0, i1, j0, j1, k0, k1 = cand.roi_ijk
         limit = expand_xyxy((i0, j0, i1, j1), grow, image)
         seed, box = _best_box(boxes, conf, k0, k1, (i0, i1, j0, j1))
-        _follow(channels, segmenter, result, seed, box, limit, (k0, k1), hints, reach, margin, min_pixels, stop_iou)
+        _follow(channels, segmenter, result, seed, box, limit, (k0, k1), boxes, weak, reach, margin, min_pixels,
+                stop_iou)
     # second pass: a confident box the propagations left unsegmented (a lesion merged into another one's candidate
     # because their boxes touch) seeds a propagation of its own
     for c, k, b in sorted(((float(c), int(k), np.asarray(b, np.float32)) for k, bs in boxes.items()
@@ -174,15 +174,15 @@ def propagate_detections(channels: np.ndarray, boxes: dict, conf: dict, segmente
         # a box over a segmented centre, or mostly segmented, is one the propagations followed (no decoder call)
         if not inside.size or inside[inside.shape[0] // 2, inside.shape[1] // 2] or inside.mean() >= REACHED:
             continue
-        _follow(channels, segmenter, result, k, b, expand_xyxy((x0, y0, x1, y1), grow, image), (k, k), hints,
-                reach, margin, min_pixels, stop_iou)
+        _follow(channels, segmenter, result, k, b, expand_xyxy((x0, y0, x1, y1), grow, image), (k, k), boxes,
+                weak, reach, margin, min_pixels, stop_iou)
     result.label = clean_per_slice(result.label, boxes, conf, min_component_mm3, spacing, support_conf)
     return result
 
 
 def _follow(channels: np.ndarray, segmenter: SliceSegmenter, result: VolumeResult, k: int, box: np.ndarray,
-            limit: np.ndarray, extent: tuple[int, int], hints: dict, reach: int, margin: float, min_pixels: int,
-            stop_iou: float) -> None:
+            limit: np.ndarray, extent: tuple[int, int], hints: dict, weak: dict | None, reach: int, margin: float,
+            min_pixels: int, stop_iou: float) -> None:
     """Seed on slice ``k`` with ``box`` and propagate (:func:`volume.propagate`) - unless the seed mask has fewer
     than ``min_pixels`` pixels or is at least :data:`REACHED` segmented already (a tumour an earlier seed followed;
     a second lesion on slices the first one also crosses still seeds)."""
@@ -192,7 +192,7 @@ def _follow(channels: np.ndarray, segmenter: SliceSegmenter, result: VolumeResul
         return
     result.add(k, mask, box, seg.iou)
     propagate(channels, segmenter, result, k, mask, (0, result.label.shape[2] - 1), limit, margin, min_pixels,
-              stop_iou, hints=hints, extent=extent, reach=reach)
+              stop_iou, hints=hints, extent=extent, reach=reach, weak=weak)
 
 
 def _best_box(boxes: dict, conf: dict, k0: int, k1: int, footprint) -> tuple[int, np.ndarray]:

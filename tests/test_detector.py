@@ -303,7 +303,7 @@ def test_predict_keeps_at_most_max_det_boxes_per_slice(untrained_weights):
 
 
 def test_predict_can_keep_boxes_under_the_operating_confidence_for_one_call(untrained_weights):
-    """The volume-aware chain asks for the weak boxes too (``pipeline.detect_with_hints``): one call at a lower
+    """The volume-aware chain asks for the weak boxes too (``pipeline.detect_with_weak``): one call at a lower
     confidence, the detector's own operating point untouched."""
     from bratsmedsam.detector import Detector
 

@@ -243,9 +243,9 @@ class OperatingDetector:
 
 def test_propagation_follows_boxes_under_the_operating_confidence_across_gaps():
     """A tumour boxed at the operating point on slices 10..14 and, under it, on 17 and 20: the weak boxes carry the
-    propagation on to 20 + reach; boxes under ``HINT_CONF`` are not followed, and it stops at 14 + reach. Hints and
+    propagation on to 20 + reach; boxes under ``WEAK_CONF`` are not followed, and it stops at 14 + reach. Hints and
     detections come from one detector pass."""
-    from bratsmedsam.pipeline import HINT_CONF, detect_and_propagate, detect_with_hints
+    from bratsmedsam.pipeline import WEAK_CONF, detect_and_propagate, detect_with_weak
 
     column = np.zeros((40, 30, 36), bool)
     column[16:25, 8:17, 2:34] = True
@@ -254,9 +254,9 @@ def test_propagation_follows_boxes_under_the_operating_confidence_across_gaps():
     for weak in (0.1, 0.01):
         det = OperatingDetector({**{k: [(box, 0.9)] for k in range(10, 15)}, 17: [(box, weak)], 20: [(box, weak)]},
                                 conf=0.5)
-        found, conf, hints = detect_with_hints(channels_of(column), det)
+        found, conf, weak_boxes = detect_with_weak(channels_of(column), det)
         assert sorted(found) == list(range(10, 15)) and min(conf[k].min() for k in found) == pytest.approx(0.9)
-        assert sorted(hints) == ([*range(10, 15), 17, 20] if weak >= HINT_CONF else list(range(10, 15)))
+        assert sorted(weak_boxes) == ([*range(10, 15), 17, 20] if weak >= WEAK_CONF else list(range(10, 15)))
         runs[weak] = detect_and_propagate(channels_of(column), det, ThresholdSegmenter(), reach=3, stop_iou=0.0,
                                           min_component_mm3=0).slices
     assert runs[0.1] == list(range(7, 24)) and runs[0.01] == list(range(7, 18))
@@ -340,10 +340,12 @@ def test_propagation_grows_with_the_detector_where_the_tumour_widens():
     limit = np.array([0, 0, 59, 59], np.float32)
     hints = {k: mask_to_xyxy(axial_slice(cone, k).astype(bool))[None] for k in range(12)}
     runs = {}
-    for name, h in (("masks only", None), ("with detector boxes", hints)):
+    for name, h, w in (("masks only", None, None), ("with detector boxes", hints, None),
+                       ("with weak boxes", None, hints)):  # boxes under the operating point: they never widen
         res = VolumeResult(label=np.zeros(cone.shape, bool))
         put_axial_slice(res.label, 0, seed)
-        propagate(ch, ThresholdSegmenter(), res, 0, seed, (0, 11), limit, margin=1, stop_iou=0.0, hints=h)
+        propagate(ch, ThresholdSegmenter(), res, 0, seed, (0, 11), limit, margin=1, stop_iou=0.0, hints=h, weak=w)
         runs[name] = res.label
     assert runs["with detector boxes"].sum() == cone.sum()
     assert runs["masks only"].sum() < 0.7 * cone.sum()
+    assert np.array_equal(runs["with weak boxes"], runs["masks only"])

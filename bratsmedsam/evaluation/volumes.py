@@ -60,7 +60,7 @@ def evaluate_volume(files: dict, case: str, stacks, region: str, min_box: int, p
     ``stacks`` (``intensity.Stacks``): the dataset's; detectors read its detector stack, segmenters the other."""
     from ..cases import load_case
     from ..intensity import compose_stacks
-    from ..pipeline import clean_per_slice, detect_with_hints
+    from ..pipeline import clean_per_slice, detect_with_weak
     from ..regions import region_mask
     from ..volume import segment_with_boxes
 
@@ -70,11 +70,11 @@ def evaluate_volume(files: dict, case: str, stacks, region: str, min_box: int, p
     seen, channels = compose_stacks(vol, stacks, *percentiles)   # the same slices prepare wrote
     gt = region_mask(vol.seg, region)
     spacing = tuple(float(s) for s in np.linalg.norm(np.asarray(vol.affine)[:3, :3], axis=0))
-    prompts, confidences, hints = {GT: gt_boxes_volume(gt, min_box)}, {}, {}
+    prompts, confidences, weak = {GT: gt_boxes_volume(gt, min_box)}, {}, {}
     for name, det in detectors.items():  # one pass: the detections, and the weak boxes the propagation follows
-        prompts[name], confidences[name], hints[name] = detect_with_hints(seen, det)
+        prompts[name], confidences[name], weak[name] = detect_with_weak(seen, det)
     if regions and len(regions) > 1:
-        return _region_volumes(case, vol.seg, channels, prompts, confidences, hints, segmenters, regions, min_box,
+        return _region_volumes(case, vol.seg, channels, prompts, confidences, weak, segmenters, regions, min_box,
                                spacing, min_component_mm3, propagation)
     out = []
     for row_name, seg in segmenters.items():
@@ -90,12 +90,12 @@ def evaluate_volume(files: dict, case: str, stacks, region: str, min_box: int, p
 
             for name in detectors:  # the same detections as the per-slice rows: the detector runs once per case
                 res = propagate_detections(channels, prompts[name], confidences[name], seg,
-                                           min_component_mm3=min_component_mm3, spacing=spacing, hints=hints[name])
+                                           min_component_mm3=min_component_mm3, spacing=spacing, weak=weak[name])
                 out.append(score_volume(case, row_name, name + PROPAGATED, len(res.slices), res.label, gt, spacing))
     return out
 
 
-def _region_volumes(case, seg, channels, prompts, confidences, hints, segmenters, regions, min_box, spacing,
+def _region_volumes(case, seg, channels, prompts, confidences, weak, segmenters, regions, min_box, spacing,
                     min_component_mm3, propagation) -> list[CaseRecord]:
     """3D records of one case for every BraTS region: WT as in :func:`evaluate_volume`; each inner region on its
     own GT boxes (``gt``), and derived from each WT prediction (``subregions.inner_volumes``: from the GT WT boxes'
@@ -123,7 +123,7 @@ def _region_volumes(case, seg, channels, prompts, confidences, hints, segmenters
         if propagation:
             for name in confidences:
                 res = propagate_detections(channels, prompts[name], confidences[name], sg.region("WT"),
-                                           min_component_mm3=min_component_mm3, spacing=spacing, hints=hints[name])
+                                           min_component_mm3=min_component_mm3, spacing=spacing, weak=weak[name])
                 wt_preds[name + PROPAGATED] = (res.label, len(res.slices))
         for src, (wt, n) in wt_preds.items():
             add(row_name, src, "WT", n, wt)
