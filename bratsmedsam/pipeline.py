@@ -20,11 +20,19 @@ from .volume import VolumeResult, check_channels, propagate, segment_with_boxes
 SEED_CONF = MIN_SUPPORT_CONF
 #: a candidate whose seed mask is this much segmented already is the same tumour as an earlier one
 REACHED = 0.5
-#: detector boxes down to this confidence, under its operating point, carry a seeded propagation's extent on (they
+#: detector boxes down to this fraction of its operating confidence carry a seeded propagation's extent on (they
 #: neither widen its prompts, nor seed, nor vouch): on real MRI a detector trained on synthetic cases boxes the
-#: tumour with less confidence than on its validation cases (``detection.weights.MIN_STORED_CONF``, the lowest
-#: operating point a detector is given)
-WEAK_CONF = 0.05
+#: tumour with less confidence than on its validation cases. Chosen on the real case (a third; 0.05 flat let the
+#: demo's detector carry propagations onto 40,000 false-positive voxels; a half left the standard detector's
+#: propagation 14 slices short), see README "Automatic segmentation on real MRI"
+WEAK_FRACTION = 1 / 3
+#: ... and never under this confidence (``detection.weights.MIN_STORED_CONF``, the lowest operating point stored)
+MIN_WEAK_CONF = 0.05
+
+
+def weak_floor(operating: float, fraction: float = WEAK_FRACTION) -> float:
+    """The lowest confidence of a weak box for a detector operating at ``operating``."""
+    return max(MIN_WEAK_CONF, fraction * float(operating))
 
 
 def detect_volume(channels: np.ndarray, detector: SliceDetector, postprocess: bool = False,
@@ -47,15 +55,16 @@ def detect_volume(channels: np.ndarray, detector: SliceDetector, postprocess: bo
 
 
 def detect_with_weak(channels: np.ndarray, detector: SliceDetector,
-                      weak_conf: float = WEAK_CONF) -> tuple[dict, dict, dict]:
-    """:func:`detect_volume`'s boxes and confidences at the detector's operating point, and its weak boxes: those
-    down to ``weak_conf`` (``{k: (n, 4)}``, the detections among them), from one detector pass at the lower
-    confidence. A detector without an operating ``conf`` above ``weak_conf`` gives its detections as the weak boxes."""
+                     fraction: float = WEAK_FRACTION) -> tuple[dict, dict, dict]:
+    """:func:`detect_volume`'s boxes and confidences at the detector's operating point (its ``conf``), and its weak
+    boxes: those down to :func:`weak_floor` (``{k: (n, 4)}``, the detections among them), from one detector pass at
+    the lower confidence. A detector without an operating ``conf`` above that floor gives its detections as the
+    weak boxes."""
     operating = getattr(detector, "conf", None)
-    if operating is None or float(operating) <= weak_conf:
+    if operating is None or float(operating) <= weak_floor(operating, fraction):
         boxes, conf = detect_volume(channels, detector)
         return boxes, conf, boxes
-    weak, scores = detect_volume(channels, detector, conf=weak_conf)
+    weak, scores = detect_volume(channels, detector, conf=weak_floor(operating, fraction))
     boxes, conf = {}, {}
     for k, c in scores.items():
         keep = c >= float(operating)
@@ -115,7 +124,7 @@ def detect_and_propagate(channels: np.ndarray, detector: SliceDetector, segmente
        mask's box grown by ``margin`` px and united with the detector's boxes it overlaps on that slice, kept
        inside the candidate's footprint grown by ``grow`` px, until the
        mask ends or the predicted IoU drops under ``stop_iou``, at most ``reach`` slices past the detected extent
-       (the thin ends the detector misses). The extent follows the detector's boxes (down to :data:`WEAK_CONF`) that
+       (the thin ends the detector misses). The extent follows the detector's boxes (down to :func:`weak_floor`) that
        overlap the propagated box, so weak boxes within ``reach`` slices of its end carry the propagation on (on
        the real case with the standard quick detector: 3D Dice 0.829 -> 0.883 zero-shot, 0.837 -> 0.879
        fine-tuned; no measured row lost, README "Automatic segmentation on real MRI"). A candidate whose seed mask
@@ -131,8 +140,8 @@ def detect_and_propagate(channels: np.ndarray, detector: SliceDetector, segmente
        fragment the segmenter left beside the tumour in its box; a lesion one box under ``cleanup.SURE_CONF`` saw
        on one slice alone), then those under ``min_component_mm3`` (:mod:`bratsmedsam.cleanup`).
 
-    In steps 2 and 3 the detector's boxes down to :data:`WEAK_CONF` (:func:`detect_with_weak`), under its
-    operating point, move the extent too; they neither widen a prompt, nor seed, nor vouch. A quick detector trained on synthetic cases boxed the real case's
+    In steps 2 and 3 the detector's boxes down to a third of its operating confidence (:func:`detect_with_weak`)
+    move the extent too; they neither widen a prompt, nor seed, nor vouch. A quick detector trained on synthetic cases boxed the real case's
     tumour at 0.17-0.35 with gaps of 4 slices and more between its boxes at its operating point (0.17): its
     propagation stopped 29 slices short of the tumour's end (zero-shot 3D Dice 0.31); following its boxes down to
     0.05 it reached both ends (0.88).

@@ -242,24 +242,25 @@ class OperatingDetector:
 
 
 def test_propagation_follows_boxes_under_the_operating_confidence_across_gaps():
-    """A tumour boxed at the operating point on slices 10..14 and, under it, on 17 and 20: the weak boxes carry the
-    propagation on to 20 + reach; boxes under ``WEAK_CONF`` are not followed, and it stops at 14 + reach. Hints and
-    detections come from one detector pass."""
-    from bratsmedsam.pipeline import WEAK_CONF, detect_and_propagate, detect_with_weak
+    """A tumour boxed at the operating point (0.5) on slices 10..14 and, under it, on 17 and 20: boxes above a third
+    of the operating point carry the propagation on to 20 + reach; weaker ones are not followed, and it stops at
+    14 + reach. Weak boxes and detections come from one detector pass."""
+    from bratsmedsam.pipeline import detect_and_propagate, detect_with_weak, weak_floor
 
     column = np.zeros((40, 30, 36), bool)
     column[16:25, 8:17, 2:34] = True
     box = [16, 8, 24, 16]
     runs = {}
-    for weak in (0.1, 0.01):
+    assert weak_floor(0.5) == pytest.approx(0.5 / 3) and weak_floor(0.1) == pytest.approx(0.05)
+    for weak in (0.2, 0.1):
         det = OperatingDetector({**{k: [(box, 0.9)] for k in range(10, 15)}, 17: [(box, weak)], 20: [(box, weak)]},
                                 conf=0.5)
         found, conf, weak_boxes = detect_with_weak(channels_of(column), det)
         assert sorted(found) == list(range(10, 15)) and min(conf[k].min() for k in found) == pytest.approx(0.9)
-        assert sorted(weak_boxes) == ([*range(10, 15), 17, 20] if weak >= WEAK_CONF else list(range(10, 15)))
+        assert sorted(weak_boxes) == ([*range(10, 15), 17, 20] if weak >= weak_floor(0.5) else list(range(10, 15)))
         runs[weak] = detect_and_propagate(channels_of(column), det, ThresholdSegmenter(), reach=3, stop_iou=0.0,
                                           min_component_mm3=0).slices
-    assert runs[0.1] == list(range(7, 24)) and runs[0.01] == list(range(7, 18))
+    assert runs[0.2] == list(range(7, 24)) and runs[0.1] == list(range(7, 18))
 
 
 def test_boxes_under_the_operating_confidence_neither_seed_nor_vouch():
@@ -269,7 +270,7 @@ def test_boxes_under_the_operating_confidence_neither_seed_nor_vouch():
     two = np.zeros((40, 30, 20), bool)
     two[4:12, 8:16, 6:14] = True
     two[26:34, 8:16, 6:14] = True
-    det = OperatingDetector({k: [([4, 8, 11, 15], 0.9), ([26, 8, 33, 15], 0.2)] for k in range(7, 13)}, conf=0.5)
+    det = OperatingDetector({k: [([4, 8, 11, 15], 0.9), ([26, 8, 33, 15], 0.3)] for k in range(7, 13)}, conf=0.5)
     res = detect_and_propagate(channels_of(two), det, ThresholdSegmenter(), stop_iou=0.0, min_component_mm3=0)
     assert np.array_equal(res.label, two & (np.arange(40) < 20)[:, None, None])
 
