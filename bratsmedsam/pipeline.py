@@ -141,10 +141,10 @@ def detect_and_propagate(channels: np.ndarray, detector: SliceDetector, segmente
        on one slice alone), then those under ``min_component_mm3`` (:mod:`bratsmedsam.cleanup`).
 
     In steps 2 and 3 the detector's boxes down to a third of its operating confidence (:func:`detect_with_weak`)
-    move the extent too; they neither widen a prompt, nor seed, nor vouch. A quick detector trained on synthetic cases boxed the real case's
-    tumour at 0.17-0.35 with gaps of 4 slices and more between its boxes at its operating point (0.17): its
-    propagation stopped 29 slices short of the tumour's end (zero-shot 3D Dice 0.31); following its boxes down to
-    0.05 it reached both ends (0.88).
+    move the extent too; they neither widen a prompt, nor seed, nor vouch. A quick detector trained on synthetic
+    cases boxed the real case's tumour at 0.17-0.35, with gaps of 4 slices and more between its boxes at its
+    operating point (0.17): its propagation stopped 29 slices short of the tumour's end (zero-shot 3D Dice 0.31);
+    following its weak boxes it reached both ends (0.84).
     """
     boxes, conf, weak = detect_with_weak(detector_input(channels, detector_channels), detector)
     return propagate_detections(channels, boxes, conf, segmenter, seed_conf, reach, grow, margin, min_pixels,
