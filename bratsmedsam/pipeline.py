@@ -31,6 +31,22 @@ WEAK_FRACTION = 1 / 3
 MIN_WEAK_CONF = 0.05
 
 
+#: the volume-aware propagation's prompt margin (px around the previous slice's mask box) for a zero-shot decoder
+ZERO_SHOT_MARGIN = 3.0
+#: ... and for one fine-tuned with neighbour samples (``train-segmenter --neighbour-samples``, the default): it fills
+#: a looser box, and at 3 px it drew the real tumour's thin end slices 3-20x larger than the tumour (README "Weak
+#: boxes")
+NEIGHBOUR_TRAINED_MARGIN = 1.0
+
+
+def propagation_margin(segmenter) -> float:
+    """The prompt margin the volume-aware chain uses with ``segmenter``: :data:`NEIGHBOUR_TRAINED_MARGIN` when its
+    decoder's training record (``segmenter.meta``) says it was trained with neighbour samples, else
+    :data:`ZERO_SHOT_MARGIN`."""
+    config = (getattr(segmenter, "meta", None) or {}).get("config") or {}
+    return NEIGHBOUR_TRAINED_MARGIN if config.get("neighbour_samples") else ZERO_SHOT_MARGIN
+
+
 def weak_floor(operating: float, fraction: float = WEAK_FRACTION) -> float:
     """The lowest confidence of a weak box for a detector operating at ``operating``."""
     return max(MIN_WEAK_CONF, fraction * float(operating))
@@ -112,7 +128,7 @@ def clean_per_slice(label: np.ndarray, boxes: dict, conf: dict, min_component_mm
 
 
 def detect_and_propagate(channels: np.ndarray, detector: SliceDetector, segmenter: SliceSegmenter,
-                         seed_conf: float = SEED_CONF, reach: int = 3, grow: float = 10.0, margin: float = 3.0,
+                         seed_conf: float = SEED_CONF, reach: int = 3, grow: float = 10.0, margin: float | None = None,
                          min_pixels: int = 10, stop_iou: float = 0.5, min_component_mm3: float = MIN_COMPONENT_MM3,
                          spacing: tuple[float, float, float] = (1.0, 1.0, 1.0),
                          detector_channels: np.ndarray | None = None,
@@ -122,7 +138,8 @@ def detect_and_propagate(channels: np.ndarray, detector: SliceDetector, segmente
     1. The detector runs on every axial slice; its boxes are merged into 3D candidates (``slicer.merge_boxes_3d``).
     2. A candidate whose best box has confidence >= ``seed_conf`` is segmented on that box's slice (the seed), then
        :func:`volume.propagate` follows the mask slice by slice both ways, each slice prompted with the previous
-       mask's box grown by ``margin`` px and united with the detector's boxes it overlaps on that slice, kept
+       mask's box grown by ``margin`` px (None: :func:`propagation_margin`) and united with the detector's boxes it
+       overlaps on that slice, kept
        inside the candidate's footprint grown by ``grow`` px, until the
        mask ends or the predicted IoU drops under ``stop_iou``, at most ``reach`` slices past the detected extent
        (the thin ends the detector misses). The extent follows the detector's boxes (down to :func:`weak_floor`) that
@@ -153,13 +170,15 @@ def detect_and_propagate(channels: np.ndarray, detector: SliceDetector, segmente
 
 
 def propagate_detections(channels: np.ndarray, boxes: dict, conf: dict, segmenter: SliceSegmenter,
-                         seed_conf: float = SEED_CONF, reach: int = 3, grow: float = 10.0, margin: float = 3.0,
+                         seed_conf: float = SEED_CONF, reach: int = 3, grow: float = 10.0, margin: float | None = None,
                          min_pixels: int = 10, stop_iou: float = 0.5, min_component_mm3: float = MIN_COMPONENT_MM3,
                          spacing: tuple[float, float, float] = (1.0, 1.0, 1.0),
                          support_conf: float = MIN_SUPPORT_CONF, weak: dict | None = None) -> VolumeResult:
     """Steps 1-5 of :func:`detect_and_propagate` on detections already made (:func:`detect_with_weak`'s output;
     ``weak`` None: no boxes under the operating point)."""
     from .slicer import merge_boxes_3d
+
+    margin = propagation_margin(segmenter) if margin is None else float(margin)
 
     X, Y, Z, _ = channels.shape
     image = np.array([0, 0, X - 1, Y - 1], np.float32)  # a limit box growing stops at

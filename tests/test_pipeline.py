@@ -350,3 +350,20 @@ def test_propagation_grows_with_the_detector_where_the_tumour_widens():
     assert runs["with detector boxes"].sum() == cone.sum()
     assert runs["masks only"].sum() < 0.7 * cone.sum()
     assert np.array_equal(runs["with weak boxes"], runs["masks only"])
+
+
+def test_a_decoder_trained_with_neighbour_samples_propagates_with_a_tighter_margin():
+    """The margin around the previous mask's box follows the decoder's training record: 3 px zero-shot, 1 px for a
+    decoder fine-tuned with neighbour samples (it fills a looser box)."""
+    from bratsmedsam.pipeline import detect_and_propagate, propagation_margin
+
+    column = np.zeros((40, 30, 20), bool)
+    column[16:25, 8:17, 4:16] = True  # x 16..24, y 8..16
+    det = BoxDetector({k: [[16, 8, 24, 16]] for k in range(9, 12)})
+    tuned = ThresholdSegmenter()
+    tuned.meta = {"config": {"neighbour_samples": True}}
+    assert propagation_margin(ThresholdSegmenter()) == 3.0 and propagation_margin(tuned) == 1.0
+    for seg, m in ((ThresholdSegmenter(), 3), (tuned, 1)):
+        res = detect_and_propagate(channels_of(column), det, seg, stop_iou=0.0, min_component_mm3=0)
+        assert res.boxes[14][0].tolist() == [16 - m, 8 - m, 24 + m, 16 + m]  # a propagated slice's prompt
+        assert np.array_equal(res.label, column & (np.arange(20) >= 6)[None, None] & (np.arange(20) <= 14)[None, None])

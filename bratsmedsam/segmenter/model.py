@@ -316,6 +316,7 @@ class RegionSegmenter:
 
     def __init__(self, seg: Segmenter, region: str):
         self.seg, self.region_name = seg, region
+        self.meta = seg.meta  # the decoder's training record (``pipeline.propagation_margin`` reads it)
 
     def segment(self, image, boxes_xyxy):
         return self.seg.segment(image, boxes_xyxy, region=self.region_name)
