@@ -186,3 +186,56 @@ def test_3d_clean_up_is_scored_beside_the_raw_volume_and_named_in_the_report(tmp
     table = volume_table([SegmenterRow("row", "litemedsam", "zero-shot")], [GT, GT + "+cleanup"], recs, CFG)
     md = volume_markdown({"volume": table, "volume_sources": [GT, GT + "+cleanup"], "detectors": []})
     assert "GT boxes, 3D clean-up" in md
+
+
+def test_the_volume_aware_row_follows_the_detectors_weak_boxes_as_the_app_does(tmp_path):
+    """evaluate's ``+propagate`` row runs the detector once, for its detections and its weak boxes (under the
+    operating point): boxed at 0.9 on slices 13-14 and at 0.2 (operating 0.5) on 9, 11, 16 and 18, a tumour on
+    slices 8..19 is followed to both ends; the per-slice row keeps the confident boxes alone."""
+    from types import SimpleNamespace
+
+    import nibabel as nib
+
+    from bratsmedsam.cases import discover_cases
+    from bratsmedsam.evaluation.volumes import evaluate_volume
+
+    class Bright:  # the bright pixels inside each box; predicted IoU 1
+        def segment_many(self, images, boxes_per_image):
+            out = []
+            for im, boxes in zip(images, boxes_per_image):
+                masks = []
+                for x0, y0, x1, y1 in np.rint(np.asarray(boxes).reshape(-1, 4)).astype(int):
+                    m = np.zeros(im.shape[:2], bool)
+                    m[y0:y1 + 1, x0:x1 + 1] = im[y0:y1 + 1, x0:x1 + 1, 0] > 127
+                    masks.append(m)
+                out.append(SimpleNamespace(masks=np.array(masks), iou=np.ones(len(masks), np.float32)))
+            return out
+
+        def segment(self, image, boxes):
+            return self.segment_many([image], [boxes])[0]
+
+    class Operating:  # fixed boxes with confidences; keeps those at or above the operating point or the asked conf
+        conf = 0.5
+
+        def predict(self, images, conf=None):
+            floor = self.conf if conf is None else conf
+            box = np.array([[12, 10, 25, 24]], np.float32)  # x = i 12..25, y = j 10..24
+            c = {13: 0.9, 14: 0.9, 9: 0.2, 11: 0.2, 16: 0.2, 18: 0.2}
+            return [SimpleNamespace(xyxy=box if c.get(k, 0) >= floor else np.zeros((0, 4), np.float32),
+                                    conf=np.float32([c[k]]) if c.get(k, 0) >= floor else np.zeros(0, np.float32))
+                    for k in range(len(images))]
+
+    case = tmp_path / "studies" / "BraTS-GLI-00001-000"
+    case.mkdir(parents=True)
+    seg = np.zeros((40, 40, 30), np.uint8)
+    seg[12:26, 10:25, 8:20] = 2
+    for mod in ("t1c", "t2w", "t2f"):
+        nib.save(nib.Nifti1Image(np.where(seg > 0, 900, 100).astype(np.float32), np.eye(4)),
+                 case / f"{case.name}-{mod}.nii.gz")
+    nib.save(nib.Nifti1Image(seg, np.eye(4)), case / f"{case.name}-seg.nii.gz")
+    files = {c.case_id: c for c in discover_cases(tmp_path / "studies")}
+    recs = evaluate_volume(files, case.name, Stacks(PAPER_CHANNELS, PAPER_CHANNELS), "WT", 10, (0.5, 99.5),
+                           {"row": Bright()}, {"det": Operating()}, min_component_mm3=0, propagation=True)
+    by_src = {r.boxes: r for r in recs}
+    assert by_src["det+propagate"].volume_dice == pytest.approx(1.0)
+    assert by_src["det"].volume_dice == pytest.approx(2 * 2 / (2 + 12))  # slices 13-14 of 12
