@@ -145,40 +145,56 @@ def test_evaluate_verb_rejects_a_folder_that_is_not_a_dataset(tmp_path, capsys):
     assert "not a prepared dataset" in capsys.readouterr().err
 
 
-def test_3d_clean_up_is_scored_beside_the_raw_volume_and_named_in_the_report(tmp_path):
-    """evaluate_volume scores each prediction twice: as segmented, and with its small components removed."""
+class Bright:
+    """Segmenter fake: the bright pixels (channel 0 > 127) inside each box, predicted IoU 1; with ``speck`` also one
+    stray pixel in the image corner, far from the tumour (a false-positive component of its own)."""
+
+    def __init__(self, speck: bool = False):
+        self.speck = speck
+
+    def segment_many(self, images, boxes_per_image):
+        from types import SimpleNamespace
+
+        out = []
+        for im, boxes in zip(images, boxes_per_image):
+            masks = []
+            for x0, y0, x1, y1 in np.rint(np.asarray(boxes).reshape(-1, 4)).astype(int):
+                m = np.zeros(im.shape[:2], bool)
+                m[y0:y1 + 1, x0:x1 + 1] = im[y0:y1 + 1, x0:x1 + 1, 0] > 127
+                m[0, 0] |= self.speck
+                masks.append(m)
+            out.append(SimpleNamespace(masks=np.array(masks), iou=np.ones(len(masks), np.float32)))
+        return out
+
+    def segment(self, image, boxes):
+        return self.segment_many([image], [boxes])[0]
+
+
+def _one_case(tmp_path: Path, seg: np.ndarray) -> tuple[dict, str]:
+    """A studies folder with one BraTS case: every modality bright where ``seg`` labels tumour -> (files, case id)."""
     import nibabel as nib
 
     from bratsmedsam.cases import discover_cases
-    from bratsmedsam.evaluation.volumes import evaluate_volume
-    from bratsmedsam.report import volume_markdown
-
-    class Speckled:  # the GT region inside each box, plus one stray pixel in the image corner
-        def segment_many(self, images, boxes_per_image):
-            from types import SimpleNamespace
-
-            out = []
-            for im, boxes in zip(images, boxes_per_image):
-                masks = []
-                for x0, y0, x1, y1 in np.rint(np.asarray(boxes).reshape(-1, 4)).astype(int):
-                    m = np.zeros(im.shape[:2], bool)
-                    m[y0:y1 + 1, x0:x1 + 1] = im[y0:y1 + 1, x0:x1 + 1, 0] > 127
-                    m[0, 0] = True  # far from the tumour: a false-positive component of its own
-                    masks.append(m)
-                out.append(SimpleNamespace(masks=np.array(masks), iou=np.ones(len(masks), np.float32)))
-            return out
 
     case = tmp_path / "studies" / "BraTS-GLI-00001-000"
     case.mkdir(parents=True)
+    for mod in ("t1c", "t2w", "t2f"):
+        nib.save(nib.Nifti1Image(np.where(seg > 0, 900, 100).astype(np.float32), np.eye(4)),
+                 case / f"{case.name}-{mod}.nii.gz")
+    nib.save(nib.Nifti1Image(seg, np.eye(4)), case / f"{case.name}-seg.nii.gz")
+    return {c.case_id: c for c in discover_cases(tmp_path / "studies")}, case.name
+
+
+def test_3d_clean_up_is_scored_beside_the_raw_volume_and_named_in_the_report(tmp_path):
+    """evaluate_volume scores each prediction twice: as segmented, and with its small components removed."""
+    from bratsmedsam.evaluation.volumes import evaluate_volume
+    from bratsmedsam.report import volume_markdown
+
     seg = np.zeros((40, 40, 30), np.uint8)
     seg[10:25, 12:26, 8:20] = 2
-    for mod in ("t1c", "t2w", "t2f"):
-        img = np.where(seg > 0, 900, 100).astype(np.float32)
-        nib.save(nib.Nifti1Image(img, np.eye(4)), case / f"{case.name}-{mod}.nii.gz")
-    nib.save(nib.Nifti1Image(seg, np.eye(4)), case / f"{case.name}-seg.nii.gz")
-    files = {c.case_id: c for c in discover_cases(tmp_path / "studies")}
-    recs = evaluate_volume(files, case.name, Stacks(PAPER_CHANNELS, PAPER_CHANNELS), "WT", 10, (0.5, 99.5),
-                           {"row": Speckled()}, {}, min_component_mm3=50)
+    files, case = _one_case(tmp_path, seg)
+    recs = evaluate_volume(files, case, Stacks(PAPER_CHANNELS, PAPER_CHANNELS), "WT", 10, (0.5, 99.5),
+                           {"row": Bright(speck=True)}, {}, min_component_mm3=50)
     by_src = {r.boxes: r for r in recs}
     assert set(by_src) == {GT, GT + "+cleanup"}
     assert by_src[GT].lesion_n_fp > 0 and by_src[GT + "+cleanup"].lesion_n_fp == 0
@@ -194,25 +210,7 @@ def test_the_volume_aware_row_follows_the_detectors_weak_boxes_as_the_app_does(t
     slices 8..19 is followed to both ends; the per-slice row keeps the confident boxes alone."""
     from types import SimpleNamespace
 
-    import nibabel as nib
-
-    from bratsmedsam.cases import discover_cases
     from bratsmedsam.evaluation.volumes import evaluate_volume
-
-    class Bright:  # the bright pixels inside each box; predicted IoU 1
-        def segment_many(self, images, boxes_per_image):
-            out = []
-            for im, boxes in zip(images, boxes_per_image):
-                masks = []
-                for x0, y0, x1, y1 in np.rint(np.asarray(boxes).reshape(-1, 4)).astype(int):
-                    m = np.zeros(im.shape[:2], bool)
-                    m[y0:y1 + 1, x0:x1 + 1] = im[y0:y1 + 1, x0:x1 + 1, 0] > 127
-                    masks.append(m)
-                out.append(SimpleNamespace(masks=np.array(masks), iou=np.ones(len(masks), np.float32)))
-            return out
-
-        def segment(self, image, boxes):
-            return self.segment_many([image], [boxes])[0]
 
     class Operating:  # fixed boxes with confidences; keeps those at or above the operating point or the asked conf
         conf = 0.5
@@ -225,16 +223,10 @@ def test_the_volume_aware_row_follows_the_detectors_weak_boxes_as_the_app_does(t
                                     conf=np.float32([c[k]]) if c.get(k, 0) >= floor else np.zeros(0, np.float32))
                     for k in range(len(images))]
 
-    case = tmp_path / "studies" / "BraTS-GLI-00001-000"
-    case.mkdir(parents=True)
     seg = np.zeros((40, 40, 30), np.uint8)
     seg[12:26, 10:25, 8:20] = 2
-    for mod in ("t1c", "t2w", "t2f"):
-        nib.save(nib.Nifti1Image(np.where(seg > 0, 900, 100).astype(np.float32), np.eye(4)),
-                 case / f"{case.name}-{mod}.nii.gz")
-    nib.save(nib.Nifti1Image(seg, np.eye(4)), case / f"{case.name}-seg.nii.gz")
-    files = {c.case_id: c for c in discover_cases(tmp_path / "studies")}
-    recs = evaluate_volume(files, case.name, Stacks(PAPER_CHANNELS, PAPER_CHANNELS), "WT", 10, (0.5, 99.5),
+    files, case = _one_case(tmp_path, seg)
+    recs = evaluate_volume(files, case, Stacks(PAPER_CHANNELS, PAPER_CHANNELS), "WT", 10, (0.5, 99.5),
                            {"row": Bright()}, {"det": Operating()}, min_component_mm3=0, propagation=True)
     by_src = {r.boxes: r for r in recs}
     assert by_src["det+propagate"].volume_dice == pytest.approx(1.0)
