@@ -4,4 +4,4 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 "$root/scripts/setup.sh"
 cd "$root"
-exec "$root/.venv/bin/python" -m pytest "$@"
+exec "${BRATSMEDSAM_VENV:-$root/.venv}/bin/python" -m pytest "$@"
