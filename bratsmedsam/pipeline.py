@@ -41,10 +41,13 @@ NEIGHBOUR_TRAINED_MARGIN = 1.0
 
 def propagation_margin(segmenter) -> float:
     """The prompt margin the volume-aware chain uses with ``segmenter``: :data:`NEIGHBOUR_TRAINED_MARGIN` when its
-    decoder's training record (``segmenter.meta``) says it was trained with neighbour samples, else
-    :data:`ZERO_SHOT_MARGIN`."""
-    config = (getattr(segmenter, "meta", None) or {}).get("config") or {}
-    return NEIGHBOUR_TRAINED_MARGIN if config.get("neighbour_samples") else ZERO_SHOT_MARGIN
+    decoder's training record (``segmenter.meta``) says it trained on neighbour samples, else
+    :data:`ZERO_SHOT_MARGIN`. Records older than the ``neighbour_samples`` entry: its config asked for them, for
+    one region (a multi-region run trains without them)."""
+    meta = getattr(segmenter, "meta", None) or {}
+    config = meta.get("config") or {}
+    trained = meta.get("neighbour_samples", bool(config.get("neighbour_samples")) and not config.get("regions"))
+    return NEIGHBOUR_TRAINED_MARGIN if trained else ZERO_SHOT_MARGIN
 
 
 def weak_floor(operating: float, fraction: float = WEAK_FRACTION) -> float:

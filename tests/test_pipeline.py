@@ -363,6 +363,14 @@ def test_a_decoder_trained_with_neighbour_samples_propagates_with_a_tighter_marg
     tuned = ThresholdSegmenter()
     tuned.meta = {"config": {"neighbour_samples": True}}
     assert propagation_margin(ThresholdSegmenter()) == 3.0 and propagation_margin(tuned) == 1.0
+    multi = ThresholdSegmenter()  # a multi-region run trains without neighbour samples, whatever it was asked
+    multi.meta = {"config": {"neighbour_samples": True, "regions": ["BraTS"]}, "neighbour_samples": False}
+    served = ThresholdSegmenter()  # a one-region decoder loaded for the sub-regions too keeps its record
+    served.meta = {"config": {"neighbour_samples": True, "regions": None}, "neighbour_samples": True,
+                   "regions": ["WT", "TC", "ET"]}
+    old = ThresholdSegmenter()  # a record from before the entry: its config decides
+    old.meta = {"config": {"neighbour_samples": True, "regions": ["BraTS"]}}
+    assert propagation_margin(multi) == 3.0 and propagation_margin(served) == 1.0 and propagation_margin(old) == 3.0
     for seg, m in ((ThresholdSegmenter(), 3), (tuned, 1)):
         res = detect_and_propagate(channels_of(column), det, seg, stop_iou=0.0, min_component_mm3=0)
         assert res.boxes[14][0].tolist() == [16 - m, 8 - m, 24 + m, 16 + m]  # a propagated slice's prompt

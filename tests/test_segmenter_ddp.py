@@ -179,6 +179,7 @@ def test_the_brats_region_heads_train_under_two_gloo_ranks_as_in_one_process(sam
         runs[n] = json.loads((out / "history.json").read_text())
         ck = torch.load(out / "last.pt", weights_only=False)
         assert ck["meta"]["region_slots"] == {"WT": 0, "TC": 2, "ET": 3}
+        assert ck["meta"]["neighbour_samples"] is False  # a multi-region run trains without them
     a, b = runs[1][1], runs[2][1]
     assert a["samples_per_rank"] == [sum(b["samples_per_rank"])] and min(b["samples_per_rank"]) > 0
     assert abs(a["train_loss"] - b["train_loss"]) < LOSS_TOL

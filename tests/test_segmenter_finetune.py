@@ -95,6 +95,7 @@ def test_run_folder_holds_args_history_curve_overlays_and_checkpoint_metadata(fi
     assert meta["base"] == "litemedsam" and len(meta["base_checkpoint_sha256"]) == 64
     assert meta["channels"] == info["segmenter_channels"] == ["t2f"] * 3 and meta["region"] == info["region"]
     assert meta["metrics"]["zero_shot_val_dice"] is not None and ck["optimizer"]["state"]
+    assert meta["neighbour_samples"] is True  # the default, one region: the volume-aware chain's margin reads it
 
 
 @pytest.mark.slow

@@ -232,7 +232,9 @@ def _meta(seg, info: dict, dataset_dir, cfg: FinetuneConfig, epoch: int, metrics
             "preprocess": seg.fam.preprocess_id, "channels": list(dataset_stacks(info).segmenter),
             "region": info.get("region"), "dataset": str(Path(dataset_dir).resolve()),
             "box_prompt": "one box per tumour component; target = tumour pixels inside the box",
-            "epoch": epoch, "metrics": metrics, "config": asdict(cfg)}
+            "epoch": epoch, "metrics": metrics, "config": asdict(cfg),
+            # the samples it trained on (a multi-region run has none): ``pipeline.propagation_margin`` reads it
+            "neighbour_samples": bool(cfg.neighbour_samples and not regions)}
     if regions:
         meta["regions"] = list(regions)
         meta["region_slots"] = {r: seg.slots[r] for r in regions}
