@@ -270,8 +270,10 @@ def test_info_and_datastore_answer_within_a_second_while_a_long_3d_request_runs(
     k = ref["k"]
     flat = {"roi": [i0, i1, j0, j1, k, k]}
     assert server("POST", f"/infer/medsam?image={ref['id']}", data={"params": json.dumps(flat)}).status_code == 200
-    z0 = max(0, k - 20)
-    deep = {"roi": [i0, i1, j0, j1, z0, min(ref["shape"][2] - 1, z0 + 40)]}
+    # the deepest ROI the app takes (max_roi_depth 64): with 41 slices, several of them encoded by earlier tests, the
+    # request was once done before 5 rounds of the calls below on a quiet machine
+    z0 = max(0, k - 32)
+    deep = {"roi": [i0, i1, j0, j1, z0, min(ref["shape"][2] - 1, z0 + 63)]}
     done = {}
 
     def long_request():
@@ -296,7 +298,7 @@ def test_info_and_datastore_answer_within_a_second_while_a_long_3d_request_runs(
     th.join()
     p99 = {k: round(float(np.percentile(v, 99)), 3) for k, v in lat.items() if v}
     FIGURES["p99 during a long 3D request (s)"] = {**p99, "n": len(lat["info"]), "3D request": done}
-    assert was_running and done["status"] == 200 and len(lat["info"]) >= 5
+    assert was_running and done["status"] == 200 and len(lat["info"]) >= 5, (was_running, done, len(lat["info"]))
     assert p99["info"] < 1.0 and p99["datastore"] < 1.0, p99
     assert p99["warm 2D prompt"] < 1.0, p99
 
