@@ -56,12 +56,12 @@ def weak_floor(operating: float, fraction: float = WEAK_FRACTION) -> float:
 
 
 def detect_volume(channels: np.ndarray, detector: SliceDetector, postprocess: bool = False,
-                  conf: float | None = None) -> tuple[dict, dict]:
+                  min_conf: float | None = None) -> tuple[dict, dict]:
     """Run the detector over every axial slice -> ``(boxes {k: (n,4) xyxy}, conf {k: (n,)})``, empty slices left out;
-    ``conf``: down to this confidence instead of the detector's operating one."""
+    ``min_conf``: down to this confidence instead of the detector's operating one."""
     check_channels(channels)
     images = [axial_slice(channels, k) for k in range(channels.shape[2])]
-    found = detector.predict(images) if conf is None else detector.predict(images, conf=conf)
+    found = detector.predict(images) if min_conf is None else detector.predict(images, conf=min_conf)
     if postprocess:
         from .detection.postprocess import postprocess_volume
 
@@ -81,10 +81,11 @@ def detect_with_weak(channels: np.ndarray, detector: SliceDetector,
     the lower confidence. A detector without an operating ``conf`` above that floor gives its detections as the
     weak boxes."""
     operating = getattr(detector, "conf", None)
-    if operating is None or float(operating) <= weak_floor(operating, fraction):
+    floor = None if operating is None else weak_floor(operating, fraction)
+    if floor is None or float(operating) <= floor:
         boxes, conf = detect_volume(channels, detector)
         return boxes, conf, boxes
-    weak, scores = detect_volume(channels, detector, conf=weak_floor(operating, fraction))
+    weak, scores = detect_volume(channels, detector, min_conf=floor)
     boxes, conf = {}, {}
     for k, c in scores.items():
         keep = c >= float(operating)

@@ -47,8 +47,9 @@ VOLUME_DEFINITION = (
     "`bratsmedsam.cleanup`) and, end to end, those no detection vouches for: one of confidence >= 0.5, or >= 0.3 "
     "with boxes on the component on two slices or more (the most confident detection's are always kept). "
     "*Volume-aware*: the detector's confident 3D candidates, and confident boxes those left unsegmented, seed a "
-    "slice-by-slice propagation of the segmenter's mask that follows the detector's boxes down to confidence 0.05, "
-    "under its operating point, and goes 3 slices past the last (`pipeline.detect_and_propagate`, cleaned as "
+    "slice-by-slice propagation of the segmenter's mask (each prompt the previous mask's box + 3 px, 1 px with a "
+    "decoder fine-tuned on neighbour samples) that follows the detector's boxes, down to a third of its operating "
+    "confidence (never under 0.05), and goes 3 slices past the last (`pipeline.detect_and_propagate`, cleaned as "
     "above); detector boxes no propagation "
     "confirms are dropped. Brackets: bootstrap over patients."
 )
