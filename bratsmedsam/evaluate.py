@@ -59,6 +59,7 @@ class EvaluateConfig:
     min_component_mm3: float = MIN_COMPONENT_MM3  # 3D clean-up scored beside the raw volumes (0: not scored)
     propagation: bool = True        # also score each detector's volume-aware segmentation in 3D
     regions: tuple[str, ...] | None = None  # None: the dataset's region; ("WT", "TC", "ET"): BraTS sub-regions
+    fill_holes: bool = True         # fill the 2D holes of WT / TC masks (regions.SOLID_REGIONS), as the app does
 
 
 def eval_regions(cfg: EvaluateConfig, info: dict, data) -> tuple[str, ...]:
@@ -177,6 +178,7 @@ def evaluate(cfg: EvaluateConfig, out_dir: str | Path) -> dict:
         "volume": volume_table(rows, vol_sources, case_rows, cfg, regions) if volumes else {},
         "volume_sources": vol_sources,
         "min_component_mm3": cfg.min_component_mm3,
+        "fill_holes": cfg.fill_holes,
         "slices": slice_rows,
         "per_case": per_case_rows(slice_rows, case_rows),
         "seconds": None,

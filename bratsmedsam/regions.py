@@ -17,6 +17,10 @@ BRATS = "BraTS"
 BRATS_LABELS = {"NCR": 1, "ED": 2, "ET": 3}
 #: each inner region's parent: a region's mask is clipped to its parent's
 PARENT = {"TC": "WT", "ET": "TC"}
+#: regions whose axial cross-sections have no holes: WT and TC are a solid mass on every slice, ET is a rim around
+#: the necrotic core. On the real case's ground truth: WT 14 hole pixels in 57,305 voxels, TC none, ET 11,738 in
+#: 32,731. A segmenter's mask of a solid region has its 2D holes filled (``Segmenter(fill_holes=True)``)
+SOLID_REGIONS = ("WT", "TC")
 
 
 def parse_region(region: str) -> str:

@@ -65,6 +65,14 @@ REGIONS_DEFINITION = (
 )
 
 
+def fill_text(results: dict) -> str:
+    """What the masks are, as to their 2D holes (``evaluate --no-fill-holes``)."""
+    if results.get("fill_holes", True):
+        return ("*Masks*: the decoder's, each WT / TC mask's 2D holes filled (as the app serves them; ET, a rim, is "
+                "left as drawn).")
+    return "*Masks*: the decoder's raw output, holes left open (`--no-fill-holes`)."
+
+
 def _fmt(x: float, digits: int = 3) -> str:
     return "n/a" if x is None or not math.isfinite(x) else f"{x:.{digits}f}"
 
@@ -167,7 +175,7 @@ def report_markdown(results: dict, figures: dict[str, str | None]) -> str:
         "## Table 2 (extended): slice Dice per segmenter",
         "Mean slice Dice [95 % CI]. A segmenter whose weights were not supplied shows *not supplied*.",
         table2_markdown(results),
-        SLICE_DEFINITION + (" " + REGIONS_DEFINITION if _multi(results) else ""),
+        SLICE_DEFINITION + " " + fill_text(results) + (" " + REGIONS_DEFINITION if _multi(results) else ""),
         "## 3D per case",
         volume_markdown(results),
         VOLUME_DEFINITION,

@@ -128,6 +128,9 @@ def test_report_folder_has_every_table_file_and_figure(tmp_path):
         assert heading in md
     for rel in FIGURES.values():
         assert f"({rel})" in md and (tmp_path / "report" / rel).stat().st_size > 1000
+    assert "2D holes filled" in md  # the masks scored are the ones served
+    raw = report_markdown({**_results(tmp_path), "fill_holes": False}, {k: None for k in FIGURES})
+    assert "--no-fill-holes" in raw and "2D holes filled" not in raw
 
 
 def test_report_without_detector_says_so():

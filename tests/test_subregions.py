@@ -166,7 +166,7 @@ def test_one_pass_returns_every_region_and_equals_the_per_region_calls(multi):
 
 
 def test_wt_mode_is_upstreams_single_mask_decode_and_the_brats_heads_leave_it_unchanged(single, multi):
-    from bratsmedsam.segmenter.model import decode
+    from bratsmedsam.segmenter.model import decode, fill_holes
 
     img, box = _ellipse()
     net = single.net
@@ -175,12 +175,32 @@ def test_wt_mode_is_upstreams_single_mask_decode_and_the_brats_heads_leave_it_un
     bm = torch.from_numpy(single.fam.boxes_to_model(box, frame))
     with torch.inference_mode():
         ref_logits, ref_iou = decode(net, net.mask_decoder, emb, bm)  # upstream MaskDecoder, multimask_output=False
-    ref = single.fam.masks(ref_logits, frame)
+    ref = fill_holes(single.fam.masks(ref_logits, frame))  # then WT's 2D holes filled (regions.SOLID_REGIONS)
     got = single.segment(img, box)
     assert single.regions == ("WT",) and single.slots == {"WT": 0}
     assert np.array_equal(got.masks, ref) and np.allclose(got.iou, ref_iou[:, 0].numpy(), atol=1e-6)
     in_brats = multi.segment(img, box, region="WT")
     assert np.array_equal(in_brats.masks, got.masks) and np.allclose(in_brats.iou, got.iou, atol=1e-6)
+
+
+def test_solid_regions_masks_get_their_holes_filled_and_ets_rim_stays_open(multi, monkeypatch):
+    from bratsmedsam.segmenter.model import fill_holes
+
+    yy, xx = np.mgrid[:120, :140]
+    r = np.hypot(yy - 60, xx - 70)
+    ring = (r <= 30) & (r >= 15)  # a rim around a 15 px hole, as the decoder leaves inside a necrotic core
+    hole = r < 15
+    assert np.array_equal(fill_holes(ring[None])[0], ring | hole)
+    assert fill_holes(np.zeros((0, 120, 140), bool)).shape == (0, 120, 140)
+    # whatever the decoder's logits, the family's masks are rings: what the Segmenter returns per region
+    monkeypatch.setattr(multi.fam, "masks", lambda logits, frame: np.repeat(ring[None], logits.shape[0], 0))
+    img, box = _ellipse()
+    out = multi.segment_regions([img], [box])
+    assert out["WT"][0].masks[0][hole].all() and out["TC"][0].masks[0][hole].all()
+    assert np.array_equal(out["ET"][0].masks[0], ring)  # ET is a rim: its hole is the necrosis it surrounds
+    monkeypatch.setattr(multi, "fill_holes", False)  # evaluate --no-fill-holes: the raw masks
+    raw = multi.segment_regions([img], [box])
+    assert all(np.array_equal(raw[g][0].masks[0], ring) for g in ("WT", "TC", "ET"))
 
 
 def test_the_openvino_decoder_emits_every_region_from_one_inference_equal_to_pytorch(tmp_path, monkeypatch):

@@ -48,6 +48,8 @@ def register(subparsers) -> None:
                    help="also score each 3D prediction with its components smaller than this removed (0: do not)")
     p.add_argument("--no-propagation", action="store_true",
                    help="do not score the volume-aware automatic segmentation (detector seeds + propagation)")
+    p.add_argument("--no-fill-holes", action="store_true",
+                   help="score the decoder's raw WT / TC masks, their 2D holes left open (default: filled, as served)")
     p.add_argument("--regions", default=None,
                    help="BraTS (= WT,TC,ET) or a list: score the sub-regions too, each table with a row per region "
                         "(needs a WT dataset with label maps). Default: the dataset's region")
@@ -76,7 +78,7 @@ def run(args) -> int:
         medsam_checkpoint=args.medsam_checkpoint, split=args.split, volumes=not args.no_volumes,
         max_cases=args.max_cases, det_conf=args.det_conf, n_boot=args.n_boot, seed=args.seed, device=args.device,
         cache_dir=args.cache_dir, min_component_mm3=args.min_component_mm3, propagation=not args.no_propagation,
-        regions=parse_region_list(args.regions),
+        regions=parse_region_list(args.regions), fill_holes=not args.no_fill_holes,
     )
     Path(out).mkdir(parents=True, exist_ok=True)
     write_text(Path(out) / "args.yaml", yaml.safe_dump(

@@ -24,6 +24,7 @@ import numpy as np
 
 from ..devices import pick_device
 from ..errors import UserError
+from ..regions import SOLID_REGIONS
 from .cache import EmbeddingCache, image_key
 from ..digest import file_sha256
 from .checkpoint import load_base, load_decoder
@@ -34,6 +35,15 @@ from .families import FAMILIES, Family, get_family
 class SegResult:
     masks: np.ndarray  # bool (n, H, W), original resolution, one per input box
     iou: np.ndarray  # float32 (n,), the model's predicted IoU per mask
+
+
+def fill_holes(masks: np.ndarray) -> np.ndarray:
+    """bool ``(n, H, W)`` masks with each mask's 2D holes filled (``scipy.ndimage.binary_fill_holes``): the
+    background pixels no path of 4-connected background links to the mask's border."""
+    from scipy import ndimage
+
+    masks = np.asarray(masks, bool)
+    return np.stack([ndimage.binary_fill_holes(m) for m in masks]) if len(masks) else masks
 
 
 def union_masks(masks, shape) -> np.ndarray:
@@ -149,7 +159,7 @@ class Segmenter:
                  meta: dict | None = None, decoder_sha256: str | None = None, cache_dir=None, cache_size=256,
                  encode_batch: int | None = None, backend: str = "auto", precision: str = "auto",
                  cache_max_mb: float | None = None, decode_batch: int | None = None,
-                 slots: dict | None = None):
+                 slots: dict | None = None, fill_holes: bool = True):
         from .backends import make_encoder
 
         self.fam = family
@@ -174,6 +184,8 @@ class Segmenter:
         # its one region, on slot 0)
         self.slots = {str(r).upper(): int(k) for r, k in (slots or {self.meta.get("region") or "WT": 0}).items()}
         self.regions = tuple(self.slots)
+        # a solid region's masks get their 2D holes filled (regions.SOLID_REGIONS; README "Hole filling")
+        self.fill_holes = bool(fill_holes)
         self.decoder_backend = backend  # the mask decoder: OpenVINO on a CPU where it loads (made on first use)
         zero = [str(self.slots[r]) for r in self.regions if r != "WT" and r not in self.meta.get(
             "region_heads_trained", ())]  # heads set up at load (zero-shot): their weights are not in the file
@@ -306,7 +318,10 @@ class Segmenter:
             for i in need:
                 logits, iou = torch.stack(logits_of[i]).float(), torch.stack(iou_of[i]).float().cpu().numpy()
                 for c, r in enumerate(regions):  # (n, 1, 256, 256) per region: the family's post-processing
-                    results[r][i] = SegResult(self.fam.masks(logits[:, c:c + 1], frames[i]), iou[:, c])
+                    masks = self.fam.masks(logits[:, c:c + 1], frames[i])
+                    if self.fill_holes and r in SOLID_REGIONS:
+                        masks = fill_holes(masks)
+                    results[r][i] = SegResult(masks, iou[:, c])
         return results
 
 
@@ -328,7 +343,7 @@ class RegionSegmenter:
 def load_segmenter(base: str | None = "litemedsam", checkpoint=None, decoder=None, device=None, cache_dir=None,
                    cache_size: int = 256, backend: str = "auto", precision: str = "auto",
                    cache_max_mb: float | None = None, decode_batch: int | None = None,
-                   regions: Sequence[str] | None = None) -> Segmenter:
+                   regions: Sequence[str] | None = None, fill_holes: bool = True) -> Segmenter:
     """Load a family (``litemedsam`` default, ``medsam``, ``sam``), optionally with a fine-tuned ``decoder``
     checkpoint from :func:`train_decoder`. With a decoder, its metadata names the base family and the SHA-256 of
     the base checkpoint; the base checkpoint must match it (``checkpoint`` or the path recorded at training).
@@ -338,7 +353,8 @@ def load_segmenter(base: str | None = "litemedsam", checkpoint=None, decoder=Non
     A region the checkpoint was trained for keeps its slot (meta ``region_slots``); any other region gets its
     zero-shot head (:data:`ZERO_SHOT_SLOTS`). None: the checkpoint's regions (one region for a single-region
     checkpoint or none at all). A checkpoint of the old format (one decoder copy per region, ``region_decoders``)
-    is a :class:`UserError`: its copies cannot share one pass."""
+    is a :class:`UserError`: its copies cannot share one pass. ``fill_holes``: fill the 2D holes of a solid region's
+    masks (:data:`~bratsmedsam.regions.SOLID_REGIONS`, on by default; off reproduces the raw decoder output)."""
     dec = load_decoder(decoder) if decoder is not None else None
     meta = dict(dec["meta"]) if dec else {}
     if dec:
@@ -393,8 +409,8 @@ def load_segmenter(base: str | None = "litemedsam", checkpoint=None, decoder=Non
                         f"this code has {fam.preprocess_id!r}")
     return Segmenter(fam, net, path, sha, pick_device(device), meta=meta, decoder_sha256=dsha, cache_dir=cache_dir,
                      cache_size=cache_size, backend=backend, precision=precision, cache_max_mb=cache_max_mb,
-                     decode_batch=decode_batch, slots=slots)
+                     decode_batch=decode_batch, slots=slots, fill_holes=fill_holes)
 
 
 __all__ = ["SegResult", "Segmenter", "load_segmenter", "decode", "decode_batched", "decode_heads", "heads_decoder",
-           "union_masks", "ZERO_SHOT_SLOTS"]
+           "fill_holes", "union_masks", "ZERO_SHOT_SLOTS"]
