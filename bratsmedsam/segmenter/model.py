@@ -38,8 +38,8 @@ class SegResult:
 
 
 def fill_holes(masks: np.ndarray) -> np.ndarray:
-    """bool ``(n, H, W)`` masks with each mask's 2D holes filled (``scipy.ndimage.binary_fill_holes``): the
-    background pixels no path of 4-connected background links to the mask's border."""
+    """bool ``(n, H, W)`` masks with each mask's 2D holes filled (``scipy.ndimage.binary_fill_holes``): every
+    background pixel that no 4-connected path of background pixels joins to the slice's edge."""
     from scipy import ndimage
 
     masks = np.asarray(masks, bool)
