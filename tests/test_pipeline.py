@@ -375,3 +375,59 @@ def test_a_decoder_trained_with_neighbour_samples_propagates_with_a_tighter_marg
         res = detect_and_propagate(channels_of(column), det, seg, stop_iou=0.0, min_component_mm3=0)
         assert res.boxes[14][0].tolist() == [16 - m, 8 - m, 24 + m, 16 + m]  # a propagated slice's prompt
         assert np.array_equal(res.label, column & (np.arange(20) >= 6)[None, None] & (np.arange(20) <= 14)[None, None])
+
+
+def _cylinder(shape=(40, 30, 20), centre=(12, 14), radius=5, k0=3, k1=16):
+    i, j, k = np.indices(shape)
+    return ((i - centre[0]) ** 2 + (j - centre[1]) ** 2 <= radius ** 2) & (k >= k0) & (k <= k1)
+
+
+def test_a_dip_between_larger_masks_is_prompted_again_from_its_neighbours():
+    """A seed box that held part of the tumour's slice leaves that slice (and its next) with part of a mask while
+    the slices around have all of it: the dip is prompted from the masks on both sides."""
+    from bratsmedsam.pipeline import fill_dips
+    from bratsmedsam.volume import VolumeResult
+
+    truth = _cylinder()
+    label = truth.copy()
+    label[:, :, 9:11] = False
+    label[10:14, 12:16, 9:11] = truth[10:14, 12:16, 9:11]  # 16 of the 81 pixels on z 9 and 10
+    doubted = VolumeResult(label=label.copy())  # the stand-in's IoU here: 81 of 169 box pixels, under 0.5
+    assert fill_dips(channels_of(truth), ThresholdSegmenter(), doubted, margin=1.0) == 0
+    assert np.array_equal(doubted.label, label)
+    result = VolumeResult(label=label)
+    seg = ThresholdSegmenter()
+    assert fill_dips(channels_of(truth), seg, result, margin=1.0, stop_iou=0.0) == 2 and seg.calls == 2
+    assert np.array_equal(result.label, truth)
+    assert sorted(result.boxes) == [9, 10] and result.boxes[9][0].tolist() == [6, 8, 18, 20]  # x=i 7..17, y=j 9..19
+
+
+def test_a_tapering_end_is_no_dip_and_another_lesion_stays_out_of_the_dips_prompt():
+    from bratsmedsam.pipeline import fill_dips
+    from bratsmedsam.volume import VolumeResult
+
+    cone = ball()  # its slices shrink towards both ends: no slice has larger masks on both sides
+    seg = ThresholdSegmenter()
+    result = VolumeResult(label=cone.copy())
+    assert fill_dips(channels_of(cone), seg, result, margin=1.0, stop_iou=0.0) == 0 and seg.calls == 0
+    assert np.array_equal(result.label, cone)
+    a, b = _cylinder(centre=(10, 8), radius=4), _cylinder(centre=(30, 22), radius=4)
+    label = a | b
+    label[:, :, 9] = False
+    label[9:12, 7:10, 9] = True  # a's dip; b is missing on z 9 too, its slices are no anchor for a's prompt
+    result = VolumeResult(label=label)
+    assert fill_dips(channels_of(a | b), ThresholdSegmenter(), result, margin=1.0, stop_iou=0.0) == 1
+    assert np.array_equal(result.label[:, :, 9], a[:, :, 9])  # a filled from its own masks, b not drawn in
+    assert result.boxes[9][0].tolist() == [5, 3, 15, 13]  # a alone (x=i 6..14, y=j 4..12, + 1)
+
+
+def test_the_volume_aware_chain_fills_dips_unless_told_not_to(monkeypatch):
+    from bratsmedsam import pipeline
+
+    calls = []
+    monkeypatch.setattr(pipeline, "fill_dips", lambda *a, **k: calls.append(1) or 0)
+    column = _cylinder()
+    boxes, conf = {9: np.array([[9, 7, 19, 17]], np.float32)}, {9: np.array([0.9], np.float32)}
+    for dips in (True, False):
+        pipeline.propagate_detections(channels_of(column), boxes, conf, ThresholdSegmenter(), dips=dips)
+    assert len(calls) == 1
