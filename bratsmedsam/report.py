@@ -49,7 +49,8 @@ VOLUME_DEFINITION = (
     "*Volume-aware*: the detector's confident 3D candidates, and confident boxes those left unsegmented, seed a "
     "slice-by-slice propagation of the segmenter's mask (each prompt the previous mask's box + 3 px, 1 px with a "
     "decoder fine-tuned on neighbour samples) that follows the detector's boxes, down to a third of its operating "
-    "confidence (never under 0.05), and goes 3 slices past the last (`pipeline.detect_and_propagate`, cleaned as "
+    "confidence (never under 0.05), and goes 3 slices past the last; a slice whose mask is under half of a mask "
+    "within 3 slices on each side is prompted again from those (`pipeline.detect_and_propagate`, cleaned as "
     "above); detector boxes no propagation "
     "confirms are dropped. Brackets: bootstrap over patients."
 )
