@@ -23,6 +23,20 @@ from ..prefetch import Prefetcher
 logger = logging.getLogger(__name__)
 _studies: "OrderedDict[tuple, Study]" = OrderedDict()
 _studies_lock = threading.Lock()
+_results_dir: str | None = None
+_results_lock = threading.Lock()
+
+
+def result_path(suffix: str) -> str:
+    """A new file for one response, in this process's own folder under the system temp dir. MONAI Label deletes a
+    result file once it is sent, and its client saves what it receives under the same file name in its own temp
+    folder (the system one by default): a client on the server's machine had its copy deleted by that clean-up when
+    both were ``/tmp/<name>``. In a folder of its own the server's file never shares a path with the client's."""
+    global _results_dir
+    with _results_lock:
+        if _results_dir is None or not os.path.isdir(_results_dir):
+            _results_dir = tempfile.mkdtemp(prefix="brats-medsam-results-")
+    return tempfile.NamedTemporaryFile(suffix=suffix, delete=False, dir=_results_dir).name
 
 
 def cached_study(path: str, stacks) -> Study:
@@ -86,7 +100,7 @@ class StudyInferTask(InferTask):
         """A bool mask as label 1, a uint8 label map (BraTS mode) with its values; the reference's geometry."""
         from bratsmedsam.studies import write_label, write_label_map
 
-        out = tempfile.NamedTemporaryFile(suffix=ext, delete=False).name
+        out = result_path(ext)
         if np.asarray(result).dtype == np.uint8:
             write_label_map(result, study.reference, out)
         else:

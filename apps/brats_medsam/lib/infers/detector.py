@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import tempfile
-
 from monailabel.interfaces.tasks.infer_v2 import InferType
 
 from bratsmedsam.atomic import write_json
 from bratsmedsam.pipeline import detect_volume
 from bratsmedsam.slicer import merge_boxes_3d, roi_markups
 
-from .base import StudyInferTask
+from .base import StudyInferTask, result_path
 
 
 class DetectorInfer(StudyInferTask):
@@ -34,6 +32,6 @@ class DetectorInfer(StudyInferTask):
         }
 
     def write(self, result, study, ext):
-        out = tempfile.NamedTemporaryFile(suffix=".json", delete=False).name
+        out = result_path(".json")
         write_json(out, result)
         return out
