@@ -11,6 +11,7 @@ import ast
 import importlib.metadata as md
 import os
 import sys
+import sysconfig
 from pathlib import Path
 
 import pytest
@@ -85,10 +86,36 @@ def test_every_imported_package_is_a_listed_requirement():
     assert not missing, "imported but not in requirements.txt: " + "; ".join(missing)
 
 
+def installed_in_venv(paths: list[str] | None = None) -> dict[str, Version]:
+    """Name -> version of what pip installed into this interpreter's site-packages.
+
+    Only the venv's own site-packages count: ``md.distributions()`` searches all of ``sys.path``, and once
+    anything has imported ``pkg_resources`` that includes ``setuptools/_vendor``, whose older
+    importlib-metadata, packaging and zipp are not what the venv runs. That made this check fail in CI
+    depending on which tests ran before it.
+    """
+    if paths is None:
+        paths = sorted({sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]})
+    found: dict[str, Version] = {}
+    for d in md.distributions(path=paths):
+        found.setdefault(canonicalize_name(d.metadata["Name"]), Version(d.version))  # first on the path wins
+    return found
+
+
+def test_a_vendored_copy_on_sys_path_does_not_count_as_installed(tmp_path, monkeypatch):
+    vendored = tmp_path / "_vendor"
+    (vendored / "zipp-0.0.1.dist-info").mkdir(parents=True)
+    (vendored / "zipp-0.0.1.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: zipp\nVersion: 0.0.1\n")
+    monkeypatch.syspath_prepend(str(vendored))
+    assert any(d.version == "0.0.1" for d in md.distributions())  # what the old check saw
+    assert installed_in_venv().get("zipp") != Version("0.0.1")
+    assert installed_in_venv([str(vendored)]) == {"zipp": Version("0.0.1")}
+
+
 def test_the_installed_venv_matches_the_lock():
     """scripts/setup.sh installed with the lock as constraints: what the lock names is what runs the tests."""
     pins = lock()
-    installed = {canonicalize_name(d.metadata["Name"]): Version(d.version) for d in md.distributions()}
+    installed = installed_in_venv()
     wrong = [f"{n}: installed {installed[n]}, locked {v}" for n, v in sorted(pins.items())
              if n in installed and installed[n] != v]
     absent = [n for n in sorted(pins) if n not in installed]
