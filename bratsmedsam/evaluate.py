@@ -31,6 +31,7 @@ from tqdm import tqdm
 
 from .cleanup import MIN_COMPONENT_MM3
 from .errors import UserError
+from .evaluation.checks import accuracy_checks
 from .evaluation.records import DERIVED, GT, PROPAGATED, SliceRecord, per_case_rows, table2, volume_table
 from .evaluation.rows import detector_name, load_detectors, load_segmenters, resolve_detector, segmenter_rows
 from .metrics import dice
@@ -183,6 +184,7 @@ def evaluate(cfg: EvaluateConfig, out_dir: str | Path) -> dict:
         "per_case": per_case_rows(slice_rows, case_rows),
         "seconds": None,
     }
+    results["checks"] = accuracy_checks(results)
     results["examples"] = _examples(results, segmenters, by_case, cfg)
     results["seconds"] = round(time.time() - t0, 1)
     write_report(results, out_dir)

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from .atomic import atomic_path, write_json, write_text
+from .evaluation.checks import END_TO_END_SLACK, LESION_SLACK, accuracy_checks
 from .evaluation.records import CLEANED, DERIVED, PROPAGATED
 
 FIGURES = {
@@ -152,6 +153,59 @@ def volume_markdown(results: dict) -> str:
     return _md_table(header, rows)
 
 
+def _met(ok: bool) -> str:
+    return "met" if ok else "**not met**"
+
+
+def checks_markdown(results: dict) -> str:
+    """The accuracy checks (``evaluation.checks``) as text and tables: each check's rows, the fine-tuned ones'
+    failing cells."""
+    checks = results.get("checks")
+    if checks is None:
+        checks = accuracy_checks(results)
+    multi = _multi(results)
+    reg = (lambda c: [c["region"]]) if multi else (lambda c: [])
+    n = len((results.get("dataset") or {}).get("cases") or [])
+    parts = [f"Computed from the tables above at the precision they show (Dice 3 decimals, HD95 0.1 mm), on {n} "
+             f"test case{'s' if n != 1 else ''}" + (" (one patient: no interval)." if n == 1 else ".")]
+    lesion = [c for c in checks if c["check"] == "lesion-wise"]
+    if lesion:
+        ok = sum(c["met"] for c in lesion)
+        parts.append(f"**Lesion-wise Dice with GT boxes, after the 3D clean-up, >= volume Dice - {LESION_SLACK}**: "
+                     f"met by {ok} of {len(lesion)} rows.")
+        parts.append(_md_table(["segmenter"] + (["region"] if multi else []) + ["lesion-wise Dice", "volume Dice", "bar", "result"],
+                               [[c["segmenter"], *reg(c), _fmt(c["value"]), _fmt(c["reference"]), _fmt(c["bar"]),
+                                 _met(c["met"])]
+                                for c in lesion]))
+    e2e = [c for c in checks if c["check"] == "end to end"]
+    if e2e:
+        ok = sum(c["met"] for c in e2e)
+        parts.append(f"**End to end volume Dice within {END_TO_END_SLACK:.2f} of the GT-box volume Dice** (volume-aware "
+                     f"where scored, after the clean-up): met by {ok} of {len(e2e)} rows.")
+        parts.append(_md_table(["segmenter"] + (["region"] if multi else []) + ["detector", "end to end", "GT boxes", "bar",
+                                                                              "result"],
+                               [[c["segmenter"], *reg(c), c["detector"], _fmt(c["value"]), _fmt(c["reference"]),
+                                 _fmt(c["bar"]), _met(c["met"])] for c in e2e]))
+    ft = [c for c in checks if c["check"] == "fine-tuned >= zero-shot"]
+    if ft:
+        lines = []
+        for name in dict.fromkeys(c["segmenter"] for c in ft):
+            mine = [c for c in ft if c["segmenter"] == name]
+            lost = [c for c in mine if not c["met"]]
+            lines.append(f"**{name} >= {mine[0]['reference_row']}** (a Dice at least as high, an HD95 at most as "
+                         f"high, every cell both rows have, raw 3D rows included): met in {len(mine) - len(lost)} of "
+                         f"{len(mine)} cells" + ("." if not lost else "; not met in:"))
+            if lost:
+                lines.append(_md_table((["region"] if multi else []) + ["metric", "boxes", "fine-tuned", "zero-shot"],
+                                       [[*reg(c), c["metric"], _source_label(c["source"]),
+                                         _fmt(c["value"], 1 if "HD95" in c["metric"] else 3),
+                                         _fmt(c["reference"], 1 if "HD95" in c["metric"] else 3)] for c in lost]))
+        parts += lines
+    elif not lesion and not e2e:
+        parts.append("Nothing to check (no 3D metrics and no fine-tuned row).")
+    return "\n\n".join(parts)
+
+
 def stacks_text(ds: dict) -> str:
     """The dataset's channel stacks as the report says them (``dataset.dataset_stacks`` of its results entry)."""
     from .dataset import dataset_stacks
@@ -180,6 +234,8 @@ def report_markdown(results: dict, figures: dict[str, str | None]) -> str:
         "## 3D per case",
         volume_markdown(results),
         VOLUME_DEFINITION,
+        "## Checks",
+        checks_markdown(results),
         "## Figures",
     ]
     captions = {

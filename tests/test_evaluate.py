@@ -234,3 +234,57 @@ def test_the_volume_aware_row_follows_the_detectors_weak_boxes_as_the_app_does(t
     by_src = {r.boxes: r for r in recs}
     assert by_src["det+propagate"].volume_dice == pytest.approx(1.0)
     assert by_src["det"].volume_dice == pytest.approx(2 * 2 / (2 + 12))  # slices 13-14 of 12
+
+
+def _checked_results() -> dict:
+    """One case; a zero-shot and a fine-tuned row scored with GT boxes (raw and cleaned) and volume-aware with
+    detector 'det'. The fine-tuned row has the better Dice everywhere but a worse HD95 volume-aware, and its raw
+    GT-box masks have specks (lesion-wise well under volume Dice)."""
+    rows = [SegmenterRow("LiteMedSAM zero-shot", "litemedsam", "zero-shot"),
+            SegmenterRow("LiteMedSAM fine-tuned (N)", "litemedsam", "fine-tuned")]
+    slices = [SliceRecord("A", z, True, r.name, s, 1, d + (0.05 if r.kind == "fine-tuned" else 0.0))
+              for z, d in enumerate((0.8, 0.7)) for r in rows for s in (GT, "det")]
+    scores = {  # (row kind, source) -> volume Dice, volume HD95, lesion Dice, lesion HD95
+        ("zero-shot", GT): (0.85, 5.0, 0.85, 5.0), ("fine-tuned", GT): (0.90, 4.0, 0.30, 200.0),
+        ("zero-shot", GT + "+cleanup"): (0.85, 5.0, 0.84, 5.0), ("fine-tuned", GT + "+cleanup"): (0.90, 4.0, 0.90, 4.0),
+        ("zero-shot", "det+propagate"): (0.70, 6.0, 0.70, 6.0),
+        ("fine-tuned", "det+propagate"): (0.8004, 7.14, 0.81, 7.1)}
+    sources = [GT, GT + "+cleanup", "det+propagate"]
+    cases = [CaseRecord("A", r.name, s, 2, *scores[(r.kind, s)], 1, 1, 0, 100, 90) for r in rows for s in sources]
+    return {"dataset": {"path": "d", "split": "test", "region": "WT", "cases": ["A"], "n_slices": 2},
+            "detectors": ["det"], "table2": table2(rows, [GT, "det"], slices, CFG),
+            "volume": volume_table(rows, sources, cases, CFG), "volume_sources": sources}
+
+
+def test_the_accuracy_checks_name_each_cell_that_misses_its_bar():
+    from bratsmedsam.evaluation.checks import accuracy_checks
+
+    checks = accuracy_checks(_checked_results())
+    lesion = {c["segmenter"]: c for c in checks if c["check"] == "lesion-wise"}
+    assert lesion["LiteMedSAM fine-tuned (N)"]["source"] == GT + "+cleanup"  # as served, not the raw masks
+    assert all(c["met"] for c in lesion.values())
+    e2e = {c["segmenter"]: c for c in checks if c["check"] == "end to end"}
+    assert e2e["LiteMedSAM zero-shot"]["met"] is False and e2e["LiteMedSAM zero-shot"]["bar"] == pytest.approx(0.75)
+    assert e2e["LiteMedSAM fine-tuned (N)"]["met"] is True  # 0.800 as shown vs 0.90 - 0.10
+    lost = [(c["metric"], c["source"]) for c in checks if c["check"] == "fine-tuned >= zero-shot" and not c["met"]]
+    assert set(lost) == {("lesion-wise Dice", GT), ("lesion-wise HD95 (mm)", GT),
+                         ("lesion-wise HD95 (mm)", "det+propagate"), ("volume HD95 (mm)", "det+propagate")}
+    won = [c for c in checks if c["check"] == "fine-tuned >= zero-shot" and c["met"]]
+    assert {c["metric"] for c in won} >= {"slice Dice, tumour slices", "volume Dice", "volume HD95 (mm)"}
+
+
+def test_the_report_states_the_checks_and_metrics_json_keeps_them(tmp_path):
+    import json
+
+    from bratsmedsam.evaluation.checks import accuracy_checks
+    from bratsmedsam.report import checks_markdown
+
+    res = _checked_results()
+    md = checks_markdown(res)
+    assert "one patient: no interval" in md
+    assert "met by 1 of 2 rows" in md  # end to end: zero-shot 0.700 < 0.850 - 0.10
+    assert "not met in:" in md and "| volume HD95 (mm) | end to end (det), volume-aware | 7.1 | 6.0 |" in md
+    out = write_report({**_results(tmp_path), **res, "checks": accuracy_checks(res)}, tmp_path / "report")
+    saved = json.loads(Path(out["metrics"]).read_text())["checks"]
+    assert any(c["check"] == "end to end" and c["met"] is False for c in saved)
+    assert "## Checks" in Path(out["report"]).read_text()

@@ -92,6 +92,10 @@ def test_quick_reproduction_report_has_every_table_and_figure(quick_run):
     for name in ("examples_best_median_worst.png", "dice_distributions.png", "per_case_dice.png"):
         assert (report / "figures" / name).stat().st_size > 1000 and f"figures/{name}" in md
     assert (report / "per_case.csv").read_text().count("\n") >= 2
+    checks = json.loads((report / "metrics.json").read_text())["checks"]
+    kinds = {c["check"] for c in checks}
+    assert kinds == {"lesion-wise", "end to end", "fine-tuned >= zero-shot"}, kinds
+    assert "## Checks" in md and "Lesion-wise Dice with GT boxes" in md
 
 
 @pytest.mark.slow
