@@ -35,6 +35,7 @@ from .evaluation.checks import accuracy_checks
 from .evaluation.records import DERIVED, GT, PROPAGATED, SliceRecord, per_case_rows, table2, volume_table
 from .evaluation.rows import detector_name, load_detectors, load_segmenters, resolve_detector, segmenter_rows
 from .metrics import dice
+from .segmenter.model import CLOSE_PX
 from .segmenter.model import union_masks
 
 
@@ -61,6 +62,7 @@ class EvaluateConfig:
     propagation: bool = True        # also score each detector's volume-aware segmentation in 3D
     regions: tuple[str, ...] | None = None  # None: the dataset's region; ("WT", "TC", "ET"): BraTS sub-regions
     fill_holes: bool = True         # fill the 2D holes of WT / TC masks (regions.SOLID_REGIONS), as the app does
+    close_px: int = CLOSE_PX        # ... after closing their notches with a disk of this radius (0: holes only)
 
 
 def eval_regions(cfg: EvaluateConfig, info: dict, data) -> tuple[str, ...]:
@@ -180,6 +182,7 @@ def evaluate(cfg: EvaluateConfig, out_dir: str | Path) -> dict:
         "volume_sources": vol_sources,
         "min_component_mm3": cfg.min_component_mm3,
         "fill_holes": cfg.fill_holes,
+        "close_px": cfg.close_px if cfg.fill_holes else 0,
         "slices": slice_rows,
         "per_case": per_case_rows(slice_rows, case_rows),
         "seconds": None,

@@ -70,8 +70,10 @@ REGIONS_DEFINITION = (
 def fill_text(results: dict) -> str:
     """What the masks are, as to their 2D holes (``evaluate --no-fill-holes``)."""
     if results.get("fill_holes", True):
-        return ("*Masks*: the decoder's, each WT / TC mask's 2D holes filled (as the app serves them; ET, a rim, is "
-                "left as drawn).")
+        close = int(results.get("close_px") or 0)
+        closed = (f"its notches narrower than a disk of {close} px closed and " if close else "")
+        return (f"*Masks*: the decoder's, each WT / TC mask with {closed}its 2D holes filled (as the app serves them; "
+                "ET, a rim, is left as drawn).")
     return "*Masks*: the decoder's raw output, holes left open (`--no-fill-holes`)."
 
 

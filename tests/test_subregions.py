@@ -166,7 +166,7 @@ def test_one_pass_returns_every_region_and_equals_the_per_region_calls(multi):
 
 
 def test_wt_mode_is_upstreams_single_mask_decode_and_the_brats_heads_leave_it_unchanged(single, multi):
-    from bratsmedsam.segmenter.model import decode, fill_holes
+    from bratsmedsam.segmenter.model import close_notches, decode, fill_holes
 
     img, box = _ellipse()
     net = single.net
@@ -175,7 +175,8 @@ def test_wt_mode_is_upstreams_single_mask_decode_and_the_brats_heads_leave_it_un
     bm = torch.from_numpy(single.fam.boxes_to_model(box, frame))
     with torch.inference_mode():
         ref_logits, ref_iou = decode(net, net.mask_decoder, emb, bm)  # upstream MaskDecoder, multimask_output=False
-    ref = fill_holes(single.fam.masks(ref_logits, frame))  # then WT's 2D holes filled (regions.SOLID_REGIONS)
+    # then WT's notches closed and its 2D holes filled (regions.SOLID_REGIONS)
+    ref = fill_holes(close_notches(single.fam.masks(ref_logits, frame), single.close_px))
     got = single.segment(img, box)
     assert single.regions == ("WT",) and single.slots == {"WT": 0}
     assert np.array_equal(got.masks, ref) and np.allclose(got.iou, ref_iou[:, 0].numpy(), atol=1e-6)
@@ -201,6 +202,37 @@ def test_solid_regions_masks_get_their_holes_filled_and_ets_rim_stays_open(multi
     monkeypatch.setattr(multi, "fill_holes", False)  # evaluate --no-fill-holes: the raw masks
     raw = multi.segment_regions([img], [box])
     assert all(np.array_equal(raw[g][0].masks[0], ring) for g in ("WT", "TC", "ET"))
+
+
+def test_a_solid_regions_notch_narrower_than_the_disk_is_closed_and_a_wider_bay_and_et_stay_as_drawn(multi,
+                                                                                                         monkeypatch):
+    """A fine-tuned decoder cut cracks into solid tumour masks (the synthetic test case's GT-box HD95 came from their
+    floors): a crack 5 px wide closes at the default radius 3; a bay 20 px wide, wider than the disk, is kept, and
+    nothing is added outside the drawn disc's convex hull."""
+    from bratsmedsam.segmenter.model import CLOSE_PX, close_notches
+
+    yy, xx = np.mgrid[:120, :140]
+    disc = np.hypot(yy - 60, xx - 70) <= 30
+    crack = (np.abs(xx - 70) <= 2) & (yy < 60)         # 5 px wide, from the top edge to the centre
+    bay = (np.abs(xx - 70) <= 10) & (yy > 75)          # 21 px wide, at the bottom
+    drawn = disc & ~crack & ~bay
+    assert CLOSE_PX == 3
+    closed = close_notches(drawn[None])[0]
+    assert closed[disc & crack & (yy > 35)].all()       # the crack is closed (its mouth at the rim may stay open)
+    assert not closed[disc & bay & (yy > 80)].any()     # the bay is wider than the disk: kept
+    assert not (closed & ~disc).any() and (closed >= drawn).all()
+    assert np.array_equal(close_notches(drawn[None], 0)[0], drawn)
+    assert close_notches(np.zeros((0, 120, 140), bool), 4).shape == (0, 120, 140)
+    edge = np.zeros((40, 40), bool)
+    edge[:, :12] = True                                 # a mask touching the image edge is not eaten by the closing
+    assert np.array_equal(close_notches(edge[None])[0], edge)
+    monkeypatch.setattr(multi.fam, "masks", lambda logits, frame: np.repeat(drawn[None], logits.shape[0], 0))
+    img, box = _ellipse()
+    out = multi.segment_regions([img], [box])
+    assert out["WT"][0].masks[0][disc & crack & (yy > 35)].all() and out["TC"][0].masks[0][crack & disc & (yy > 35)].all()
+    assert np.array_equal(out["ET"][0].masks[0], drawn)
+    monkeypatch.setattr(multi, "close_px", 0)           # evaluate --close-px 0: holes only
+    assert np.array_equal(multi.segment_regions([img], [box])["WT"][0].masks[0], drawn)
 
 
 def test_the_openvino_decoder_emits_every_region_from_one_inference_equal_to_pytorch(tmp_path, monkeypatch):

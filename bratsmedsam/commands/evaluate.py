@@ -50,6 +50,9 @@ def register(subparsers) -> None:
                    help="do not score the volume-aware automatic segmentation (detector seeds + propagation)")
     p.add_argument("--no-fill-holes", action="store_true",
                    help="score the decoder's raw WT / TC masks, their 2D holes left open (default: filled, as served)")
+    p.add_argument("--close-px", type=int, default=None,
+                   help="radius (px) of the disk that closes the WT / TC masks' notches before their holes are "
+                        "filled (default: the app's, 3; 0: holes only)")
     p.add_argument("--regions", default=None,
                    help="BraTS (= WT,TC,ET) or a list: score the sub-regions too, each table with a row per region "
                         "(needs a WT dataset with label maps). Default: the dataset's region")
@@ -70,6 +73,8 @@ def run(args) -> int:
         raise UserError(f"--max-cases must be >= 1, got {args.max_cases}")
     if args.min_component_mm3 < 0:
         raise UserError(f"--min-component-mm3 must be >= 0, got {args.min_component_mm3}")
+    if args.close_px is not None and args.close_px < 0:
+        raise UserError(f"--close-px must be >= 0 (0: no closing), got {args.close_px}")
     if args.n_boot < 1:
         raise UserError(f"--n-boot must be >= 1, got {args.n_boot}")
     out = args.out or PROJECT_ROOT / "runs" / "evaluate" / Path(args.data).resolve().name
@@ -79,6 +84,7 @@ def run(args) -> int:
         max_cases=args.max_cases, det_conf=args.det_conf, n_boot=args.n_boot, seed=args.seed, device=args.device,
         cache_dir=args.cache_dir, min_component_mm3=args.min_component_mm3, propagation=not args.no_propagation,
         regions=parse_region_list(args.regions), fill_holes=not args.no_fill_holes,
+        **({} if args.close_px is None else {"close_px": args.close_px}),
     )
     Path(out).mkdir(parents=True, exist_ok=True)
     write_text(Path(out) / "args.yaml", yaml.safe_dump(

@@ -109,7 +109,7 @@ def load_segmenters(rows: list[SegmenterRow], cfg, regions=None) -> dict:
             continue
         seg = load_segmenter(base=r.base, checkpoint=r.checkpoint, decoder=r.decoder, device=cfg.device,
                              cache_dir=cfg.cache_dir, cache_size=320, regions=regions,
-                             fill_holes=cfg.fill_holes)
+                             fill_holes=cfg.fill_holes, close_px=cfg.close_px)
         if seg.encoder_id in caches:
             seg.cache = caches[seg.encoder_id]
         caches.setdefault(seg.encoder_id, seg.cache)
