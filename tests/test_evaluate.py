@@ -283,6 +283,7 @@ def test_the_report_states_the_checks_and_metrics_json_keeps_them(tmp_path):
     md = checks_markdown(res)
     assert "one patient: no interval" in md
     assert "met by 1 of 2 rows" in md  # end to end: zero-shot 0.700 < 0.850 - 0.10
+    assert "in 10 of 12 of what the app serves" in md  # the raw GT row's specks are not served; HD95s are
     assert "not met in:" in md and "| volume HD95 (mm) | end to end (det), volume-aware | 7.1 | 6.0 |" in md
     out = write_report({**_results(tmp_path), **res, "checks": accuracy_checks(res)}, tmp_path / "report")
     saved = json.loads(Path(out["metrics"]).read_text())["checks"]
