@@ -167,6 +167,7 @@ def checks_markdown(results: dict) -> str:
         checks = accuracy_checks(results)
     multi = _multi(results)
     reg = (lambda c: [c["region"]]) if multi else (lambda c: [])
+    lead = ["segmenter"] + (["region"] if multi else [])
     n = len((results.get("dataset") or {}).get("cases") or [])
     parts = [f"Computed from the tables above at the precision they show (Dice 3 decimals, HD95 0.1 mm), on {n} "
              f"test case{'s' if n != 1 else ''}" + (" (one patient: no interval)." if n == 1 else ".")]
@@ -175,17 +176,15 @@ def checks_markdown(results: dict) -> str:
         ok = sum(c["met"] for c in lesion)
         parts.append(f"**Lesion-wise Dice with GT boxes, after the 3D clean-up, >= volume Dice - {LESION_SLACK}**: "
                      f"met by {ok} of {len(lesion)} rows.")
-        parts.append(_md_table(["segmenter"] + (["region"] if multi else []) + ["lesion-wise Dice", "volume Dice", "bar", "result"],
+        parts.append(_md_table(lead + ["lesion-wise Dice", "volume Dice", "bar", "result"],
                                [[c["segmenter"], *reg(c), _fmt(c["value"]), _fmt(c["reference"]), _fmt(c["bar"]),
-                                 _met(c["met"])]
-                                for c in lesion]))
+                                 _met(c["met"])] for c in lesion]))
     e2e = [c for c in checks if c["check"] == "end to end"]
     if e2e:
         ok = sum(c["met"] for c in e2e)
-        parts.append(f"**End to end volume Dice within {END_TO_END_SLACK:.2f} of the GT-box volume Dice** (volume-aware "
-                     f"where scored, after the clean-up): met by {ok} of {len(e2e)} rows.")
-        parts.append(_md_table(["segmenter"] + (["region"] if multi else []) + ["detector", "end to end", "GT boxes", "bar",
-                                                                              "result"],
+        parts.append(f"**End to end volume Dice within {END_TO_END_SLACK:.2f} of the GT-box volume Dice** "
+                     f"(volume-aware where scored, after the clean-up): met by {ok} of {len(e2e)} rows.")
+        parts.append(_md_table(lead + ["detector", "end to end", "GT boxes", "bar", "result"],
                                [[c["segmenter"], *reg(c), c["detector"], _fmt(c["value"]), _fmt(c["reference"]),
                                  _fmt(c["bar"]), _met(c["met"])] for c in e2e]))
     ft = [c for c in checks if c["check"] == "fine-tuned >= zero-shot"]

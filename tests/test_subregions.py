@@ -229,7 +229,8 @@ def test_a_solid_regions_notch_narrower_than_the_disk_is_closed_and_a_wider_bay_
     monkeypatch.setattr(multi.fam, "masks", lambda logits, frame: np.repeat(drawn[None], logits.shape[0], 0))
     img, box = _ellipse()
     out = multi.segment_regions([img], [box])
-    assert out["WT"][0].masks[0][disc & crack & (yy > 35)].all() and out["TC"][0].masks[0][crack & disc & (yy > 35)].all()
+    inside = disc & crack & (yy > 35)
+    assert out["WT"][0].masks[0][inside].all() and out["TC"][0].masks[0][inside].all()
     assert np.array_equal(out["ET"][0].masks[0], drawn)
     monkeypatch.setattr(multi, "close_px", 0)           # evaluate --close-px 0: holes only
     assert np.array_equal(multi.segment_regions([img], [box])["WT"][0].masks[0], drawn)
