@@ -63,3 +63,10 @@ def test_sample_data_with_an_atlas_dir_lacking_the_sri24_files_fails_cleanly(tmp
     res = run_cli("sample-data", "--out", str(tmp_path / "o"), "--cases", "1", "--no-real", "--atlas",
                   str(tmp_path / "atlas"), cwd=tmp_path)
     assert_clean_failure(res, "tissues.nii.gz")
+
+
+def test_evaluate_with_a_negative_closing_radius_fails_cleanly_and_writes_nothing(tmp_path):
+    res = run_cli("evaluate", "--data", str(tmp_path / "d"), "--close-px", "-1", "--out", str(tmp_path / "r"),
+                  cwd=tmp_path)
+    assert_clean_failure(res, "--close-px")
+    assert not (tmp_path / "r").exists()
