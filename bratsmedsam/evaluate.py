@@ -35,8 +35,7 @@ from .evaluation.checks import accuracy_checks
 from .evaluation.records import DERIVED, GT, PROPAGATED, SliceRecord, per_case_rows, table2, volume_table
 from .evaluation.rows import detector_name, load_detectors, load_segmenters, resolve_detector, segmenter_rows
 from .metrics import dice
-from .segmenter.model import CLOSE_PX
-from .segmenter.model import union_masks
+from .segmenter.model import CLOSE_PX, union_masks
 
 
 @dataclass

@@ -90,7 +90,7 @@ def installed_in_venv(paths: list[str] | None = None) -> dict[str, Version]:
     """Name -> version of what pip installed into this interpreter's site-packages.
 
     Only the venv's own site-packages count: ``md.distributions()`` searches all of ``sys.path``, and once
-    anything has imported ``pkg_resources`` that includes ``setuptools/_vendor``, whose older
+    anything has imported ``setuptools`` that includes ``setuptools/_vendor``, whose older
     importlib-metadata, packaging and zipp are not what the venv runs. That made this check fail in CI
     depending on which tests ran before it.
     """

@@ -84,8 +84,9 @@ def run(args) -> int:
         max_cases=args.max_cases, det_conf=args.det_conf, n_boot=args.n_boot, seed=args.seed, device=args.device,
         cache_dir=args.cache_dir, min_component_mm3=args.min_component_mm3, propagation=not args.no_propagation,
         regions=parse_region_list(args.regions), fill_holes=not args.no_fill_holes,
-        **({} if args.close_px is None else {"close_px": args.close_px}),
     )
+    if args.close_px is not None:  # None: the config's default, the app's radius
+        cfg.close_px = args.close_px
     Path(out).mkdir(parents=True, exist_ok=True)
     write_text(Path(out) / "args.yaml", yaml.safe_dump(
         {k: (str(v) if isinstance(v, Path) else [str(x) for x in v] if isinstance(v, list) else v)

@@ -100,9 +100,10 @@ def _pairs(results: dict) -> list[tuple[str, str, str]]:
     """(fine-tuned row, its zero-shot row, region) for every supplied fine-tuned row whose base family's zero-shot
     row was scored."""
     entries = [e for e in results.get("table2") or [] if not e.get("missing")]
-    zero = {(e.get("base"), e.get("region", "WT")): e["segmenter"] for e in entries if e.get("kind") == "zero-shot"}
-    return [(e["segmenter"], zero[(e.get("base"), e.get("region", "WT"))], e.get("region", "WT")) for e in entries
-            if e.get("kind") == "fine-tuned" and (e.get("base"), e.get("region", "WT")) in zero]
+    key = lambda e: (e.get("base"), e.get("region", "WT"))  # noqa: E731
+    zero = {key(e): e["segmenter"] for e in entries if e.get("kind") == "zero-shot"}
+    return [(e["segmenter"], zero[key(e)], key(e)[1]) for e in entries
+            if e.get("kind") == "fine-tuned" and key(e) in zero]
 
 
 def fine_tuned_checks(results: dict) -> list[dict]:

@@ -59,6 +59,8 @@ def close_notches(masks: np.ndarray, radius: int = CLOSE_PX) -> np.ndarray:
     stays inside the mask's convex hull; ``radius`` 0 returns the masks as they are."""
     from scipy import ndimage
 
+    from ..boxes import mask_to_xyxy
+
     masks = np.asarray(masks, bool)
     r = int(radius)
     if r <= 0 or not len(masks):
@@ -68,10 +70,11 @@ def close_notches(masks: np.ndarray, radius: int = CLOSE_PX) -> np.ndarray:
     pad = r + 1
     out = masks.copy()
     for m, o in zip(masks, out):
-        ys, xs = np.nonzero(m)
-        if not len(ys):
+        box = mask_to_xyxy(m)
+        if box is None:
             continue
-        crop = (slice(ys.min(), ys.max() + 1), slice(xs.min(), xs.max() + 1))  # a closing stays in the mask's box
+        x0, y0, x1, y1 = box.astype(int)
+        crop = (slice(y0, y1 + 1), slice(x0, x1 + 1))  # a closing stays in the mask's box
         o[crop] |= ndimage.binary_closing(np.pad(m[crop], pad), disk)[pad:-pad, pad:-pad]
     return out
 
