@@ -42,3 +42,26 @@ def test_the_demo_detector_trains_on_domain_randomised_synthetic_cases(tmp_path,
     sample = next(a for a in steps if a[0] == "sample-data")
     assert sample[sample.index("--profile") + 1] == "randomised"
     assert [a[0] for a in steps] == ["sample-data", "prepare", "train-detector"]
+
+
+def test_the_demo_trains_its_detector_on_16_cases_for_the_quick_profiles_steps(tmp_path, monkeypatch):
+    import argparse
+
+    from bratsmedsam.commands import demo
+
+    def steps_of(*extra):
+        steps = []
+        monkeypatch.setattr(demo, "_step", lambda name, argv: steps.append(argv))
+        monkeypatch.setattr(demo, "_add_unlabelled_real", lambda studies: None)
+        parser = argparse.ArgumentParser()
+        demo.register(parser.add_subparsers())
+        args = parser.parse_args(["demo", "--dir", str(tmp_path / str(len(extra))), "--no-serve", *extra])
+        assert args.func(args) == 0
+        return {a[0]: a for a in steps}
+
+    default = steps_of()
+    assert default["sample-data"][default["sample-data"].index("--cases") + 1] == "16"
+    train = default["train-detector"]
+    assert "--quick" in train and train[train.index("--epochs") + 1] == "15"
+    eight = steps_of("--cases", "8")["train-detector"]
+    assert eight[eight.index("--epochs") + 1] == "30"  # the quick profile's own epochs for its 8 cases
