@@ -27,7 +27,8 @@ def test_without_the_shared_data_the_demo_has_no_unlabelled_real_study(tmp_path,
     assert not (tmp_path / "studies").exists()
 
 
-def test_the_demo_detector_trains_on_domain_randomised_synthetic_cases(tmp_path, monkeypatch):
+def _demo_steps(folder, monkeypatch, *extra) -> dict:
+    """The commands ``demo --no-serve`` runs (``_step`` recorded, not run), by command name."""
     import argparse
 
     from bratsmedsam.commands import demo
@@ -37,31 +38,21 @@ def test_the_demo_detector_trains_on_domain_randomised_synthetic_cases(tmp_path,
     monkeypatch.setattr(demo, "_add_unlabelled_real", lambda studies: None)
     parser = argparse.ArgumentParser()
     demo.register(parser.add_subparsers())
-    args = parser.parse_args(["demo", "--dir", str(tmp_path), "--no-serve"])
+    args = parser.parse_args(["demo", "--dir", str(folder), "--no-serve", *extra])
     assert args.func(args) == 0
-    sample = next(a for a in steps if a[0] == "sample-data")
-    assert sample[sample.index("--profile") + 1] == "randomised"
     assert [a[0] for a in steps] == ["sample-data", "prepare", "train-detector"]
+    return {a[0]: a for a in steps}
+
+
+def test_the_demo_detector_trains_on_domain_randomised_synthetic_cases(tmp_path, monkeypatch):
+    sample = _demo_steps(tmp_path, monkeypatch)["sample-data"]
+    assert sample[sample.index("--profile") + 1] == "randomised"
 
 
 def test_the_demo_trains_its_detector_on_16_cases_for_the_quick_profiles_steps(tmp_path, monkeypatch):
-    import argparse
-
-    from bratsmedsam.commands import demo
-
-    def steps_of(*extra):
-        steps = []
-        monkeypatch.setattr(demo, "_step", lambda name, argv: steps.append(argv))
-        monkeypatch.setattr(demo, "_add_unlabelled_real", lambda studies: None)
-        parser = argparse.ArgumentParser()
-        demo.register(parser.add_subparsers())
-        args = parser.parse_args(["demo", "--dir", str(tmp_path / str(len(extra))), "--no-serve", *extra])
-        assert args.func(args) == 0
-        return {a[0]: a for a in steps}
-
-    default = steps_of()
+    default = _demo_steps(tmp_path / "default", monkeypatch)
     assert default["sample-data"][default["sample-data"].index("--cases") + 1] == "16"
     train = default["train-detector"]
     assert "--quick" in train and train[train.index("--epochs") + 1] == "15"
-    eight = steps_of("--cases", "8")["train-detector"]
+    eight = _demo_steps(tmp_path / "eight", monkeypatch, "--cases", "8")["train-detector"]
     assert eight[eight.index("--epochs") + 1] == "30"  # the quick profile's own epochs for its 8 cases
