@@ -285,7 +285,7 @@ def test_info_and_datastore_answer_within_a_second_while_a_long_3d_request_runs(
     th.start()
     time.sleep(3)  # the long request is encoding by now
     lat = {"info": [], "datastore": [], "warm 2D prompt": []}
-    while th.is_alive() and len(lat["info"]) < 40:
+    while th.is_alive() and len(lat["info"]) < 40:  # every round starts while the long request runs
         for key, call in (("info", lambda: server("GET", "/info/")),
                           ("datastore", lambda: server("GET", "/datastore/?output=stats")),
                           ("warm 2D prompt", lambda: server("POST", f"/infer/medsam?image={ref['id']}",
@@ -294,11 +294,11 @@ def test_info_and_datastore_answer_within_a_second_while_a_long_3d_request_runs(
             assert call().status_code == 200
             lat[key].append(time.time() - t0)
         time.sleep(0.2)
-    was_running = th.is_alive()
     th.join()
     p99 = {k: round(float(np.percentile(v, 99)), 3) for k, v in lat.items() if v}
     FIGURES["p99 during a long 3D request (s)"] = {**p99, "n": len(lat["info"]), "3D request": done}
-    assert was_running and done["status"] == 200 and len(lat["info"]) >= 5, (was_running, done, len(lat["info"]))
+    # at least 5 rounds overlapped the long request (it ending before the 40th round is fine: a fast machine)
+    assert done["status"] == 200 and len(lat["info"]) >= 5, (done, len(lat["info"]))
     assert p99["info"] < 1.0 and p99["datastore"] < 1.0, p99
     assert p99["warm 2D prompt"] < 1.0, p99
 
