@@ -12,14 +12,16 @@ from ..offline import PROJECT_ROOT
 #: data seeds, P / R / mAP50: 0.760 / 0.581 / 0.524 and 0.818 / 0.650 / 0.628, against 0.297 / 0.300 / 0.178 and
 #: 0.407 / 0.515 / 0.371 with 8 cases (README "The demo's detector: twice the cases")
 CASES = 16
+#: the sample dataset the quick profile's 30 epochs were measured on had about this many synthetic cases
+QUICK_CASES = 8
 
 
 def detector_epochs(cases: int) -> int:
-    """The quick detector's epochs for a demo of ``cases`` synthetic cases: the quick profile's 30 epochs scaled to
-    8 cases' optimiser steps (16 cases: 15 epochs, about the same CPU time)."""
+    """The quick detector's epochs for a demo of ``cases`` synthetic cases: the quick profile's epochs scaled from
+    :data:`QUICK_CASES` cases to ``cases``, so the optimiser steps stay about the same (16 cases: 15 epochs)."""
     from ..detection.training import QUICK
 
-    return max(1, round(QUICK["epochs"] * 8 / max(1, cases)))
+    return max(1, round(QUICK["epochs"] * QUICK_CASES / max(1, cases)))
 
 
 def register(sub) -> None:
