@@ -8,20 +8,10 @@ from pathlib import Path
 from ..offline import PROJECT_ROOT
 
 #: the demo's synthetic cases: twice the ~8 the quick detector's profile was made for (10 training cases instead of
-#: 5), trained for as many optimiser steps (:func:`detector_epochs`). On the real case held out of training, two
-#: data seeds, P / R / mAP50: 0.760 / 0.581 / 0.524 and 0.818 / 0.650 / 0.628, against 0.297 / 0.300 / 0.178 and
-#: 0.407 / 0.515 / 0.371 with 8 cases (README "The demo's detector: twice the cases")
+#: 5), trained for as many optimiser steps (``detection.training.quick_epochs``). On the real case held out of
+#: training, two data seeds, P / R / mAP50: 0.760 / 0.581 / 0.524 and 0.818 / 0.650 / 0.628, against 0.297 / 0.300 /
+#: 0.178 and 0.407 / 0.515 / 0.371 with 8 cases (README "The demo's detector: twice the cases")
 CASES = 16
-#: the sample dataset the quick profile's 30 epochs were measured on had about this many synthetic cases
-QUICK_CASES = 8
-
-
-def detector_epochs(cases: int) -> int:
-    """The quick detector's epochs for a demo of ``cases`` synthetic cases: the quick profile's epochs scaled from
-    :data:`QUICK_CASES` cases to ``cases``, so the optimiser steps stay about the same (16 cases: 15 epochs)."""
-    from ..detection.training import QUICK
-
-    return max(1, round(QUICK["epochs"] * QUICK_CASES / max(1, cases)))
 
 
 def register(sub) -> None:
@@ -86,8 +76,10 @@ def run(args) -> int:
     if not (dataset / "manifest.csv").exists():
         _step("prepare dataset", ["prepare", "--studies", str(studies), "--out", str(dataset), "--workers", "2"])
     if not weights.exists():
+        from ..detection.training import quick_epochs
+
         _step("train quick detector", ["train-detector", "--data", str(dataset / "dataset.yaml"), "--quick",
-                                       "--epochs", str(detector_epochs(args.cases)), "--out", str(det_dir)])
+                                       "--epochs", str(quick_epochs(args.cases)), "--out", str(det_dir)])
     if args.no_serve:
         print(f"demo ready: studies {studies}, detector {weights}")
         return 0
