@@ -101,3 +101,27 @@ def test_randomised_and_standard_profiles_differ_for_the_same_seed(studies, anat
 def test_unknown_profile_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match="profile"):
         write_sample_studies(tmp_path / "x", n_cases=1, real_dir=None, profile="wild")
+
+
+def test_every_tumour_component_holds_tumour_core(studies):
+    """No oedema island cut off by CSF or the brain's edge (before: 2 at seed 0 case 0, up to 15 per case): each
+    whole-tumour component holds necrosis or enhancing tumour, as a BraTS label's lesions do."""
+    from scipy import ndimage
+
+    cid = synthetic_case_id(0)
+    seg = np.asarray(nib.load(str(studies / cid / f"{cid}-seg.nii.gz")).dataobj)
+    cc, n = ndimage.label(seg > 0, structure=np.ones((3, 3, 3), bool))
+    core = np.isin(seg, (1, 3))
+    assert n >= 1 and set(np.unique(cc[core])) - {0} == set(range(1, n + 1))
+
+
+def test_one_body_keeps_the_largest_component():
+    from bratsmedsam.synthetic.lesions import _one_body
+
+    lesion = np.zeros((20, 20, 20), bool)
+    lesion[2:10, 2:10, 2:10] = True
+    lesion[14:16, 14:16, 14:16] = True
+    lesion[11, 11, 11] = True  # two voxels from the block's corner (9, 9, 9): an island of its own
+    body = _one_body(lesion)
+    assert body.sum() == 8 ** 3 and body[2:10, 2:10, 2:10].all()
+    assert not _one_body(np.zeros((4, 4, 4), bool)).any()
