@@ -7,7 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from bratsmedsam.segmenter.samples import Sample, SplitData, jitter_box, make_samples, neighbour_samples
+from bratsmedsam.segmenter.samples import (Sample, SplitData, jitter_box, loosen_box, make_samples, neighbour_samples,
+                                          pad_boxes)
 
 EPOCHS = 1
 
@@ -23,6 +24,19 @@ def test_jitter_shifts_shrinks_and_grows_boxes_within_the_image():
     assert np.all(np.abs(out - box) <= [13, 7, 13, 7])  # 10 % of the side + 3 px
     edge = np.stack([jitter_box(np.array([0, 0, 9, 9], np.float32), 20, 20, rng, 0.1, 3.0) for _ in range(200)])
     assert np.all(edge >= 0) and np.all(edge <= 19) and np.all(edge[:, 2] >= edge[:, 0])
+
+
+def test_loose_boxes_only_grow_up_to_their_fraction_within_the_image():
+    rng = np.random.default_rng(0)
+    box = np.array([50, 60, 149, 99], np.float32)  # 100 x 40 px
+    out = np.stack([loosen_box(box, 200, 240, rng, 0.3) for _ in range(500)])
+    assert np.all(out[:, :2] <= box[:2]) and np.all(out[:, 2:] >= box[2:])  # never tighter
+    assert np.all(box - out <= [30, 12, 0, 0]) and np.all(out - box <= [0, 0, 30, 12])  # up to 30 % of the side
+    assert (out[:, 2] - out[:, 0] + 1 > 150).any()  # some reach far: a weak detector's wide box
+    edge = np.stack([loosen_box(np.array([0, 0, 9, 9], np.float32), 20, 20, rng, 0.3) for _ in range(50)])
+    assert np.all(edge >= 0) and np.all(edge <= 19)
+    padded = pad_boxes(np.array([[50, 60, 149, 99], [0, 0, 9, 19]], np.float32), 200, 240, 0.15)
+    assert padded.tolist() == [[35, 45, 164, 114], [0, 0, 12, 22]]  # 15 % of the longer side, clipped
 
 
 def test_training_samples_are_one_per_component_box_with_the_tumour_inside_it():
@@ -64,18 +78,20 @@ def finetune_run(sample_dataset, cache_root, tmp_path_factory):
 @pytest.mark.slow
 def test_finetuned_decoder_beats_zero_shot_on_held_out_slices(finetune_run, sample_dataset, cache_root):
     from bratsmedsam.segmenter import load_segmenter
-    from bratsmedsam.segmenter.finetune import slice_dices
+    from bratsmedsam.segmenter.finetune import loose_val_scores
     from bratsmedsam.segmenter.samples import load_split
 
     out, _ = finetune_run
     history = json.loads((out / "history.json").read_text())
     zero_shot = history[0]["val_dice"]
-    # Re-measure independently of the training loop: the saved best decoder vs the base model, same val slices.
+    assert all(set(h["val_dice_prompts"]) == {"gt", "loose"} for h in history)  # GT boxes and padded ones
+    # Re-measure independently of the training loop: the saved best decoder vs the base model, same val slices,
+    # scored as the model is selected (the mean of GT-box and padded-box slice Dice).
     val = load_split(sample_dataset, "val", 20, 0)
     base = load_segmenter("litemedsam", device="cpu", cache_dir=cache_root / "embeddings")
     tuned = load_segmenter(decoder=out / "best.pt", device="cpu", cache_dir=cache_root / "embeddings")
-    base_dice = float(np.mean(slice_dices(base, val)[0]))
-    tuned_dice = float(np.mean(slice_dices(tuned, val)[0]))
+    base_dice = float(np.mean(list(loose_val_scores(base, val).values())))
+    tuned_dice = float(np.mean(list(loose_val_scores(tuned, val).values())))
     assert base_dice == pytest.approx(zero_shot, abs=1e-6)
     assert tuned_dice == pytest.approx(max(h["val_dice"] for h in history), abs=1e-6)
     assert tuned_dice > base_dice + 0.005, (base_dice, tuned_dice)

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 from ..offline import PROJECT_ROOT
+from ..segmenter.finetune import LOOSE_FRAC
 
 
 def register(sub) -> None:
@@ -59,6 +60,10 @@ def register(sub) -> None:
                         "and each tumour-free slice prepare kept with its nearest tumour slice's boxes, target empty "
                         "(the propagation must stop where the tumour ends); neighbours count when they are in the "
                         "train split too (prepare's z_step 1; with --max-train-slices only those drawn as well)")
+    p.add_argument("--loose-frac", type=float, default=LOOSE_FRAC,
+                   help="loose-box augmentation: half the samples each epoch get their box pushed outwards by up to "
+                        "this fraction of each side, and validation also scores GT boxes padded by 15%% of their "
+                        "longer side, selecting on the mean (0: off, GT boxes only)")
     p.add_argument("--patience", type=int, default=None,
                    help="early stopping: end after N epochs without a better val Dice (default: run every epoch)")
     p.add_argument("--select-on", choices=("auto", "all", "real"), default="auto",
@@ -100,6 +105,7 @@ def run(args) -> int:
         cache_max_mb=args.cache_max_gb * 1024 if args.cache_max_gb else None,
         iou_loss_weight=args.iou_loss_weight, intensity_variants=args.intensity_variants, patience=args.patience,
         select_on=args.select_on, regions=parse_region_list(args.regions), neighbour_samples=args.neighbour_samples,
+        loose_frac=args.loose_frac,
     )
     main_rank = dist_env().main
     if main_rank:

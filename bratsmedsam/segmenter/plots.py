@@ -22,9 +22,13 @@ def save_curves(history: list[dict], target: Path) -> Path:
     if tl:
         a.plot(*zip(*tl), marker="o")
     a.set(title="training loss (Dice + BCE)", xlabel="epoch")
-    b.plot(ep, [h["val_dice"] for h in history], marker="o", color="tab:green")
+    parts = history[0].get("val_dice_prompts")
+    b.plot(ep, [h["val_dice"] for h in history], marker="o", color="tab:green",
+           label="selected on" + (" (mean)" if parts else ""))
+    for name in parts or ():  # the prompts the selection averages: GT boxes and padded ("loose") ones
+        b.plot(ep, [h["val_dice_prompts"][name] for h in history], ls=":", marker=".", label=f"{name} boxes")
     b.axhline(history[0]["val_dice"], ls="--", color="grey", label="zero-shot")
-    b.set(title="validation slice Dice (GT boxes)", xlabel="epoch")
+    b.set(title="validation slice Dice", xlabel="epoch")
     b.legend()
     fig.tight_layout()
     with atomic_path(target) as tmp:

@@ -162,6 +162,28 @@ def jitter_box(box: np.ndarray, height: int, width: int, rng: np.random.Generato
     return j.astype(np.float32)
 
 
+def loosen_box(box: np.ndarray, height: int, width: int, rng: np.random.Generator, frac: float) -> np.ndarray:
+    """Push each side of a pixel-XYXY box outwards by ``U(0, frac) * side_length``, clipped to the image: the loose
+    box a weak detector or a grown propagation prompt gives, around a tumour that fills only part of it."""
+    b = np.asarray(box, np.float64)
+    w, h = b[2] - b[0] + 1, b[3] - b[1] + 1
+    j = b + rng.uniform(0, frac, 4) * np.array([-w, -h, w, h])
+    j[[0, 2]] = np.clip(j[[0, 2]], 0, width - 1)
+    j[[1, 3]] = np.clip(j[[1, 3]], 0, height - 1)
+    return j.astype(np.float32)
+
+
+def pad_boxes(boxes: np.ndarray, height: int, width: int, frac: float) -> np.ndarray:
+    """Each pixel-XYXY box grown on every side by ``frac`` times its longer side, clipped to the image."""
+    b = np.asarray(boxes, np.float32).reshape(-1, 4).copy()
+    pad = frac * np.maximum(b[:, 2] - b[:, 0] + 1, b[:, 3] - b[:, 1] + 1)
+    b[:, :2] -= pad[:, None]
+    b[:, 2:] += pad[:, None]
+    b[:, [0, 2]] = b[:, [0, 2]].clip(0, width - 1)
+    b[:, [1, 3]] = b[:, [1, 3]].clip(0, height - 1)
+    return b
+
+
 def augment_intensity(image: np.ndarray, rng: np.random.Generator, strength: float = 1.0) -> np.ndarray:
     """A random intensity variant of a uint8 ``(H, W, 3)`` slice, for encoding extra training embeddings.
 
