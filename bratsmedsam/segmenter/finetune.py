@@ -51,8 +51,7 @@ from . import distributed
 from .distributed import DistEnv
 from .model import heads_decoder, union_masks
 from .samples import (Sample, SplitData, augment_intensity, jitter_box, load_split, loosen_box, make_samples,
-                      pad_boxes,
-                      neighbour_samples)
+                      neighbour_samples, pad_boxes)
 
 SELECT_ON = ("auto", "all", "real")
 
