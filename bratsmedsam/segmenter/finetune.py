@@ -21,8 +21,11 @@ Intensity augmentation (``intensity_variants`` K > 0): the image encoder is froz
 cached, so an intensity transform cannot be applied on the fly; instead each training slice is also encoded in K
 fixed random intensity variants (:func:`samples.augment_intensity`: gamma, contrast, noise, bias ramp) and every
 epoch each sample draws one of its K + 1 embeddings. Cost: K extra encoder passes per training slice, once.
-Validation: GT boxes (no jitter), masks of a slice united, slice Dice against the slice's whole mask;
-epoch 0 in the history is the zero-shot model. When the validation split holds real cases (ids outside the
+Loose boxes (``loose_frac``, on by default): half the samples of each epoch have their jittered box pushed outwards
+(:func:`samples.loosen_box`), as a weak detector's or a grown propagation prompt's box sits around a tumour.
+Validation: GT boxes (no jitter), masks of a slice united, slice Dice against the slice's whole mask; one region
+with ``loose_frac`` > 0 also the same boxes padded by :data:`LOOSE_VAL_PAD`, the model selected on the mean of the
+two (:func:`loose_val_scores`: a decoder that fills its box loses); epoch 0 in the history is the zero-shot model. When the validation split holds real cases (ids outside the
 synthetic range ``BraTS-GLI-9xxxx``), the model is selected on those alone (``select_on="auto"``): synthetic
 validation slices are easy to overfit to and say little about real scans. ``patience`` stops the run after that
 many epochs without a better validation Dice (early stopping); ``best.pt`` is the selected model either way.
