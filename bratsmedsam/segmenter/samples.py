@@ -175,13 +175,10 @@ def loosen_box(box: np.ndarray, height: int, width: int, rng: np.random.Generato
 
 def pad_boxes(boxes: np.ndarray, height: int, width: int, frac: float) -> np.ndarray:
     """Each pixel-XYXY box grown on every side by ``frac`` times its longer side, clipped to the image."""
-    b = np.asarray(boxes, np.float32).reshape(-1, 4).copy()
-    pad = frac * np.maximum(b[:, 2] - b[:, 0] + 1, b[:, 3] - b[:, 1] + 1)
-    b[:, :2] -= pad[:, None]
-    b[:, 2:] += pad[:, None]
-    b[:, [0, 2]] = b[:, [0, 2]].clip(0, width - 1)
-    b[:, [1, 3]] = b[:, [1, 3]].clip(0, height - 1)
-    return b
+    image = np.array([0, 0, width - 1, height - 1], np.float32)
+    out = [expand_xyxy(b, frac * max(b[2] - b[0] + 1, b[3] - b[1] + 1), image)
+           for b in np.asarray(boxes, np.float32).reshape(-1, 4)]
+    return np.asarray(out, np.float32).reshape(-1, 4)
 
 
 def augment_intensity(image: np.ndarray, rng: np.random.Generator, strength: float = 1.0) -> np.ndarray:

@@ -136,11 +136,10 @@ def _one_body(lesion: np.ndarray) -> np.ndarray:
     none holding tumour core (the randomised profile's lobulated outlines at seed 0). Peritumoural oedema spreads
     from its tumour, and a BraTS label is one body per lesion (the shared real case: one lesion, 151 voxels
     joined to it within the lesion-wise metric's 3-voxel dilation). Multifocal disease stays: every satellite is a
-    lesion of its own."""
-    cc, n = ndimage.label(lesion, structure=np.ones((3, 3, 3), bool))
-    if n <= 1:
-        return cc > 0
-    return cc == 1 + int(np.argmax(ndimage.sum_labels(lesion, cc, index=np.arange(1, n + 1))))
+    lesion of its own. MONAI's helper, 26-connected."""
+    from monai.transforms.utils import get_largest_connected_component_mask
+
+    return np.asarray(get_largest_connected_component_mask(lesion, connectivity=3), bool)
 
 
 def render_lesions(anatomy: Anatomy, specs: list[LesionSpec], rng: np.random.Generator,
