@@ -75,13 +75,16 @@ def remove_unsupported_components(label: np.ndarray, boxes: dict, conf: dict, mi
     """Keep the 26-connected components of ``label`` that a box ``boxes[k]`` vouches for - the component with the most
     voxels inside the box on its axial slice ``k`` (module docstring) - with ``conf[k] >= sure_conf``, or with
     ``conf[k] >= min_conf`` where boxes vouch for that component on at least ``min_slices`` slices; drop the others.
-    When nothing is kept so, the most confident box's component is (a weak detector still yields its best guess)."""
+    The component with the most 3D evidence (``slicer.evidence_3d`` of its vouching boxes, ties to the most
+    confident box) is always kept: a weak detector still yields its best guess, and it is the volume-aware mode's
+    lead candidate (``pipeline.lead_candidate``)."""
+    from .slicer import evidence_3d
+
     label = np.asarray(label, bool)
     cc, before = ndimage.label(label, structure=ndimage.generate_binary_structure(3, 3))
     top = np.full(before + 1, -1.0)  # per component: the most confident box vouching for it
-    seen: list[set[int]] = [set() for _ in range(before + 1)]  # the slices on which some box vouches for it
+    seen: list[dict[int, float]] = [{} for _ in range(before + 1)]  # slice -> best confidence of a box vouching
     X, Y = label.shape[:2]
-    best = (-1.0, 0)  # the most confident box's component: kept when no box reaches min_conf
     for k, bs in boxes.items():
         for b, c in zip(np.asarray(bs, np.float32).reshape(-1, 4), np.asarray(conf.get(k, ()), np.float32).reshape(-1)):
             x0, y0 = max(0, int(np.floor(b[0]))), max(0, int(np.floor(b[1])))
@@ -92,13 +95,13 @@ def remove_unsupported_components(label: np.ndarray, boxes: dict, conf: dict, mi
                 continue
             vouched = int(counts.argmax())
             top[vouched] = max(top[vouched], float(c))
-            seen[vouched].add(int(k))
-            if c > best[0]:
-                best = (float(c), vouched)
+            seen[vouched][int(k)] = max(seen[vouched].get(int(k), 0.0), float(c))
     keep = (top >= sure_conf) | ((top >= min_conf) & (np.array([len(s) for s in seen]) >= min_slices))
     keep[0] = False
-    if not keep.any() and best[1]:  # as the volume-aware mode: the most confident detection always counts
-        keep[best[1]] = True
+    evidence = np.array([evidence_3d(s.values()) if s else -1.0 for s in seen])
+    evidence[0] = -1.0
+    if before and evidence.max() >= 0:  # as the volume-aware mode's lead: the detector's strongest 3D evidence
+        keep[int(np.lexsort((top, evidence))[-1])] = True
     out = keep[cc]
     dropped = int(before) - int(keep.sum())
     return Cleaned(out, int(before), dropped, int(label.sum() - out.sum()))

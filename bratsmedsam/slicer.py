@@ -50,6 +50,21 @@ class Box3D:
     conf: float  # highest slice confidence
     mean_conf: float
     n_slices: int
+    evidence: float = 0.0  # :func:`evidence_3d` of its slices' best confidences
+
+
+#: a lesion of BraTS's smallest counted size (50 mm^3) spans several 1 mm axial slices: 3D evidence is the mean
+#: confidence over a candidate's this many best slices
+EVIDENCE_SLICES = 3
+
+
+def evidence_3d(slice_conf, n: int = EVIDENCE_SLICES) -> float:
+    """How strongly a detector saw one 3D candidate: the mean of its ``n`` most confident slices' best confidences
+    (``slice_conf``: one value per slice), a slice it did not see counting 0. A box on one slice scores a third
+    of its confidence; a tumour boxed at 0.28 on each of 16 slices scores 0.28, above a stray box at 0.30 on two
+    slices (0.2): the volume is judged as a volume."""
+    top = sorted((float(c) for c in slice_conf), reverse=True)[:n]
+    return float(sum(top) / n) if n > 0 else 0.0
 
 
 def merge_boxes_3d(boxes: dict[int, np.ndarray], conf: dict[int, np.ndarray],
@@ -65,20 +80,20 @@ def merge_boxes_3d(boxes: dict[int, np.ndarray], conf: dict[int, np.ndarray],
     if n == 0:
         return []
     per: dict[int, list[float]] = {c: [] for c in range(1, n + 1)}
-    slices_of: dict[int, set[int]] = {c: set() for c in range(1, n + 1)}
+    best: dict[int, dict[int, float]] = {c: {} for c in range(1, n + 1)}  # per candidate: slice -> best confidence
     for k, bs in boxes.items():
         cs = np.asarray(conf.get(k, np.ones(len(bs))), np.float32).reshape(-1)
         for (x0, y0, _, _), c in zip(np.rint(np.asarray(bs).reshape(-1, 4)).astype(int), cs):
             comp = int(lab[min(max(x0, 0), shape[0] - 1), min(max(y0, 0), shape[1] - 1), k])
             if comp:
                 per[comp].append(float(c))
-                slices_of[comp].add(int(k))
+                best[comp][int(k)] = max(best[comp].get(int(k), 0.0), float(c))
     out = []
     for comp, sl in enumerate(ndimage.find_objects(lab), start=1):
         si, sj, sk = sl
         cs = per[comp] or [0.0]
         out.append(Box3D((si.start, si.stop - 1, sj.start, sj.stop - 1, sk.start, sk.stop - 1),
-                         float(max(cs)), float(np.mean(cs)), len(slices_of[comp])))
+                         float(max(cs)), float(np.mean(cs)), len(best[comp]), evidence_3d(best[comp].values())))
     return sorted(out, key=lambda b: -b.conf)
 
 

@@ -95,3 +95,21 @@ def test_a_box_vouches_for_its_lesion_not_for_a_fragment_beside_it_in_the_same_b
     fragment_box = {**boxes, 11: np.array([[26, 12, 28, 15]], np.float32)}  # a confident box of its own
     kept = remove_unsupported_components(pred, fragment_box, {**conf, 11: np.array([0.5], np.float32)}, 0.3).label
     assert np.array_equal(kept, gt | fragment)
+
+
+def test_the_component_the_detector_saw_on_most_slices_stays_beside_a_vouched_one():
+    """The big lesion boxed at 0.28 on 8 slices (3D evidence 0.28, no box at the bar) and a stray component boxed at
+    0.35 on 2 slices (vouched: 3D evidence 0.23): both stay; the second lesion, boxed at 0.2 once, goes."""
+    pred, gt = _two_lesions_and_speckle()
+    stray = np.zeros_like(pred)
+    stray[30:45, 45:58, 33:40] = True
+    pred |= stray
+    boxes = {**{k: np.array([[10, 10, 24, 24]], np.float32) for k in range(8, 16)},
+             28: np.array([[40, 40, 47, 47]], np.float32),
+             35: np.array([[31, 46, 44, 57]], np.float32), 36: np.array([[31, 46, 44, 57]], np.float32)}
+    conf = {**{k: np.array([0.28], np.float32) for k in range(8, 16)}, 28: np.array([0.2], np.float32),
+            35: np.array([0.35], np.float32), 36: np.array([0.35], np.float32)}
+    out = remove_unsupported_components(pred, boxes, conf, min_conf=0.3, sure_conf=0.5, min_slices=2).label
+    big = np.zeros_like(pred)
+    big[10:25, 10:25, 5:20] = True
+    assert np.array_equal(out, big | stray)

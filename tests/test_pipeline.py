@@ -327,6 +327,67 @@ def test_the_most_confident_candidate_seeds_even_under_the_seed_confidence():
     assert detect_and_propagate(ch, det, ThresholdSegmenter(), seed_conf=0.3, min_component_mm3=0).label.any()
 
 
+def test_3d_evidence_is_the_mean_of_a_candidates_three_best_slices():
+    from bratsmedsam.slicer import evidence_3d
+
+    assert evidence_3d([0.9]) == pytest.approx(0.3)  # one box: a third of its confidence
+    assert evidence_3d([0.28] * 16) == pytest.approx(0.28)
+    assert evidence_3d([0.3, 0.3, 0.1, 0.05]) == pytest.approx(0.7 / 3) and evidence_3d([]) == 0.0
+    boxes = {k: np.array([[5, 5, 10, 10], [6, 6, 9, 9]], np.float32) for k in (3, 4)}  # two boxes on each slice
+    conf = {k: np.array([0.6, 0.9], np.float32) for k in boxes}
+    (cand,) = merge_boxes_3d(boxes, conf, (40, 30, 20))
+    assert cand.n_slices == 2 and cand.evidence == pytest.approx(2 * 0.9 / 3)  # each slice counts its best box
+
+
+def test_the_lead_candidate_is_the_one_seen_on_most_slices_not_the_most_confident_box():
+    """A tumour boxed at 0.25 on slices 6..14 and a stray bright spot boxed at 0.29 on two slices, all under the seed
+    confidence: the tumour is the lead (3D evidence 0.25 against 0.19) and is segmented; the stray spot is not."""
+    from bratsmedsam.pipeline import detect_and_propagate, lead_candidate
+
+    truth = ball()
+    stray = np.zeros_like(truth)
+    stray[2:6, 24:28, 1:3] = True
+    det = BoxDetector({**{k: [[14, 6, 26, 18]] for k in range(6, 15)}, 1: [[1, 23, 6, 28]], 2: [[1, 23, 6, 28]]})
+    det.conf_of = {**dict.fromkeys(range(6, 15), 0.25), 1: 0.29, 2: 0.29}
+    boxes = {k: np.asarray(b, np.float32) for k, b in det.boxes.items()}
+    cands = merge_boxes_3d(boxes, {k: np.array([c], np.float32) for k, c in det.conf_of.items()}, truth.shape)
+    assert cands[0].conf == pytest.approx(0.29) and lead_candidate(cands) is cands[1]
+    res = detect_and_propagate(channels_of(truth | stray), det, ThresholdSegmenter(), seed_conf=0.3, stop_iou=0.0)
+    middle = (np.arange(20) >= 5) & (np.arange(20) <= 15)  # its end slices hold under min_pixels
+    assert np.array_equal(res.label, truth & middle) and not (res.label & stray).any()
+    assert lead_candidate([]) is None
+
+
+class ObjectIoUSegmenter(ThresholdSegmenter):
+    """Mask = bright pixels inside the box; predicted IoU = that mask's IoU with the whole bright region of the
+    slice (a decoder that knows when its box cut the object)."""
+
+    def segment_many(self, images, boxes_per_image):
+        out = super().segment_many(images, boxes_per_image)
+        for im, res in zip(images, out):
+            whole = im[..., 0] > 127
+            res.iou = np.float32([(m & whole).sum() / max(1, (m | whole).sum()) for m in res.masks])
+        return out
+
+
+def test_a_seed_box_inside_the_tumour_grows_to_the_scale_with_the_best_predicted_iou():
+    from bratsmedsam.pipeline import SEED_SCALES, seed_prompt
+
+    image = np.zeros((60, 60, 3), np.uint8)
+    image[20:41, 20:41] = 255  # the tumour: x, y 20..40
+    limit = np.array([0, 0, 59, 59], np.float32)
+    inner = np.array([26, 26, 34, 34], np.float32)  # 9 x 9 px inside the 21 x 21 px tumour
+    box, mask, iou = seed_prompt(ObjectIoUSegmenter(), image, inner, limit)
+    assert box.tolist() == [20, 20, 40, 40] and SEED_SCALES[-1] == 2.5  # x2.5 about the centre: the tumour's box
+    assert mask.sum() == 21 * 21 and iou.tolist() == [1.0]
+    exact = np.array([20, 20, 40, 40], np.float32)  # a right box: every larger scale predicts the same, x1 stays
+    assert seed_prompt(ObjectIoUSegmenter(), image, exact, limit)[0].tolist() == exact.tolist()
+    tight = np.array([15, 15, 45, 45], np.float32)
+    assert seed_prompt(ObjectIoUSegmenter(), image, inner, tight)[0].tolist() == [20, 20, 40, 40]  # inside the limit
+    assert seed_prompt(ObjectIoUSegmenter(), image, inner, np.array([24, 24, 36, 36], np.float32))[0].tolist() == \
+        [24, 24, 36, 36]
+
+
 def test_propagation_grows_with_the_detector_where_the_tumour_widens():
     """Seeded at a tumour's narrow end, mask-derived boxes alone stay narrow; an overlapping detector box on the
     next slice lets the prompt widen with the tumour."""
