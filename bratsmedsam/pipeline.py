@@ -13,7 +13,7 @@ from .boxes import axial_slice, expand_xyxy, mask_inside_xyxy
 from .cleanup import MIN_COMPONENT_MM3, MIN_SUPPORT_CONF, remove_small_components, remove_unsupported_components
 from .errors import UserError
 from .protocols import SliceDetector, SliceSegmenter
-from .volume import VolumeResult, check_channels, propagate, segment_with_boxes
+from .volume import VolumeResult, best_prompt, check_channels, propagate, segment_with_boxes
 
 #: a 3D detector candidate whose best box is at least this confident seeds a propagation (the per-slice chain's
 #: clean-up keeps the components such boxes support: ``cleanup.MIN_SUPPORT_CONF``)
@@ -290,12 +290,8 @@ def seed_prompt(segmenter: SliceSegmenter, image: np.ndarray, box: np.ndarray, l
     tumour's inner part, and a zero-shot decoder then draws an inner blob whose box never grows (module
     :data:`SEED_SCALES`)."""
     c, h = (box[:2] + box[2:]) / 2, (box[2:] - box[:2]) / 2
-    tried = np.stack([np.concatenate([np.maximum(c - h * s, limit[:2]), np.minimum(c + h * s, limit[2:])])
-                      for s in scales]).astype(np.float32)
-    seg = segmenter.segment(image, tried)
-    ious = np.asarray(seg.iou, np.float32).reshape(-1)
-    best = int(np.argmax(ious))  # the first of equal ones: the smaller box
-    return tried[best], mask_inside_xyxy(np.asarray(seg.masks[best], bool), limit), ious[best:best + 1]
+    tried = [np.concatenate([np.maximum(c - h * s, limit[:2]), np.minimum(c + h * s, limit[2:])]) for s in scales]
+    return best_prompt(segmenter, image, tried, limit)  # the first of equal ones: the smaller box
 
 
 def _follow(channels: np.ndarray, segmenter: SliceSegmenter, result: VolumeResult, k: int, box: np.ndarray,

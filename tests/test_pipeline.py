@@ -388,6 +388,39 @@ def test_a_seed_box_inside_the_tumour_grows_to_the_scale_with_the_best_predicted
         [24, 24, 36, 36]
 
 
+class LooseBoxFiller(ObjectIoUSegmenter):
+    """A decoder that fills a box over 4x the bright area inside it (as a fine-tuned one filled a weak detector's
+    wide boxes), else draws the bright pixels; predicted IoU: with the slice's whole bright region."""
+
+    def segment_many(self, images, boxes_per_image):
+        out = super().segment_many(images, boxes_per_image)
+        for im, res, boxes in zip(images, out, boxes_per_image):
+            whole = im[..., 0] > 127
+            for m, (x0, y0, x1, y1) in zip(res.masks, np.rint(np.asarray(boxes).reshape(-1, 4)).astype(int)):
+                if (x1 - x0 + 1) * (y1 - y0 + 1) > 4 * max(1, m.sum()):
+                    m[y0:y1 + 1, x0:x1 + 1] = True
+            res.iou = np.float32([(m & whole).sum() / max(1, (m | whole).sum()) for m in res.masks])
+        return out
+
+
+def test_a_prompt_widened_by_a_loose_detector_box_gives_way_to_the_masks_own_when_predicted_worse():
+    """A 9 x 9 px column boxed tightly on slices 8..12 and by boxes 25 px wide on 13..17: widened by those, the
+    decoder fills them; decoded beside the mask's own prompt, the own one's mask is predicted better and kept."""
+    from bratsmedsam.pipeline import detect_and_propagate
+    from bratsmedsam.volume import best_prompt
+
+    column = np.zeros((40, 30, 20), bool)
+    column[16:25, 10:19, 3:18] = True
+    det = BoxDetector({**{k: [[16, 10, 24, 18]] for k in range(8, 13)}, **{k: [[8, 2, 32, 26]] for k in range(13, 18)}})
+    det.conf_of = dict.fromkeys(range(13, 18), 0.5)  # the seed is a tight box
+    res = detect_and_propagate(channels_of(column), det, LooseBoxFiller(), reach=0, stop_iou=0.0, min_component_mm3=0)
+    assert np.array_equal(res.label, column & (np.arange(20) >= 8) & (np.arange(20) <= 17))
+    assert res.boxes[15].tolist() == [[13, 7, 27, 21]]  # the mask's box + 3 px, not the detector's
+    image = channels_of(column)[:, :, 15].transpose(1, 0, 2)
+    box, mask, iou = best_prompt(LooseBoxFiller(), image, ([8, 2, 32, 26], [13, 7, 27, 21]), np.float32([0, 0, 39, 29]))
+    assert box.tolist() == [13, 7, 27, 21] and mask.sum() == 81 and iou.tolist() == [1.0]
+
+
 def test_propagation_grows_with_the_detector_where_the_tumour_widens():
     """Seeded at a tumour's narrow end, mask-derived boxes alone stay narrow; an overlapping detector box on the
     next slice lets the prompt widen with the tumour."""
