@@ -42,9 +42,10 @@ NEIGHBOUR_TRAINED_MARGIN = 1.0
 #: again from its neighbours. Set a priori, then measured (README "Dips"): on the demo's test case, seeded on a box
 #: that held half the tumour's slice, zero-shot 0.719 -> 0.739 (evaluate)
 #: a seed box is tried at these scales about its centre and the mask with the highest predicted IoU kept
-#: (:func:`seed_prompt`). Measured on the demo's quick detector's seeds (6 synthetic validation / test cases and the
-#: real case): the highest predicted IoU picked the best-Dice scale or one within 0.01 of it on each, e.g. a
-#: 19 x 21 px box inside a 36 x 42 px tumour: seed Dice 0.13 -> 0.81 (x2.5); the real case's own box stayed x1
+#: (:func:`seed_prompt`). Measured on the demo's quick detector's seeds on 6 tumours (5 synthetic validation / test
+#: cases and the real case): the highest predicted IoU picked the best-Dice scale, or one within 0.01 of it, on 5;
+#: on the sixth 0.402 against 0.403 at x1 (best 0.509, x2.5). A 19 x 21 px box inside a 36 x 42 px tumour: seed Dice
+#: 0.13 -> 0.81 (x2.5); the real case's box stayed x1
 SEED_SCALES = (1.0, 1.25, 1.5, 2.0, 2.5)
 DIP_RATIO = 0.5
 DIP_WINDOW = 3
@@ -151,11 +152,12 @@ def detect_and_propagate(channels: np.ndarray, detector: SliceDetector, segmente
     """Volume-aware automatic segmentation: the detector proposes, the segmenter follows each tumour.
 
     1. The detector runs on every axial slice; its boxes are merged into 3D candidates (``slicer.merge_boxes_3d``).
-    2. A candidate whose best box has confidence >= ``seed_conf`` is segmented on that box's slice (the seed), then
-       :func:`volume.propagate` follows the mask slice by slice both ways, each slice prompted with the previous
-       mask's box grown by ``margin`` px (None: :func:`propagation_margin`) and united with the detector's boxes it
-       overlaps on that slice, kept
-       inside the candidate's footprint grown by ``grow`` px, until the
+    2. A candidate whose best box has confidence >= ``seed_conf`` is segmented on that box's slice (the seed; the
+       box tried at :data:`SEED_SCALES`, :func:`seed_prompt`), then :func:`volume.propagate` follows the mask slice
+       by slice both ways, each slice prompted with the previous mask's box grown by ``margin`` px (None:
+       :func:`propagation_margin`) and united with the detector's boxes it overlaps on that slice (unless the
+       prompt without them gives a mask predicted better), kept inside the candidate's footprint grown by ``grow``
+       px, until the
        mask ends or the predicted IoU drops under ``stop_iou``, at most ``reach`` slices past the detected extent
        (the thin ends the detector misses). The extent follows the detector's boxes (down to :func:`weak_floor`) that
        overlap the propagated box, so weak boxes within ``reach`` slices of its end carry the propagation on (on
@@ -169,9 +171,9 @@ def detect_and_propagate(channels: np.ndarray, detector: SliceDetector, segmente
     4. Other candidates under ``seed_conf`` contribute nothing: detector boxes that no propagation confirms are
        dropped. The lead candidate always seeds, first (a detector whose confidences all fall under ``seed_conf``
        still yields its best guess): the one with the most 3D evidence (:func:`lead_candidate`: the mean of its 3
-       best slices' confidences), not the one most confident box - on a synthetic test case the demo's detector
-       boxed the tumour at 0.24-0.29 on 16 slices and a stray spot at the brain's base at 0.30 on 4, and the stray
-       spot was all that got segmented. Slices whose masks dip under their neighbours' on both sides
+       best slices' confidences), not the one most confident box: on a synthetic test case the demo's detector
+       boxed the tumour at up to 0.29 on 16 slices (evidence 0.28) and a stray spot at the brain's base at 0.30 on
+       4 (0.23), and the stray spot was all that got segmented (3D Dice 0.00; now 0.60). Slices whose masks dip under their neighbours' on both sides
        are prompted again from those neighbours (:func:`fill_dips`).
     5. The 3D clean-up of the per-slice chain (:func:`clean_per_slice`): components no detection vouches for (a
        fragment the segmenter left beside the tumour in its box; a lesion one box under ``cleanup.SURE_CONF`` saw

@@ -56,7 +56,7 @@ def test_components_no_confident_box_lies_on_go_and_a_multifocal_lesion_with_one
     out = remove_unsupported_components(pred, boxes, conf, min_conf=0.3)
     assert np.array_equal(out.label, gt) and out.components_before == 6 and out.components_removed == 4
     assert lesion_wise(out.label, gt).n_false_positives == 0
-    # no box reaches the bar: the most confident detection's component is kept, the rest go
+    # no box reaches the bar: the component with the most 3D evidence is kept, the rest go
     weak = {k: v * 0.2 for k, v in conf.items()}
     kept = remove_unsupported_components(pred, boxes, weak, min_conf=0.3).label
     assert kept[10:25, 10:25, 5:20].all() and kept.sum() == 15 ** 3
