@@ -37,16 +37,16 @@ ZERO_SHOT_MARGIN = 3.0
 #: a looser box, and at 3 px it drew the real tumour's thin end slices 2-20x larger than the tumour (README "Weak
 #: boxes")
 NEIGHBOUR_TRAINED_MARGIN = 1.0
-#: a propagated slice whose mask has fewer than DIP_RATIO x the pixels of some slice within DIP_WINDOW slices on
-#: each side is a dip (a tumour does not halve and regrow within a few millimetres): :func:`fill_dips` prompts it
-#: again from its neighbours. Set a priori, then measured (README "Dips"): on the demo's test case, seeded on a box
-#: that held half the tumour's slice, zero-shot 0.719 -> 0.739 (evaluate)
 #: a seed box is tried at these scales about its centre and the mask with the highest predicted IoU kept
 #: (:func:`seed_prompt`). Measured on the demo's quick detector's seeds on 6 tumours (5 synthetic validation / test
 #: cases and the real case): the highest predicted IoU picked the best-Dice scale, or one within 0.01 of it, on 5;
 #: on the sixth 0.402 against 0.403 at x1 (best 0.509, x2.5). A 19 x 21 px box inside a 36 x 42 px tumour: seed Dice
 #: 0.13 -> 0.81 (x2.5); the real case's box stayed x1
 SEED_SCALES = (1.0, 1.25, 1.5, 2.0, 2.5)
+#: a propagated slice whose mask has fewer than DIP_RATIO x the pixels of some slice within DIP_WINDOW slices on
+#: each side is a dip (a tumour does not halve and regrow within a few millimetres): :func:`fill_dips` prompts it
+#: again from its neighbours. Set a priori, then measured (README "Dips"): on the demo's test case, seeded on a box
+#: that held half the tumour's slice, zero-shot 0.719 -> 0.739 (evaluate)
 DIP_RATIO = 0.5
 DIP_WINDOW = 3
 
@@ -173,8 +173,9 @@ def detect_and_propagate(channels: np.ndarray, detector: SliceDetector, segmente
        still yields its best guess): the one with the most 3D evidence (:func:`lead_candidate`: the mean of its 3
        best slices' confidences), not the one most confident box: on a synthetic test case the demo's detector
        boxed the tumour at up to 0.29 on 16 slices (evidence 0.28) and a stray spot at the brain's base at 0.30 on
-       4 (0.23), and the stray spot was all that got segmented (3D Dice 0.00; now 0.60). Slices whose masks dip under their neighbours' on both sides
-       are prompted again from those neighbours (:func:`fill_dips`).
+       4 (0.23), and the stray spot was all that got segmented (3D Dice 0.00; now 0.58, README "Lead candidate,
+       seed scales and hint checks"). Slices whose masks dip under their neighbours' on both sides are prompted
+       again from those neighbours (:func:`fill_dips`).
     5. The 3D clean-up of the per-slice chain (:func:`clean_per_slice`): components no detection vouches for (a
        fragment the segmenter left beside the tumour in its box; a lesion one box under ``cleanup.SURE_CONF`` saw
        on one slice alone), then those under ``min_component_mm3`` (:mod:`bratsmedsam.cleanup`).
