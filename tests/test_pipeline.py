@@ -392,8 +392,13 @@ class LooseBoxFiller(ObjectIoUSegmenter):
     """A decoder that fills a box over 4x the bright area inside it (as a fine-tuned one filled a weak detector's
     wide boxes), else draws the bright pixels; predicted IoU: with the slice's whole bright region."""
 
+    def __init__(self):
+        super().__init__()
+        self.prompts_per_call: list[int] = []
+
     def segment_many(self, images, boxes_per_image):
         out = super().segment_many(images, boxes_per_image)
+        self.prompts_per_call += [len(np.asarray(b).reshape(-1, 4)) for b in boxes_per_image]
         for im, res, boxes in zip(images, out, boxes_per_image):
             whole = im[..., 0] > 127
             for m, (x0, y0, x1, y1) in zip(res.masks, np.rint(np.asarray(boxes).reshape(-1, 4)).astype(int)):
@@ -413,9 +418,16 @@ def test_a_prompt_widened_by_a_loose_detector_box_gives_way_to_the_masks_own_whe
     column[16:25, 10:19, 3:18] = True
     det = BoxDetector({**{k: [[16, 10, 24, 18]] for k in range(8, 13)}, **{k: [[8, 2, 32, 26]] for k in range(13, 18)}})
     det.conf_of = dict.fromkeys(range(13, 18), 0.5)  # the seed is a tight box
-    res = detect_and_propagate(channels_of(column), det, LooseBoxFiller(), reach=0, stop_iou=0.0, min_component_mm3=0)
+    seg = LooseBoxFiller()
+    res = detect_and_propagate(channels_of(column), det, seg, reach=0, stop_iou=0.0, min_component_mm3=0)
     assert np.array_equal(res.label, column & (np.arange(20) >= 8) & (np.arange(20) <= 17))
     assert res.boxes[15].tolist() == [[13, 7, 27, 21]]  # the mask's box + 3 px, not the detector's
+    assert seg.prompts_per_call.count(2) == 5  # slices 13..17: widened 2.8x, checked
+    det = BoxDetector({**{k: [[16, 10, 24, 18]] for k in range(8, 13)}, **{k: [[12, 6, 28, 22]] for k in range(13, 18)}})
+    det.conf_of = dict.fromkeys(range(13, 18), 0.5)  # hints widening the 15 x 15 px prompt 1.28x: not checked
+    seg = LooseBoxFiller()
+    res = detect_and_propagate(channels_of(column), det, seg, reach=0, stop_iou=0.0, min_component_mm3=0)
+    assert 2 not in seg.prompts_per_call and res.boxes[15].tolist() == [[12, 6, 28, 22]]
     image = channels_of(column)[:, :, 15].transpose(1, 0, 2)
     box, mask, iou = best_prompt(LooseBoxFiller(), image, ([8, 2, 32, 26], [13, 7, 27, 21]), np.float32([0, 0, 39, 29]))
     assert box.tolist() == [13, 7, 27, 21] and mask.sum() == 81 and iou.tolist() == [1.0]
