@@ -173,7 +173,7 @@ def detect_and_propagate(channels: np.ndarray, detector: SliceDetector, segmente
        still yields its best guess): the one with the most 3D evidence (:func:`lead_candidate`: the mean of its 3
        best slices' confidences), not the one most confident box: on a synthetic test case the demo's detector
        boxed the tumour at up to 0.29 on 16 slices (evidence 0.28) and a stray spot at the brain's base at 0.30 on
-       4 (0.23), and the stray spot was all that got segmented (3D Dice 0.00; now 0.58, README "Lead candidate,
+       4 (0.23), and the stray spot was all that got segmented (3D Dice 0.00; now 0.60, README "Lead candidate,
        seed scales and hint checks"). Slices whose masks dip under their neighbours' on both sides are prompted
        again from those neighbours (:func:`fill_dips`).
     5. The 3D clean-up of the per-slice chain (:func:`clean_per_slice`): components no detection vouches for (a
