@@ -477,6 +477,11 @@ def test_a_decoder_trained_with_neighbour_samples_propagates_with_a_tighter_marg
     old = ThresholdSegmenter()  # a record from before the entry: its config decides
     old.meta = {"config": {"neighbour_samples": True, "regions": ["BraTS"]}}
     assert propagation_margin(multi) == 3.0 and propagation_margin(served) == 1.0 and propagation_margin(old) == 3.0
+    kept = ThresholdSegmenter()  # a fine-tuning that kept zero-shot's weights (epoch 0), recorded before the fix
+    kept.meta = {"config": {"neighbour_samples": True, "regions": None}, "neighbour_samples": True, "epoch": 0}
+    assert propagation_margin(kept) == 3.0
+    tuned.meta = {**tuned.meta, "epoch": 2}
+    assert propagation_margin(tuned) == 1.0
     for seg, m in ((ThresholdSegmenter(), 3), (tuned, 1)):
         res = detect_and_propagate(channels_of(column), det, seg, stop_iou=0.0, min_component_mm3=0)
         assert res.boxes[14][0].tolist() == [16 - m, 8 - m, 24 + m, 16 + m]  # a propagated slice's prompt

@@ -255,8 +255,9 @@ def _meta(seg, info: dict, dataset_dir, cfg: FinetuneConfig, epoch: int, metrics
             "region": info.get("region"), "dataset": str(Path(dataset_dir).resolve()),
             "box_prompt": "one box per tumour component; target = tumour pixels inside the box",
             "epoch": epoch, "metrics": metrics, "config": asdict(cfg),
-            # the samples it trained on (a multi-region run has none): ``pipeline.propagation_margin`` reads it
-            "neighbour_samples": bool(cfg.neighbour_samples and not regions)}
+            # the samples its weights trained on (a multi-region run has none; epoch 0 is zero-shot's weights):
+            # ``pipeline.propagation_margin`` reads it
+            "neighbour_samples": bool(cfg.neighbour_samples and not regions and epoch > 0)}
     if regions:
         meta["regions"] = list(regions)
         meta["region_slots"] = {r: seg.slots[r] for r in regions}
