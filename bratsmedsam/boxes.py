@@ -138,6 +138,12 @@ def clip_xyxy(boxes_xyxy: np.ndarray, height: int, width: int) -> np.ndarray:
     return out
 
 
+def box_area(xyxy: np.ndarray) -> np.ndarray:
+    """Pixel areas of inclusive pixel-XYXY boxes (n, 4) -> (n,)."""
+    xyxy = np.asarray(xyxy, np.float64).reshape(-1, 4)
+    return (xyxy[:, 2] - xyxy[:, 0] + 1) * (xyxy[:, 3] - xyxy[:, 1] + 1)
+
+
 def box_iou_xyxy(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Pairwise IoU of inclusive pixel-XYXY boxes: ``(n, 4) x (m, 4) -> (n, m)``."""
     a = np.asarray(a, np.float64).reshape(-1, 4)
@@ -147,9 +153,7 @@ def box_iou_xyxy(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     ix1 = np.minimum(a[:, None, 2], b[None, :, 2])
     iy1 = np.minimum(a[:, None, 3], b[None, :, 3])
     inter = np.clip(ix1 - ix0 + 1, 0, None) * np.clip(iy1 - iy0 + 1, 0, None)
-    area_a = (a[:, 2] - a[:, 0] + 1) * (a[:, 3] - a[:, 1] + 1)
-    area_b = (b[:, 2] - b[:, 0] + 1) * (b[:, 3] - b[:, 1] + 1)
-    union = area_a[:, None] + area_b[None, :] - inter
+    union = box_area(a)[:, None] + box_area(b)[None, :] - inter
     return np.where(union > 0, inter / np.maximum(union, 1e-9), 0.0)
 
 

@@ -100,7 +100,7 @@ def remove_unsupported_components(label: np.ndarray, boxes: dict, conf: dict, mi
     keep[0] = False
     evidence = np.array([evidence_3d(s.values()) if s else -1.0 for s in seen])
     evidence[0] = -1.0
-    if before and evidence.max() >= 0:  # as the volume-aware mode's lead: the detector's strongest 3D evidence
+    if evidence.max() >= 0:  # as the volume-aware mode's lead: the detector's strongest 3D evidence
         keep[int(np.lexsort((top, evidence))[-1])] = True
     out = keep[cc]
     dropped = int(before) - int(keep.sum())

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from tqdm import tqdm
 
-from .boxes import RoiIJK, axial_slice, clip_xyxy, expand_xyxy, mask_inside_xyxy, mask_to_xyxy, put_axial_slice
+from .boxes import (RoiIJK, axial_slice, box_area, clip_xyxy, expand_xyxy, mask_inside_xyxy, mask_to_xyxy,
+                    put_axial_slice)
 from .errors import UserError
 from .protocols import SliceSegmenter
 
@@ -101,11 +102,6 @@ def _grow_with(box: np.ndarray, hints, limit: np.ndarray, min_iou: float = HINT_
     return out, bool(len(near))
 
 
-def _area(box: np.ndarray) -> float:
-    """Pixels of an inclusive pixel-XYXY box."""
-    return float((box[2] - box[0] + 1) * (box[3] - box[1] + 1))
-
-
 def best_prompt(segmenter: SliceSegmenter, image: np.ndarray, prompts, limit: np.ndarray):
     """Decode the pixel-XYXY ``prompts`` on ``image`` in one call -> ``(box, mask inside limit, predicted IoU
     (1,))`` of the one whose mask the segmenter predicts best (highest predicted IoU; ties: the first)."""
@@ -186,7 +182,7 @@ def propagate(channels: np.ndarray, segmenter: SliceSegmenter, result: VolumeRes
                 end = k
             # widened by the detector to HINT_CHECK_AREA x its area or more: both prompts in one call, and the mask
             # predicted better is kept
-            prompts = (box, own) if _area(box) >= HINT_CHECK_AREA * _area(own) else (box,)
+            prompts = (box, own) if box_area(box)[0] >= HINT_CHECK_AREA * box_area(own)[0] else (box,)
             box, mask, iou = best_prompt(segmenter, axial_slice(channels, k), prompts, limit_xyxy)
             if mask.sum() < min_pixels or float(iou[0]) < stop_iou:
                 break

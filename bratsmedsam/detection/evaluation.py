@@ -13,7 +13,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from ..boxes import box_iou_xyxy
+from ..boxes import box_area, box_iou_xyxy
 from .layout import read_yolo_label, split_slices
 from .postprocess import postprocess_volume
 from .predict import Detector, SliceBoxes
@@ -55,12 +55,6 @@ def gt_found(pred: SliceBoxes, gt: np.ndarray, iou_thr: float = 0.5) -> np.ndarr
     if not len(pred) or not len(gt):
         return np.zeros(len(gt), bool)
     return _greedy(box_iou_xyxy(pred.xyxy, gt), np.argsort(-pred.conf, kind="stable"), iou_thr)[1]
-
-
-def box_area(xyxy: np.ndarray) -> np.ndarray:
-    """Pixel areas of inclusive pixel-XYXY boxes (n, 4) -> (n,)."""
-    xyxy = np.asarray(xyxy, np.float64).reshape(-1, 4)
-    return (xyxy[:, 2] - xyxy[:, 0] + 1) * (xyxy[:, 3] - xyxy[:, 1] + 1)
 
 
 def recall_by_size(preds: list[SliceBoxes], gts: list[np.ndarray], bins=SIZE_BINS, iou_thr: float = 0.5) -> list[dict]:
