@@ -87,7 +87,7 @@ PAPER = Profile(
              "segmenter_channels": list(PAPER_CHANNELS)},  # the paper's one stack for both models
     detectors=[DetectorStep("yolov5s", 100, 256, 16), DetectorStep("yolov5l", 100, 256, 16)],
     finetune={"base": "medsam", "epochs": 100, "batch_size": 8, "lr": 1e-4, "weight_decay": 0.01, "seed": 0,
-              "neighbour_samples": False},  # the paper's samples: one box per GT component
+              "neighbour_samples": False, "mix": []},  # the paper's samples (one box per GT component), its best epoch
     evaluate={"volumes": True, "n_boot": 2000},
     workers=8,
 )

@@ -63,6 +63,23 @@ def sample_dataset(sample_studies, cache_root) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def quick_detector(sample_dataset, cache_root) -> Path:
+    """The README's quick detector (``train-detector --quick``) on the sample dataset, trained once per session and
+    shared (the server modules serve it, the quick reproduction resumes past its own detector step with it): its run
+    folder, ``weights/best.pt`` inside, and ``seconds.txt``, how long the training took."""
+    import time
+
+    from bratsmedsam.detector import train_detector
+
+    run = cache_root / "quick-detector"
+    if not (run / "seconds.txt").is_file():  # written last: a half-trained folder is trained again
+        t0 = time.time()
+        train_detector(sample_dataset / "dataset.yaml", run, quick=True)
+        (run / "seconds.txt").write_text(f"{time.time() - t0:.1f}")
+    return run
+
+
 @pytest.fixture(scope="module")
 def studies_copy(sample_studies, tmp_path_factory) -> Path:
     """A private copy of the sample studies for one module (its server writes ``.brats_medsam/`` inside)."""

@@ -36,12 +36,10 @@ DICE_BAR_PIPELINE = 0.30  # a quick CPU detector that misses small fragments: th
 
 
 @pytest.fixture(scope="module")
-def detector_weights(sample_dataset, tmp_path_factory):
-    from bratsmedsam.detector import train_detector
-
-    # The README's quick profile (~4 CPU minutes). The real case lies in this dataset's training split, so the
-    # pipeline bar below checks the detector -> segmenter chain, not how the detector generalises.
-    return train_detector(sample_dataset / "dataset.yaml", tmp_path_factory.mktemp("det"), quick=True)
+def detector_weights(quick_detector):
+    # The README's quick profile (~4 CPU minutes, trained once per session). The real case lies in this dataset's
+    # training split, so the pipeline bar below checks the detector -> segmenter chain, not how the detector generalises.
+    return quick_detector / "weights" / "best.pt"
 
 
 @pytest.fixture(scope="module")

@@ -134,8 +134,11 @@ def test_training_on_the_fly_encodes_every_step_and_writes_no_cache(sample_datas
     from bratsmedsam.segmenter import FinetuneConfig, train_decoder
 
     cache = tmp_path / "embeddings"
+    # no neighbour samples: their tumour-free slices (every one prepare kept of the drawn cases) would each be encoded
+    # again every step, minutes on a 2-core CPU for what this checks
     cfg = FinetuneConfig(epochs=1, batch_size=4, max_train_slices=3, max_val_slices=2, device="cpu",
-                         cache_dir=str(cache), embeddings="on-the-fly", n_overlays=1, progress=False)
+                         cache_dir=str(cache), embeddings="on-the-fly", n_overlays=1, progress=False,
+                         neighbour_samples=False, mix=())
     result = train_decoder(sample_dataset, tmp_path / "run", cfg)
     assert [h["epoch"] for h in result["history"]] == [0, 1] and result["history"][1]["train_loss"] > 0
     assert not cache.exists() or not any(cache.rglob("*.pt"))

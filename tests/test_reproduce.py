@@ -57,8 +57,18 @@ def test_misspelt_step_setting_is_a_user_error(tmp_path):
 # --- the quick profile, end to end ---------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def quick_run(sample_studies, tmp_path_factory) -> Path:
+def quick_run(sample_studies, quick_detector, tmp_path_factory) -> Path:
+    """The quick profile end to end, resumed past its detector step: the session's shared quick detector (the same
+    --quick recipe on the same studies; there every 2nd slice by the recipe, here by prepare's z_step 2) stands in the
+    run folder as that step's finished output, with its training time, as an interrupted run would hold it."""
+    import shutil
+
+    from bratsmedsam.atomic import write_json
+
     out = tmp_path_factory.mktemp("reproduce") / "run"
+    model = QUICK.detectors[0].model
+    shutil.copytree(quick_detector, out / f"detector-{model}")
+    write_json(out / "timings.json", {f"train detector {model}": float((quick_detector / "seconds.txt").read_text())})
     reproduce(sample_studies, out, load_profile("quick"), device="cpu")
     return out
 

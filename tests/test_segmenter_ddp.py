@@ -93,7 +93,8 @@ def test_rank_0_alone_reports_and_writes_the_run_folder(single_and_ddp):
     _, ddp, stdout = single_and_ddp
     assert stdout.count("epoch 1: loss") == 1 and stdout.count("best checkpoint:") == 1
     names = sorted(p.name for p in ddp.iterdir())
-    assert names == ["args.yaml", "best.pt", "curves.png", "history.json", "last.pt", "overlays"]
+    assert names == ["args.yaml", "best.pt", "curves.png", "history.json", "last.pt", "mixes.json", "overlays",
+                     "tuned.pt"]
 
 
 @pytest.mark.slow

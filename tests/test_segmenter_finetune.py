@@ -92,8 +92,9 @@ def test_finetuned_decoder_beats_zero_shot_on_held_out_slices(finetune_run, samp
     tuned = load_segmenter(decoder=out / "best.pt", device="cpu", cache_dir=cache_root / "embeddings")
     base_dice = float(np.mean(list(loose_val_scores(base, val).values())))
     tuned_dice = float(np.mean(list(loose_val_scores(tuned, val).values())))
+    mixes = json.loads((out / "mixes.json").read_text())
     assert base_dice == pytest.approx(zero_shot, abs=1e-6)
-    assert tuned_dice == pytest.approx(max(h["val_dice"] for h in history), abs=1e-6)
+    assert tuned_dice == pytest.approx(max(h["val_dice"] for h in history + mixes), abs=1e-6)
     assert tuned_dice > base_dice + 0.005, (base_dice, tuned_dice)
 
 
@@ -102,7 +103,7 @@ def test_run_folder_holds_args_history_curve_overlays_and_checkpoint_metadata(fi
     import torch
 
     out, _ = finetune_run
-    for name in ("args.yaml", "history.json", "curves.png", "best.pt", "last.pt"):
+    for name in ("args.yaml", "history.json", "mixes.json", "curves.png", "best.pt", "last.pt", "tuned.pt"):
         assert (out / name).is_file(), name
     assert len(list((out / "overlays").glob("*.png"))) == 4
     ck = torch.load(out / "best.pt", map_location="cpu", weights_only=True)
@@ -112,6 +113,57 @@ def test_run_folder_holds_args_history_curve_overlays_and_checkpoint_metadata(fi
     assert meta["channels"] == info["segmenter_channels"] == ["t2f"] * 3 and meta["region"] == info["region"]
     assert meta["metrics"]["zero_shot_val_dice"] is not None and ck["optimizer"]["state"]
     assert meta["neighbour_samples"] is True  # the default, one region: the volume-aware chain's margin reads it
+
+
+@pytest.mark.slow
+def test_weight_mixes_of_the_best_epoch_and_zero_shot_are_validated_and_the_best_is_kept(finetune_run):
+    import torch
+
+    from bratsmedsam.segmenter import load_segmenter
+    from bratsmedsam.segmenter.finetune import MIX, mix_states
+
+    out, _ = finetune_run
+    mixes = json.loads((out / "mixes.json").read_text())
+    tuned = torch.load(out / "tuned.pt", map_location="cpu", weights_only=True)
+    history = json.loads((out / "history.json").read_text())
+    trained = max(history[1:], key=lambda h: h["val_dice"])
+    assert tuned["meta"]["epoch"] == trained["epoch"] and "mix" not in tuned["meta"]
+    assert [m["mix"] for m in mixes] == list(MIX) and all(m["epoch"] == trained["epoch"] for m in mixes)
+    assert all(set(m["val_dice_prompts"]) == {"gt", "loose"} for m in mixes)
+    best = torch.load(out / "best.pt", map_location="cpu", weights_only=True)
+    if "mix" in best["meta"]:  # the kept mix holds exactly its share of the two decoders' weights
+        zero = load_segmenter("litemedsam", device="cpu").net.mask_decoder.state_dict()
+        want = mix_states(zero, tuned["decoder"], best["meta"]["mix"])
+        assert all(torch.allclose(best["decoder"][k].float(), want[k].float(), atol=1e-6) for k in want)
+        assert best["meta"]["metrics"]["val_dice"] == max(m["val_dice"] for m in mixes)
+
+
+def test_a_weight_mix_interpolates_floating_tensors_and_refuses_bad_shares():
+    import torch
+
+    from bratsmedsam.errors import UserError
+    from bratsmedsam.segmenter.finetune import mix_states
+
+    zero = {"w": torch.tensor([0.0, 2.0]), "steps": torch.tensor(3)}
+    tuned = {"w": torch.tensor([4.0, -2.0]), "steps": torch.tensor(7)}
+    assert mix_states(zero, tuned, 0.25)["w"].tolist() == [1.0, 1.0]
+    assert mix_states(zero, tuned, 0.0)["w"].tolist() == [0.0, 2.0] and mix_states(zero, tuned, 1.0)["w"].tolist() == [4.0, -2.0]
+    assert int(mix_states(zero, tuned, 0.5)["steps"]) == 7
+    with pytest.raises(UserError, match="in \\[0, 1\\]"):
+        mix_states(zero, tuned, 1.5)
+    with pytest.raises(UserError, match="different parameters"):
+        mix_states(zero, {"w": tuned["w"]}, 0.5)
+
+
+def test_train_segmenter_reads_its_weight_mixes(tmp_path, capsys):
+    from bratsmedsam.commands.train_segmenter import _shares
+
+    assert _shares("0.3,0.6") == (0.3, 0.6) and _shares("none") == () and _shares("") == ()
+    import argparse
+
+    for bad in ("0.5,1", "0", "half"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            _shares(bad)
 
 
 @pytest.mark.slow
@@ -180,7 +232,8 @@ def test_early_stopping_ends_the_run_and_intensity_variants_are_encoded_once(sam
     from bratsmedsam.segmenter.samples import augment_intensity, load_split
 
     cfg = FinetuneConfig(epochs=4, lr=0.05, patience=1, intensity_variants=1, max_train_slices=6, max_val_slices=6,
-                         device="cpu", cache_dir=str(cache_root / "embeddings"), n_overlays=0, progress=False)
+                         device="cpu", cache_dir=str(cache_root / "embeddings"), n_overlays=0, progress=False, mix=(),
+                         neighbour_samples=False)  # their tumour-free slices: encoding minutes this test does not need
     result = train_decoder(sample_dataset, tmp_path / "run", cfg)
     assert [h["epoch"] for h in result["history"]] == [0, 1]
     assert result["best_val_dice"] == pytest.approx(result["zero_shot_val_dice"])

@@ -7,7 +7,20 @@ import time
 from pathlib import Path
 
 from ..offline import PROJECT_ROOT
-from ..segmenter.finetune import LOOSE_FRAC
+from ..segmenter.finetune import LOOSE_FRAC, MIX
+
+
+def _shares(text: str) -> tuple[float, ...]:
+    """``--mix``: comma-separated shares of the trained weights, each strictly between 0 and 1; 'none' or '': off."""
+    if text.strip().lower() in ("", "none"):
+        return ()
+    try:
+        shares = tuple(float(t) for t in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected shares like 0.25,0.5,0.75 or 'none', got {text!r}") from None
+    if any(not 0.0 < a < 1.0 for a in shares):
+        raise argparse.ArgumentTypeError(f"each share must lie strictly between 0 and 1, got {text!r}")
+    return shares
 
 
 def register(sub) -> None:
@@ -18,7 +31,8 @@ def register(sub) -> None:
             "Freeze the image and prompt encoders, compute every training slice's embedding once (cached on "
             "disk), and train the mask decoder with Dice + BCE (AdamW) on one jittered box per tumour "
             "component. Validates slice Dice with ground-truth boxes on the val split each epoch (epoch 0 = "
-            "zero-shot) and keeps the best epoch. Writes best.pt, last.pt, args.yaml, history.json, "
+            "zero-shot) and keeps the best epoch, or a mix of the best epoch's weights with zero-shot's when a mix "
+            "validates better (--mix). Writes best.pt, last.pt, tuned.pt, args.yaml, history.json, mixes.json, "
             "curves.png and overlays/ into the run folder. Several processes (GPUs, or CPU processes with gloo): "
             "torchrun --nproc_per_node N main.py train-segmenter ...; each rank decodes its part of every batch "
             "of --batch-size (the global batch), rank 0 alone validates and writes the run folder; on GPUs the "
@@ -64,6 +78,10 @@ def register(sub) -> None:
                    help="loose-box augmentation: half the samples each epoch get their box pushed outwards by up to "
                         "this fraction of each side, and validation also scores GT boxes padded by 15%% of their "
                         "longer side, selecting on the mean (0: off, GT boxes only)")
+    p.add_argument("--mix", type=_shares, default=MIX, metavar="A,B,...",
+                   help="weight mixes tried after the epochs: the decoder at (1-a) x zero-shot + a x the best trained "
+                        "epoch's weights for each share a, validated like an epoch; one that beats every epoch and "
+                        "zero-shot is kept as best.pt (default %(default)s; 'none': off)")
     p.add_argument("--patience", type=int, default=None,
                    help="early stopping: end after N epochs without a better val Dice (default: run every epoch)")
     p.add_argument("--select-on", choices=("auto", "all", "real"), default="auto",
@@ -105,7 +123,7 @@ def run(args) -> int:
         cache_max_mb=args.cache_max_gb * 1024 if args.cache_max_gb else None,
         iou_loss_weight=args.iou_loss_weight, intensity_variants=args.intensity_variants, patience=args.patience,
         select_on=args.select_on, regions=parse_region_list(args.regions), neighbour_samples=args.neighbour_samples,
-        loose_frac=args.loose_frac,
+        loose_frac=args.loose_frac, mix=args.mix,
     )
     main_rank = dist_env().main
     if main_rank:

@@ -29,6 +29,11 @@ two (:func:`loose_val_scores`: a decoder that fills its box loses); epoch 0 in t
 synthetic range ``BraTS-GLI-9xxxx``), the model is selected on those alone (``select_on="auto"``): synthetic
 validation slices are easy to overfit to and say little about real scans. ``patience`` stops the run after that
 many epochs without a better validation Dice (early stopping); ``best.pt`` is the selected model either way.
+Weight mixes (``mix``, on by default): after the epochs, the decoder's weights are set to ``(1 - a) * zero-shot +
+a * best trained epoch`` for each share ``a`` (:func:`mix_states`; weight-space ensembling, as WiSE-FT does for
+fine-tuned zero-shot models) and validated like an epoch; a mix that beats every epoch and zero-shot is kept. On
+the demo's synthetic cases every trained epoch lost to zero-shot on loose boxes while the half-and-half mix beat
+both on GT and loose boxes, and the real case held out (README "Weight mixes").
 
 Regions (``regions``, e.g. WT, TC, ET, on a WT dataset with label maps): the regions are heads (mask-token slots,
 ``Segmenter.slots``) of ONE mask decoder, trained together from the same cached embeddings (one encoder pass per
@@ -70,6 +75,9 @@ LOOSE_SHARE = 0.5
 LOOSE_VAL_PAD = 0.15
 #: validation slices scored together (their embeddings stay in the segmenter's memory cache between prompt sets)
 VAL_CHUNK = 32
+#: weight mixes tried after training (``FinetuneConfig.mix``): the share of the best trained epoch's weights in
+#: ``(1 - a) * zero-shot + a * trained`` (:func:`mix_states`)
+MIX = (0.25, 0.5, 0.75)
 
 
 @dataclass
@@ -107,6 +115,10 @@ class FinetuneConfig:
     # boxes on the real case (slice Dice, GT boxes padded 15 %: zero-shot 0.832, fine-tuned 0.742), so the
     # volume-aware chain, prompted by a weak detector's wide boxes, drew 2-3x the tumour (3D Dice 0.887 -> 0.596)
     loose_frac: float = LOOSE_FRAC
+    # weight mixing: after the epochs, the decoder's weights interpolated between zero-shot's and the best trained
+    # epoch's at these shares of the trained ones, each validated like an epoch; a mix that beats every epoch (and
+    # zero-shot) becomes best.pt (``()``: off)
+    mix: tuple[float, ...] = MIX
 
 
 def slice_dices(seg, data: SplitData, progress: bool = False,
@@ -247,7 +259,19 @@ def train_epoch(seg, decoder, samples: list[Sample], get_embedding, optimizer, c
     return total / max(sum(per_rank), 1)
 
 
-def _meta(seg, info: dict, dataset_dir, cfg: FinetuneConfig, epoch: int, metrics: dict, regions=None) -> dict:
+def mix_states(zero: dict, tuned: dict, share: float) -> dict:
+    """``(1 - share) * zero + share * tuned``, tensor by tensor, for two state dicts of one module (a tensor that is
+    not floating point, e.g. a counter, is taken from ``tuned``)."""
+    if not 0.0 <= share <= 1.0:
+        raise UserError(f"a weight mix's share of the trained weights must lie in [0, 1], got {share}")
+    if zero.keys() != tuned.keys():
+        raise UserError("cannot mix two decoders with different parameters")
+    return {k: (zero[k] + share * (tuned[k] - zero[k]) if tuned[k].is_floating_point() else tuned[k].clone())
+            for k in tuned}
+
+
+def _meta(seg, info: dict, dataset_dir, cfg: FinetuneConfig, epoch: int, metrics: dict, regions=None,
+          mix: float | None = None) -> dict:
     from ..dataset import dataset_stacks
 
     meta = {"base": seg.family, "base_checkpoint": str(seg.base_checkpoint), "base_checkpoint_sha256": seg.base_sha256,
@@ -258,6 +282,8 @@ def _meta(seg, info: dict, dataset_dir, cfg: FinetuneConfig, epoch: int, metrics
             # the samples its weights trained on (a multi-region run has none; epoch 0 is zero-shot's weights):
             # ``pipeline.propagation_margin`` reads it
             "neighbour_samples": bool(cfg.neighbour_samples and not regions and epoch > 0)}
+    if mix is not None:  # weights = (1 - mix) * zero-shot + mix * epoch ``epoch``'s
+        meta["mix"] = mix
     if regions:
         meta["regions"] = list(regions)
         meta["region_slots"] = {r: seg.slots[r] for r in regions}
@@ -336,10 +362,31 @@ def _epochs_since_best(history: list[dict]) -> int:
     return len(history) - 1 - best
 
 
+def _try_mixes(seg, zero: dict, tuned: dict, epoch: int, shares, validate, best: float, save_best, zero_shot,
+               scores_key: str, progress: bool) -> tuple[list[dict], float]:
+    """Validate the decoder at each weight mix of zero-shot's and epoch ``epoch``'s weights (``mix_states``); a mix
+    better than ``best`` is saved as the best model (``save_best(epoch, metrics, share)``). Returns the mixes' records
+    and the best val Dice after them. The decoder is left with the last mix's weights."""
+    records = []
+    for share in sorted(shares):
+        seg.net.mask_decoder.load_state_dict(mix_states(zero, tuned, share))
+        seg.net.mask_decoder.eval()
+        vd, scores = validate()
+        records.append({"mix": share, "epoch": epoch, "val_dice": vd, **({scores_key: scores} if scores else {})})
+        if vd > best:
+            best = vd
+            save_best(epoch, {"val_dice": vd, "zero_shot_val_dice": zero_shot, "mix": share}, share)
+        if progress:
+            print(f"mix {share:.2f} of epoch {epoch}'s weights: val slice Dice {vd:.4f}  (best {best:.4f})"
+                  + "".join(f" {k} {v:.3f}" for k, v in scores.items()))
+    return records, best
+
+
 def train_decoder(dataset_dir, out_dir, cfg: FinetuneConfig) -> dict:
     """Fine-tune the mask decoder of ``cfg.base`` on a prepared dataset. Writes into ``out_dir``: ``best.pt``
-    (best val Dice), ``last.pt`` (to resume), ``history.json``, ``curves.png``, ``overlays/*.png``.
-    Returns ``{best_checkpoint, best_val_dice, zero_shot_val_dice, history}``."""
+    (best val Dice: an epoch, zero-shot's weights or a weight mix), ``last.pt`` (to resume), ``tuned.pt`` (the best
+    trained epoch, the mixes' end point), ``history.json``, ``mixes.json``, ``curves.png``, ``overlays/*.png``.
+    Returns ``{best_checkpoint, best_val_dice, zero_shot_val_dice, history, mixes}``."""
     import torch
 
     from ..atomic import write_json
@@ -363,6 +410,8 @@ def train_decoder(dataset_dir, out_dir, cfg: FinetuneConfig) -> dict:
                         f"got {cfg.intensity_variants}, {cfg.patience}")
     if cfg.intensity_variants and cfg.embeddings == "on-the-fly":
         raise UserError("intensity variants are cached embeddings: use them with embeddings='cache'")
+    if any(not 0.0 < a < 1.0 for a in cfg.mix):
+        raise UserError(f"weight mixes are shares of the trained weights strictly between 0 and 1, got {list(cfg.mix)}")
     env = distributed.dist_env()
     device = distributed.init(env, pick_device(cfg.device), cfg.dist_timeout_s)
     main_rank = env.main
@@ -389,6 +438,11 @@ def train_decoder(dataset_dir, out_dir, cfg: FinetuneConfig) -> dict:
     seg = load_segmenter(cfg.base, cfg.checkpoint, device=str(device), cache_dir=cache_dir, cache_size=cache_size,
                          cache_max_mb=cfg.cache_max_mb, regions=regions)
     seg.decoder_backend = "torch"  # the decoder is being trained: validation decodes with its current weights
+
+    def state(module):
+        return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
+
+    zero_state = state(seg.net.mask_decoder)  # the weights every mix starts from (a resumed run's too)
     for p in seg.net.parameters():
         p.requires_grad_(False)
     params = list(seg.net.mask_decoder.parameters())
@@ -456,15 +510,22 @@ def train_decoder(dataset_dir, out_dir, cfg: FinetuneConfig) -> dict:
         history = list(ck.get("history") or [])
         start_epoch = int(ck["meta"]["epoch"]) + 1
         best = float(ck.get("best_val_dice", -1.0))
+        if (out_dir / "best.pt").is_file():  # a weight mix chosen after last.pt was written
+            best = max(best, float(load_decoder(out_dir / "best.pt")["meta"]["metrics"]["val_dice"]))
         zero_shot = ck.get("zero_shot_val_dice")
 
-    def state(module):
-        return {k: v.detach().cpu() for k, v in module.state_dict().items()}
-
-    def checkpoint(path: Path, epoch: int, metrics: dict):
+    def checkpoint(path: Path, epoch: int, metrics: dict, mix: float | None = None):
         extra = {"history": history, "best_val_dice": best, "zero_shot_val_dice": zero_shot}
-        save_decoder(path, state(seg.net.mask_decoder), _meta(seg, info, dataset_dir, cfg, epoch, metrics, regions),
+        save_decoder(path, state(seg.net.mask_decoder),
+                     _meta(seg, info, dataset_dir, cfg, epoch, metrics, regions, mix),
                      optimizer.state_dict(), extra=extra)
+
+    # The best trained epoch (epoch >= 1) so far, the end point of the weight mixes: tuned.pt (kept for a resume)
+    tuned_path = out_dir / "tuned.pt"
+    tuned = None  # (val Dice, epoch)
+    if resume is not None and tuned_path.is_file():
+        ck = load_decoder(tuned_path)
+        tuned = (float(ck["meta"]["metrics"]["val_dice"]), int(ck["meta"]["epoch"]))
 
     scores_key = "val_dice_regions" if regions else "val_dice_prompts"
 
@@ -511,6 +572,9 @@ def train_decoder(dataset_dir, out_dir, cfg: FinetuneConfig) -> dict:
             if vd > best:
                 best, since_best = vd, 0
                 checkpoint(out_dir / "best.pt", epoch, metrics)
+            if cfg.mix and (tuned is None or vd > tuned[0]):
+                tuned = (vd, epoch)
+                checkpoint(tuned_path, epoch, metrics)
             checkpoint(out_dir / "last.pt", epoch, metrics)
             write_json(out_dir / "history.json", history)
             if cfg.progress:
@@ -519,8 +583,14 @@ def train_decoder(dataset_dir, out_dir, cfg: FinetuneConfig) -> dict:
         distributed.barrier(env, f"epoch {epoch}'s validation on rank 0")
         since_best = int(distributed.all_sum(env, [since_best if main_rank else 0], device, "early stopping")[0])
 
+    mixes: list[dict] = []
+    if main_rank and cfg.mix and tuned is not None:
+        mixes, best = _try_mixes(seg, zero_state, load_decoder(tuned_path)["decoder"], tuned[1], cfg.mix, validate,
+                                 best, lambda epoch, metrics, share: checkpoint(out_dir / "best.pt", epoch, metrics, share),
+                                 zero_shot, scores_key, cfg.progress)
+        write_json(out_dir / "mixes.json", mixes)
     result = {"best_checkpoint": str(out_dir / "best.pt"), "best_val_dice": best,
-              "zero_shot_val_dice": zero_shot, "history": history}
+              "zero_shot_val_dice": zero_shot, "history": history, "mixes": mixes}
     if main_rank:
         write_json(out_dir / "history.json", history)
         save_curves(history, out_dir / "curves.png")
