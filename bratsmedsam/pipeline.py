@@ -172,11 +172,11 @@ def detect_and_propagate(channels: np.ndarray, detector: SliceDetector, segmente
        case: a 900-voxel satellite beside the tumour, lesion-wise Dice 0.433 -> 0.804 fine-tuned).
     4. Other candidates under ``seed_conf`` contribute nothing: detector boxes that no propagation confirms are
        dropped. The lead candidate always seeds, first (a detector whose confidences all fall under ``seed_conf``
-       still yields its best guess): the one with the most 3D evidence (:func:`lead_candidate`: the mean of its 3
-       best slices' confidences), not the one most confident box: on a synthetic test case the demo's detector
-       boxed the tumour at up to 0.29 on 16 slices (evidence 0.28) and a stray spot at the brain's base at 0.30 on
-       4 (0.23), and the stray spot was all that got segmented (3D Dice 0.00; now 0.60, README "Lead candidate,
-       seed scales and hint checks"). Slices whose masks dip under their neighbours' on both sides are prompted
+       still yields its best guess): the one with the most 3D evidence (:func:`lead_candidate`: the sum of its
+       slices' best confidences, ``slicer.evidence_3d``), not the one most confident box: on a synthetic test case
+       the demo's detector boxed the tumour at up to 0.29 on 16 slices and a stray spot at the brain's base at 0.30
+       on 4, and the stray spot was all that got segmented (3D Dice 0.00; 0.60 with the tumour leading, README
+       "Lead candidate, seed scales and hint checks"). Slices whose masks dip under their neighbours' on both sides are prompted
        again from those neighbours (:func:`fill_dips`).
     5. The 3D clean-up of the per-slice chain (:func:`clean_per_slice`): components no detection vouches for (a
        fragment the segmenter left beside the tumour in its box; a lesion one box under ``cleanup.SURE_CONF`` saw
@@ -315,7 +315,8 @@ def _follow(channels: np.ndarray, segmenter: SliceSegmenter, result: VolumeResul
 
 def lead_candidate(candidates: list):
     """The candidate (``slicer.Box3D``) the detector saw most strongly as a volume: the highest 3D evidence
-    (``slicer.evidence_3d``), ties to the more confident one; None without candidates."""
+    (``slicer.evidence_3d``: the sum of its slices' best confidences), ties to the more confident one; None without
+    candidates."""
     if not candidates:
         return None
     return max(candidates, key=lambda c: (round(c.evidence, 6), c.conf))

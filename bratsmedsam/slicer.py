@@ -50,21 +50,16 @@ class Box3D:
     conf: float  # highest slice confidence
     mean_conf: float
     n_slices: int
-    evidence: float = 0.0  # :func:`evidence_3d` of its slices' best confidences
+    evidence: float = 0.0  # :func:`evidence_3d`: the sum of its slices' best confidences
 
 
-#: a lesion of BraTS's smallest counted size (50 mm^3) spans several 1 mm axial slices: 3D evidence is the mean
-#: confidence over a candidate's this many best slices
-EVIDENCE_SLICES = 3
-
-
-def evidence_3d(slice_conf, n: int = EVIDENCE_SLICES) -> float:
-    """How strongly a detector saw one 3D candidate: the mean of its ``n`` most confident slices' best confidences
-    (``slice_conf``: one value per slice), a slice it did not see counting 0. A box on one slice scores a third
-    of its confidence; a tumour boxed at 0.28 on each of 16 slices scores 0.28, above a stray box at 0.30 on two
-    slices (0.2): the volume is judged as a volume."""
-    top = sorted((float(c) for c in slice_conf), reverse=True)[:n]
-    return float(sum(top) / n) if n > 0 else 0.0
+def evidence_3d(slice_conf) -> float:
+    """How much of a volume a detector saw as one 3D candidate, and how strongly: the sum of its slices' best
+    confidences (``slice_conf``: one value per slice). A tumour boxed at 0.28 on 16 slices scores 4.5, a stray spot
+    boxed at 0.30 on 4 slices 1.2. The mean of the 3 best slices (stop 27) tied them up: on the real case a quick
+    detector boxed a stray spot at up to 0.31 on 4 slices (mean of 3 best 0.20) and the tumour, in pieces, on up to
+    17 slices at up to 0.19 (0.17); the spot led and the volume-aware Dice was 0.000 (the sum: 0.892)."""
+    return float(sum(float(c) for c in slice_conf))
 
 
 def merge_boxes_3d(boxes: dict[int, np.ndarray], conf: dict[int, np.ndarray],

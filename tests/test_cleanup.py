@@ -98,8 +98,8 @@ def test_a_box_vouches_for_its_lesion_not_for_a_fragment_beside_it_in_the_same_b
 
 
 def test_the_component_the_detector_saw_on_most_slices_stays_beside_a_vouched_one():
-    """The big lesion boxed at 0.28 on 8 slices (3D evidence 0.28, no box at the bar) and a stray component boxed at
-    0.35 on 2 slices (vouched: 3D evidence 0.23): both stay; the second lesion, boxed at 0.2 once, goes."""
+    """The big lesion boxed at 0.28 on 8 slices (3D evidence 2.24, no box at the bar) and a stray component boxed at
+    0.35 on 2 slices (vouched: 3D evidence 0.70): both stay; the second lesion, boxed at 0.2 once, goes."""
     pred, gt = _two_lesions_and_speckle()
     stray = np.zeros_like(pred)
     stray[30:45, 45:58, 33:40] = True

@@ -327,21 +327,21 @@ def test_the_most_confident_candidate_seeds_even_under_the_seed_confidence():
     assert detect_and_propagate(ch, det, ThresholdSegmenter(), seed_conf=0.3, min_component_mm3=0).label.any()
 
 
-def test_3d_evidence_is_the_mean_of_a_candidates_three_best_slices():
+def test_3d_evidence_is_the_sum_of_a_candidates_slices_best_confidences():
     from bratsmedsam.slicer import evidence_3d
 
-    assert evidence_3d([0.9]) == pytest.approx(0.3)  # one box: a third of its confidence
-    assert evidence_3d([0.28] * 16) == pytest.approx(0.28)
-    assert evidence_3d([0.3, 0.3, 0.1, 0.05]) == pytest.approx(0.7 / 3) and evidence_3d([]) == 0.0
+    assert evidence_3d([0.9]) == pytest.approx(0.9)
+    assert evidence_3d([0.19] * 17) > evidence_3d([0.31, 0.25, 0.05, 0.05])  # the real case's tumour over a stray spot
+    assert evidence_3d([0.3, 0.3, 0.1, 0.05]) == pytest.approx(0.75) and evidence_3d([]) == 0.0
     boxes = {k: np.array([[5, 5, 10, 10], [6, 6, 9, 9]], np.float32) for k in (3, 4)}  # two boxes on each slice
     conf = {k: np.array([0.6, 0.9], np.float32) for k in boxes}
     (cand,) = merge_boxes_3d(boxes, conf, (40, 30, 20))
-    assert cand.n_slices == 2 and cand.evidence == pytest.approx(2 * 0.9 / 3)  # each slice counts its best box
+    assert cand.n_slices == 2 and cand.evidence == pytest.approx(2 * 0.9)  # each slice counts its best box
 
 
 def test_the_lead_candidate_is_the_one_seen_on_most_slices_not_the_most_confident_box():
     """A tumour boxed at 0.25 on slices 6..14 and a stray bright spot boxed at 0.29 on two slices, all under the seed
-    confidence: the tumour is the lead (3D evidence 0.25 against 0.19) and is segmented; the stray spot is not."""
+    confidence: the tumour is the lead (3D evidence 2.25 against 0.58) and is segmented; the stray spot is not."""
     from bratsmedsam.pipeline import detect_and_propagate, lead_candidate
 
     truth = ball()
