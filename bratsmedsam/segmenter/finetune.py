@@ -522,10 +522,10 @@ def train_decoder(dataset_dir, out_dir, cfg: FinetuneConfig) -> dict:
 
     # The best trained epoch (epoch >= 1) so far, the end point of the weight mixes: tuned.pt (kept for a resume)
     tuned_path = out_dir / "tuned.pt"
-    tuned = None  # (val Dice, epoch)
+    tuned = None  # (val Dice, epoch, decoder weights)
     if resume is not None and tuned_path.is_file():
         ck = load_decoder(tuned_path)
-        tuned = (float(ck["meta"]["metrics"]["val_dice"]), int(ck["meta"]["epoch"]))
+        tuned = (float(ck["meta"]["metrics"]["val_dice"]), int(ck["meta"]["epoch"]), ck["decoder"])
 
     scores_key = "val_dice_regions" if regions else "val_dice_prompts"
 
@@ -573,7 +573,7 @@ def train_decoder(dataset_dir, out_dir, cfg: FinetuneConfig) -> dict:
                 best, since_best = vd, 0
                 checkpoint(out_dir / "best.pt", epoch, metrics)
             if cfg.mix and (tuned is None or vd > tuned[0]):
-                tuned = (vd, epoch)
+                tuned = (vd, epoch, state(seg.net.mask_decoder))
                 checkpoint(tuned_path, epoch, metrics)
             checkpoint(out_dir / "last.pt", epoch, metrics)
             write_json(out_dir / "history.json", history)
@@ -585,7 +585,7 @@ def train_decoder(dataset_dir, out_dir, cfg: FinetuneConfig) -> dict:
 
     mixes: list[dict] = []
     if main_rank and cfg.mix and tuned is not None:
-        mixes, best = _try_mixes(seg, zero_state, load_decoder(tuned_path)["decoder"], tuned[1], cfg.mix, validate,
+        mixes, best = _try_mixes(seg, zero_state, tuned[2], tuned[1], cfg.mix, validate,
                                  best, lambda epoch, metrics, share: checkpoint(out_dir / "best.pt", epoch, metrics, share),
                                  zero_shot, scores_key, cfg.progress)
         write_json(out_dir / "mixes.json", mixes)
