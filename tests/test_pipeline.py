@@ -542,3 +542,54 @@ def test_the_volume_aware_chain_fills_dips_unless_told_not_to(monkeypatch):
     for dips in (True, False):
         pipeline.propagate_detections(channels_of(column), boxes, conf, ThresholdSegmenter(), dips=dips)
     assert len(calls) == 1
+
+
+def test_an_unconfident_candidate_next_to_a_propagated_tumour_seeds_and_a_distant_one_does_not():
+    """A column boxed confidently on slices 12..16 and at 0.1 on 4..7, nothing between: the confident candidate's
+    propagation ends 3 slices past its boxes (9), within ``reach`` of the other candidate, which is the same tumour
+    the propagation lost and seeds its own. A bright blob far away, boxed at 0.1 too, stays out."""
+    vol = np.zeros((60, 40, 22), bool)
+    vol[10:19, 8:17, 2:20] = True                  # the tumour: slices 2..19
+    blob = np.zeros_like(vol)
+    blob[44:53, 24:33, 4:8] = True                 # far from it in plane, on the slices of the weak candidate
+    det = BoxDetector({**{k: [[10, 8, 18, 16]] for k in range(12, 17)},
+                       **{k: [[10, 8, 18, 16], [44, 24, 52, 32]] for k in range(4, 8)}})
+    det.conf_of = dict.fromkeys(range(4, 8), 0.1)
+    runs = {adjacent: pipeline_run(vol | blob, det, adjacent) for adjacent in (True, False)}
+    assert np.array_equal(runs[True], vol)        # 2..19: down from the weak candidate, up to 16 + 3
+    assert np.array_equal(runs[False], vol & (np.arange(22) >= 9))
+
+
+def pipeline_run(truth, det, adjacent):
+    from bratsmedsam import pipeline
+
+    boxes, conf, weak = pipeline.detect_with_weak(channels_of(truth), det)
+    return pipeline.propagate_detections(channels_of(truth), boxes, conf, ThresholdSegmenter(), reach=3,
+                                         stop_iou=0.0, min_component_mm3=0, weak=weak, adjacent=adjacent).label
+
+
+class FixedIoUSegmenter(ThresholdSegmenter):
+    """The bright pixels inside each box, each prompt's predicted IoU given in turn."""
+
+    def __init__(self, ious):
+        super().__init__()
+        self.ious = np.float32(ious)
+
+    def segment_many(self, images, boxes_per_image):
+        out = super().segment_many(images, boxes_per_image)
+        for res in out:
+            res.iou = self.ious[:len(res.masks)]
+        return out
+
+
+def test_the_first_prompt_stays_unless_another_is_predicted_better_by_more_than_the_tolerance():
+    from bratsmedsam.volume import HINT_TOLERANCE, best_prompt
+
+    image = np.full((30, 30, 3), 255, np.uint8)
+    limit = np.float32([0, 0, 29, 29])
+    wide, own = [2, 2, 25, 25], [8, 8, 16, 16]
+    assert best_prompt(FixedIoUSegmenter([0.80, 0.83]), image, (wide, own), limit)[0].tolist() == own
+    box, mask, iou = best_prompt(FixedIoUSegmenter([0.80, 0.83]), image, (wide, own), limit, HINT_TOLERANCE)
+    assert box.tolist() == wide and mask.sum() == 24 * 24 and iou.tolist() == pytest.approx([0.80])
+    assert best_prompt(FixedIoUSegmenter([0.70, 0.83]), image, (wide, own), limit, HINT_TOLERANCE)[0].tolist() == own
+    assert 0 < HINT_TOLERANCE < 0.1
