@@ -166,11 +166,15 @@ def detect_and_propagate(channels: np.ndarray, detector: SliceDetector, segmente
        the real case with the standard quick detector of stop 22: 3D Dice 0.829 -> 0.883 zero-shot, 0.837 -> 0.879
        fine-tuned; no measured row lost, README "Automatic segmentation on real MRI"). A candidate whose seed mask
        is already at least :data:`REACHED` segmented is a tumour an earlier propagation followed; skipped.
-       Then, with ``adjacent``, every candidate under ``seed_conf`` whose footprint (grown by ``grow`` px) holds a
-       propagated mask within ``reach`` slices of its extent seeds too: a piece of the same tumour the propagation
-       lost (on the demo's validation case 90003 the lead candidate's masks drifted off the tumour 5 slices past
-       its boxes, and the detector had boxed the tumour's lower part at 0.10-0.12 as a candidate of its own:
-       volume-aware 3D Dice 0.263 -> 0.696 zero-shot; README "Adjacent candidates and the hint tolerance").
+       Then, with ``adjacent``, every candidate under ``seed_conf`` next to a propagated mask seeds too: one whose
+       footprint (grown by ``grow`` px) holds such a mask within ``reach`` slices of its extent, or one inside a
+       chain of the detector's weak boxes (``merge_boxes_3d`` of them) whose extent holds one. It is a piece of the
+       same tumour the propagation lost: on the demo's validation case 90003 the lead candidate's masks drifted off
+       the tumour 5 slices past its boxes, and the detector had boxed the tumour's lower part at 0.10-0.12 as a
+       candidate of its own (volume-aware 3D Dice 0.263 -> 0.696 zero-shot; a fine-tuned decoder at 3 px stopped 5
+       slices short of that candidate, where the weak boxes' chain still joined them: 0.265 -> 0.697; README
+       "Adjacent candidates and the hint tolerance"). A piece left apart from the tumour is still removed by the
+       clean-up (step 5) unless a box vouches for it.
     3. Then every box of confidence >= ``seed_conf`` (most confident first) that the propagations left mostly
        unsegmented seeds one of its own the same way: a second lesion whose boxes touch the first one's is merged
        into its candidate by ``merge_boxes_3d``, and the candidate's one seed follows one lesion (the demo's test
@@ -224,14 +228,23 @@ def propagate_detections(channels: np.ndarray, boxes: dict, conf: dict, segmente
         seed, box = _best_box(boxes, conf, k0, k1, (i0, i1, j0, j1))
         _follow(channels, segmenter, result, seed, box, limit, (k0, k1), boxes, weak, reach, margin, min_pixels,
                 stop_iou)
-    # candidates too unconfident to seed, next to a propagated mask: pieces of its tumour the propagation lost
+    # candidates too unconfident to seed, next to a propagated mask (within reach slices, or joined to it by a chain
+    # of weak boxes): pieces of its tumour the propagation lost
+    chains = merge_boxes_3d(weak, {k: np.ones(len(b), np.float32) for k, b in weak.items()}, (X, Y, Z)) \
+        if adjacent and weak else []
     for cand in candidates if adjacent else ():
         if cand is lead or cand.conf >= seed_conf:
             continue  # seeded above
         i0, i1, j0, j1, k0, k1 = cand.roi_ijk
         limit = expand_xyxy((i0, j0, i1, j1), grow, image)
         x0, y0, x1, y1 = (int(v) for v in limit)
-        if result.label[x0:x1 + 1, y0:y1 + 1, max(0, k0 - reach):k1 + reach + 1].any():
+        near = result.label[x0:x1 + 1, y0:y1 + 1, max(0, k0 - reach):k1 + reach + 1].any()
+        for ch in chains if not near else ():
+            a0, a1, b0, b1, c0, c1 = ch.roi_ijk
+            if a0 <= i0 and i1 <= a1 and b0 <= j0 and j1 <= b1 and c0 <= k0 and k1 <= c1:
+                near = bool(result.label[a0:a1 + 1, b0:b1 + 1, c0:c1 + 1].any())
+                break
+        if near:
             seed, box = _best_box(boxes, conf, k0, k1, (i0, i1, j0, j1))
             _follow(channels, segmenter, result, seed, box, limit, (k0, k1), boxes, weak, reach, margin, min_pixels,
                     stop_iou)

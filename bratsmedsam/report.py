@@ -49,7 +49,7 @@ VOLUME_DEFINITION = (
     "with boxes on the component on two slices or more (the component with the most 3D evidence, the sum "
     "of its slices' best confidences, is always kept). "
     "*Volume-aware*: the detector's confident 3D candidates and the one with the most 3D evidence, then less "
-    "confident candidates within 3 slices of a propagated mask, and confident "
+    "confident candidates within 3 slices of a propagated mask or joined to one by weak boxes, and confident "
     "boxes those left unsegmented, seed a slice-by-slice propagation of the segmenter's mask (the seed box tried at "
     "x1-x2.5, the mask predicted best kept; each prompt the previous mask's box + 3 px, 1 px with a "
     "decoder fine-tuned on neighbour samples, widened by the detector's boxes it overlaps unless the unwidened "

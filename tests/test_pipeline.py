@@ -593,3 +593,28 @@ def test_the_first_prompt_stays_unless_another_is_predicted_better_by_more_than_
     assert box.tolist() == wide and mask.sum() == 24 * 24 and iou.tolist() == pytest.approx([0.80])
     assert best_prompt(FixedIoUSegmenter([0.70, 0.83]), image, (wide, own), limit, HINT_TOLERANCE)[0].tolist() == own
     assert 0 < HINT_TOLERANCE < 0.1
+
+
+def test_an_unconfident_candidate_joined_to_a_propagated_tumour_by_weak_boxes_seeds():
+    """A column dark on slices 8..10, boxed confidently on 14..18, at 0.15 (operating point 0.1, seed confidence
+    0.3) on 3..6, and weakly (0.06) on 7..13: the propagation from 14 stops at the dark gap, 5 slices from the
+    unconfident candidate, which the weak boxes still join to it; it seeds and the column's lower part is found.
+    Without the weak boxes' chain, only the upper part."""
+    from bratsmedsam import pipeline
+
+    column = np.zeros((40, 30, 22), bool)
+    column[16:25, 8:17, 2:21] = True
+    column[:, :, 8:11] = False
+    box = [16, 8, 24, 16]
+    det = OperatingDetector({**{k: [(box, 0.9)] for k in range(14, 19)}, **{k: [(box, 0.15)] for k in range(3, 7)},
+                             **{k: [(box, 0.06)] for k in range(7, 14)}}, conf=0.1)
+    ch = channels_of(column)
+    boxes, conf, weak = pipeline.detect_with_weak(ch, det)
+    assert sorted(weak) == list(range(3, 19)) and sorted(boxes) == [*range(3, 7), *range(14, 19)]
+    runs = {}
+    for chained in (True, False):
+        res = pipeline.propagate_detections(ch, boxes, conf, ThresholdSegmenter(), reach=3, stop_iou=0.0,
+                                            min_component_mm3=0, support_conf=0, weak=weak if chained else None)
+        runs[chained] = res.label
+    assert np.array_equal(runs[True], column)
+    assert np.array_equal(runs[False], column & (np.arange(22) >= 11))
