@@ -179,14 +179,14 @@ def detect_and_propagate(channels: np.ndarray, detector: SliceDetector, segmente
        unsegmented seeds one of its own the same way: a second lesion whose boxes touch the first one's is merged
        into its candidate by ``merge_boxes_3d``, and the candidate's one seed follows one lesion (the demo's test
        case: a 900-voxel satellite beside the tumour, lesion-wise Dice 0.433 -> 0.804 fine-tuned).
-    4. Other candidates under ``seed_conf`` (not beside a propagated mask) contribute nothing: detector boxes that
-       no propagation confirms are dropped. The lead candidate always seeds, first (a detector whose confidences all fall under ``seed_conf``
-       still yields its best guess): the one with the most 3D evidence (:func:`lead_candidate`: the sum of its
-       slices' best confidences, ``slicer.evidence_3d``), not the one most confident box: on a synthetic test case
-       the demo's detector boxed the tumour at up to 0.29 on 16 slices and a stray spot at the brain's base at 0.30
-       on 4, and the stray spot was all that got segmented (3D Dice 0.00; 0.60 with the tumour leading, README
-       "Lead candidate, seed scales and hint checks"). Slices whose masks dip under their neighbours' on both sides are prompted
-       again from those neighbours (:func:`fill_dips`).
+    4. Other candidates under ``seed_conf`` (not beside a propagated mask) contribute nothing: detector boxes that no
+       propagation confirms are dropped. The lead candidate always seeds, first (a detector whose confidences all
+       fall under ``seed_conf`` still yields its best guess): the one with the most 3D evidence
+       (:func:`lead_candidate`: the sum of its slices' best confidences, ``slicer.evidence_3d``), not the one most
+       confident box: on a synthetic test case the demo's detector boxed the tumour at up to 0.29 on 16 slices and a
+       stray spot at the brain's base at 0.30 on 4, and the stray spot was all that got segmented (3D Dice 0.00; 0.60
+       with the tumour leading, README "Lead candidate, seed scales and hint checks"). Slices whose masks dip under
+       their neighbours' on both sides are prompted again from those neighbours (:func:`fill_dips`).
     5. The 3D clean-up of the per-slice chain (:func:`clean_per_slice`): components no detection vouches for (a
        fragment the segmenter left beside the tumour in its box; a lesion one box under ``cleanup.SURE_CONF`` saw
        on one slice alone), then those under ``min_component_mm3`` (:mod:`bratsmedsam.cleanup`).
@@ -239,8 +239,8 @@ def propagate_detections(channels: np.ndarray, boxes: dict, conf: dict, segmente
         limit = expand_xyxy((i0, j0, i1, j1), grow, image)
         x0, y0, x1, y1 = (int(v) for v in limit)
         near = result.label[x0:x1 + 1, y0:y1 + 1, max(0, k0 - reach):k1 + reach + 1].any()
-        for ch in chains if not near else ():
-            a0, a1, b0, b1, c0, c1 = ch.roi_ijk
+        for chain in chains if not near else ():
+            a0, a1, b0, b1, c0, c1 = chain.roi_ijk
             if a0 <= i0 and i1 <= a1 and b0 <= j0 and j1 <= b1 and c0 <= k0 and k1 <= c1:
                 near = bool(result.label[a0:a1 + 1, b0:b1 + 1, c0:c1 + 1].any())
                 break
