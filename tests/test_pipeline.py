@@ -482,6 +482,11 @@ def test_a_decoder_trained_with_neighbour_samples_propagates_with_a_tighter_marg
     assert propagation_margin(kept) == 3.0
     tuned.meta = {**tuned.meta, "epoch": 2}
     assert propagation_margin(tuned) == 1.0
+    mixed = ThresholdSegmenter()  # half zero-shot's weights, half epoch 2's: half way between the margins
+    mixed.meta = {**tuned.meta, "neighbour_samples": True, "mix": 0.5}
+    assert propagation_margin(mixed) == pytest.approx(2.0)
+    mixed.meta["mix"] = 0.25
+    assert propagation_margin(mixed) == pytest.approx(2.5)
     for seg, m in ((ThresholdSegmenter(), 3), (tuned, 1)):
         res = detect_and_propagate(channels_of(column), det, seg, stop_iou=0.0, min_component_mm3=0)
         assert res.boxes[14][0].tolist() == [16 - m, 8 - m, 24 + m, 16 + m]  # a propagated slice's prompt
