@@ -35,12 +35,11 @@ MIN_WEAK_CONF = 0.05
 ZERO_SHOT_MARGIN = 3.0
 #: ... and for one fine-tuned with neighbour samples (``train-segmenter --neighbour-samples``, the default): it fills
 #: a looser box, and at 3 px it drew the real tumour's thin end slices 2-20x larger than the tumour (README "Weak
-#: boxes")
+#: boxes"). A weight mix ``(1 - a) x zero-shot + a x trained`` (``train-segmenter --mix``) takes the two margins mixed
+#: the same way (:func:`propagation_margin`): the demo's 0.5 mix at 1 / 2 / 3 px scored the demo's validation cases
+#: 0.787 / 0.795 / 0.781 (volume-aware 3D Dice, mean of 3; 2 px best on each) and the real case 0.888 / 0.887 / 0.888
+#: (README "The weight mix's margin")
 NEIGHBOUR_TRAINED_MARGIN = 1.0
-#: a weight mix ``(1 - a) x zero-shot + a x trained`` (``train-segmenter --mix``) propagates with the margin mixed the
-#: same way, ``(1 - a) x`` :data:`ZERO_SHOT_MARGIN` ``+ a x`` :data:`NEIGHBOUR_TRAINED_MARGIN`: the demo's 0.5 mix
-#: at 1 / 2 / 3 px scored the demo's validation cases 0.787 / 0.795 / 0.781 (volume-aware 3D Dice, mean of 3; 2 px
-#: best on each) and the real case 0.888 / 0.887 / 0.888 (README "The weight mix's margin")
 #: a seed box is tried at these scales about its centre and the mask with the highest predicted IoU kept
 #: (:func:`seed_prompt`). Measured on the demo's quick detector's seeds on 6 tumours (5 synthetic validation / test
 #: cases and the real case): the highest predicted IoU picked the best-Dice scale, or one within 0.01 of it, on 5;

@@ -487,7 +487,7 @@ def test_a_decoder_trained_with_neighbour_samples_propagates_with_a_tighter_marg
     assert propagation_margin(mixed) == pytest.approx(2.0)
     mixed.meta["mix"] = 0.25
     assert propagation_margin(mixed) == pytest.approx(2.5)
-    for seg, m in ((ThresholdSegmenter(), 3), (tuned, 1)):
+    for seg, m in ((ThresholdSegmenter(), 3), (tuned, 1), (mixed, 2.5)):
         res = detect_and_propagate(channels_of(column), det, seg, stop_iou=0.0, min_component_mm3=0)
         assert res.boxes[14][0].tolist() == [16 - m, 8 - m, 24 + m, 16 + m]  # a propagated slice's prompt
         assert np.array_equal(res.label, column & (np.arange(20) >= 6)[None, None] & (np.arange(20) <= 14)[None, None])
