@@ -483,7 +483,7 @@ def test_a_decoder_trained_with_neighbour_samples_propagates_with_a_tighter_marg
     tuned.meta = {**tuned.meta, "epoch": 2}
     assert propagation_margin(tuned) == 1.0
     mixed = ThresholdSegmenter()  # half zero-shot's weights, half epoch 2's: half way between the margins
-    mixed.meta = {**tuned.meta, "neighbour_samples": True, "mix": 0.5}
+    mixed.meta = {**tuned.meta, "mix": 0.5}
     assert propagation_margin(mixed) == pytest.approx(2.0)
     mixed.meta["mix"] = 0.25
     assert propagation_margin(mixed) == pytest.approx(2.5)
