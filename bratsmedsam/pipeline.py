@@ -167,8 +167,8 @@ def detect_and_propagate(channels: np.ndarray, detector: SliceDetector, segmente
        :func:`propagation_margin`) and united with the detector's boxes it overlaps on that slice (unless the
        prompt without them gives a mask predicted better by more than ``volume.HINT_TOLERANCE``), kept inside the
        candidate's footprint grown by ``grow`` px, until the mask ends or the predicted IoU drops under
-       ``stop_iou``, at most ``reach`` slices past the detected extent (the thin ends the detector misses). The extent follows the detector's boxes (down to :func:`weak_floor`) that
-       overlap the propagated box, so weak boxes within ``reach`` slices of its end carry the propagation on (on
+       ``stop_iou``, at most ``reach`` slices past the detected extent (the thin ends the detector misses). The
+       extent follows the detector's boxes (down to :func:`weak_floor`) that overlap the propagated box, so weak boxes within ``reach`` slices of its end carry the propagation on (on
        the real case with the standard quick detector of stop 22: 3D Dice 0.829 -> 0.883 zero-shot, 0.837 -> 0.879
        fine-tuned; no measured row lost, README "Automatic segmentation on real MRI"). A candidate whose seed mask
        is already at least :data:`REACHED` segmented is a tumour an earlier propagation followed; skipped.
