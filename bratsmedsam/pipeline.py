@@ -161,17 +161,18 @@ def detect_and_propagate(channels: np.ndarray, detector: SliceDetector, segmente
     """Volume-aware automatic segmentation: the detector proposes, the segmenter follows each tumour.
 
     1. The detector runs on every axial slice; its boxes are merged into 3D candidates (``slicer.merge_boxes_3d``).
-    2. A candidate whose best box has confidence >= ``seed_conf`` is segmented on that box's slice (the seed; the
-       box tried at :data:`SEED_SCALES`, :func:`seed_prompt`), then :func:`volume.propagate` follows the mask slice
-       by slice both ways, each slice prompted with the previous mask's box grown by ``margin`` px (None:
-       :func:`propagation_margin`) and united with the detector's boxes it overlaps on that slice (unless the
-       prompt without them gives a mask predicted better by more than ``volume.HINT_TOLERANCE``), kept inside the
-       candidate's footprint grown by ``grow`` px, until the mask ends or the predicted IoU drops under
-       ``stop_iou``, at most ``reach`` slices past the detected extent (the thin ends the detector misses). The
-       extent follows the detector's boxes (down to :func:`weak_floor`) that overlap the propagated box, so weak boxes within ``reach`` slices of its end carry the propagation on (on
-       the real case with the standard quick detector of stop 22: 3D Dice 0.829 -> 0.883 zero-shot, 0.837 -> 0.879
-       fine-tuned; no measured row lost, README "Automatic segmentation on real MRI"). A candidate whose seed mask
-       is already at least :data:`REACHED` segmented is a tumour an earlier propagation followed; skipped.
+    2. A candidate whose best box has confidence >= ``seed_conf`` is segmented on that box's slice (the seed; the box
+       tried at :data:`SEED_SCALES`, :func:`seed_prompt`), then :func:`volume.propagate` follows the mask slice by slice
+       both ways, each slice prompted with the previous mask's box grown by ``margin`` px (None:
+       :func:`propagation_margin`) and united with the detector's boxes it overlaps on that slice (unless the prompt
+       without them gives a mask predicted better by more than ``volume.HINT_TOLERANCE``), kept inside the candidate's
+       footprint grown by ``grow`` px, until the mask ends or the predicted IoU drops under ``stop_iou``, at most
+       ``reach`` slices past the detected extent (the thin ends the detector misses). The extent follows the detector's
+       boxes (down to :func:`weak_floor`) that overlap the propagated box, so weak boxes within ``reach`` slices of its
+       end carry the propagation on (on the real case with the standard quick detector of stop 22: 3D Dice 0.829 ->
+       0.883 zero-shot, 0.837 -> 0.879 fine-tuned; no measured row lost, README "Automatic segmentation on real MRI"). A
+       candidate whose seed mask is already at least :data:`REACHED` segmented is a tumour an earlier propagation
+       followed; skipped.
        Then, with ``adjacent``, every candidate under ``seed_conf`` next to a propagated mask seeds too: one whose
        footprint (grown by ``grow`` px) holds such a mask within ``reach`` slices of its extent, or one inside a
        chain of the detector's weak boxes (``merge_boxes_3d`` of them) whose extent holds one. It is a piece of the
