@@ -13,7 +13,7 @@ from .boxes import axial_slice, expand_xyxy, mask_inside_xyxy
 from .cleanup import MIN_COMPONENT_MM3, MIN_SUPPORT_CONF, remove_small_components, remove_unsupported_components
 from .errors import UserError
 from .protocols import SliceDetector, SliceSegmenter
-from .volume import VolumeResult, best_prompt, check_channels, propagate, segment_with_boxes
+from .volume import REFINE_MARGIN, VolumeResult, best_prompt, check_channels, propagate, segment_with_boxes
 
 #: a 3D detector candidate whose best box is at least this confident seeds a propagation (the per-slice chain's
 #: clean-up keeps the components such boxes support: ``cleanup.MIN_SUPPORT_CONF``)
@@ -131,12 +131,14 @@ def detect_and_segment(channels: np.ndarray, detector: SliceDetector, segmenter:
                        min_component_mm3: float = MIN_COMPONENT_MM3,
                        spacing: tuple[float, float, float] = (1.0, 1.0, 1.0),
                        support_conf: float = MIN_SUPPORT_CONF,
-                       detector_channels: np.ndarray | None = None) -> VolumeResult:
-    """Detector on all slices, then the segmenter on each slice's detected boxes -> 3D mask, cleaned in 3D
-    (:func:`clean_per_slice`): 26-connected components no box of confidence >= ``support_conf`` lies on, and those
+                       detector_channels: np.ndarray | None = None,
+                       refine: float = REFINE_MARGIN) -> VolumeResult:
+    """Detector on all slices, then the segmenter on each slice's detected boxes, each prompted once more with its
+    mask's box + ``refine`` px (``volume.segment_with_boxes``; 0: the detector's boxes alone) -> 3D mask, cleaned in
+    3D (:func:`clean_per_slice`): 26-connected components no box of confidence >= ``support_conf`` lies on, and those
     under ``min_component_mm3``, are removed (``min_component_mm3 = 0`` and ``support_conf = 0``: all kept)."""
     boxes, conf = detect_volume(detector_input(channels, detector_channels), detector, postprocess=postprocess)
-    result = segment_with_boxes(channels, boxes, segmenter, progress=progress)
+    result = segment_with_boxes(channels, boxes, segmenter, progress=progress, refine=refine)
     result.conf = conf
     result.label = clean_per_slice(result.label, boxes, conf, min_component_mm3, spacing, support_conf)
     return result

@@ -61,6 +61,40 @@ def test_segment_with_boxes_puts_masks_in_voxel_order_x_is_i():
     assert res.label[:, :, :10].sum() == 0 and res.slices == [10]
 
 
+class SpillingSegmenter(ThresholdSegmenter):
+    """A decoder that fills part of a loose box's slack: the bright pixels inside the box, grown by a third of the
+    box's narrowest slack around them (kept inside the box)."""
+
+    def segment_many(self, images, boxes_per_image):
+        from scipy import ndimage
+
+        out = super().segment_many(images, boxes_per_image)
+        for res, boxes in zip(out, boxes_per_image):
+            for m, (x0, y0, x1, y1) in zip(res.masks, np.rint(np.asarray(boxes).reshape(-1, 4)).astype(int)):
+                ys, xs = np.nonzero(m)
+                if not len(xs):
+                    continue
+                spill = min(xs.min() - x0, ys.min() - y0, x1 - xs.max(), y1 - ys.max()) // 3
+                if spill > 0:
+                    grown = ndimage.binary_dilation(m, iterations=spill)
+                    m[y0:y1 + 1, x0:x1 + 1] = grown[y0:y1 + 1, x0:x1 + 1]
+        return out
+
+
+def test_a_second_prompt_from_the_mask_box_takes_back_what_a_loose_box_spilled():
+    from bratsmedsam.volume import REFINE_MARGIN
+
+    truth = ball(shape=(60, 50, 20), centre=(30, 25, 10), radius=6)
+    loose = {10: np.array([[9, 4, 51, 46]], np.float32)}  # ~15 px of slack on every side of the tumour's 13 px
+    once = segment_with_boxes(channels_of(truth), loose, SpillingSegmenter()).label[:, :, 10]
+    twice = segment_with_boxes(channels_of(truth), loose, SpillingSegmenter(), refine=REFINE_MARGIN).label[:, :, 10]
+    t = truth[:, :, 10]
+    assert (once & t).sum() == (twice & t).sum() == t.sum()  # the tumour stays whole
+    assert (twice & ~t).sum() < 0.6 * (once & ~t).sum()  # the spill shrinks (5 px rings -> 3 px rings)
+    tight = segment_with_boxes(channels_of(truth), loose, ThresholdSegmenter(), refine=REFINE_MARGIN).label
+    assert np.array_equal(tight, segment_with_boxes(channels_of(truth), loose, ThresholdSegmenter()).label)
+
+
 def test_flat_roi_segments_only_its_middle_slice():
     truth = ball()
     res = segment_roi(channels_of(truth), RoiIJK.from_slicer([10, 30, 2, 22, 9, 10], truth.shape), ThresholdSegmenter())
