@@ -208,14 +208,24 @@ def checks_markdown(results: dict) -> str:
                          f"serves (slice Dice, 3D after the clean-up, volume-aware)" + ("." if not lost else
                                                                                           "; not met in:"))
             if lost:
-                lines.append(_md_table((["region"] if multi else []) + ["metric", "boxes", "fine-tuned", "zero-shot"],
+                lines.append(_md_table((["region"] if multi else []) + ["metric", "boxes", "fine-tuned", "zero-shot",
+                                                                        "cases at least as good"],
                                        [[*reg(c), c["metric"], _source_label(c["source"]),
                                          _fmt(c["value"], 1 if "HD95" in c["metric"] else 3),
-                                         _fmt(c["reference"], 1 if "HD95" in c["metric"] else 3)] for c in lost]))
+                                         _fmt(c["reference"], 1 if "HD95" in c["metric"] else 3),
+                                         _cases_met(c)] for c in lost]))
         parts += lines
     elif not lesion and not e2e:
         parts.append("Nothing to check (no 3D metrics and no fine-tuned row).")
     return "\n\n".join(parts)
+
+
+def _cases_met(check: dict) -> str:
+    """A fine-tuned check's per-case count, as the report prints it: "2 of 3 (not: case id)"."""
+    if not check.get("n_cases"):
+        return "-"
+    lost = check.get("cases_not_met") or []
+    return f"{check['cases_met']} of {check['n_cases']}" + (f" (not: {', '.join(lost)})" if lost else "")
 
 
 def stacks_text(ds: dict) -> str:

@@ -253,7 +253,8 @@ def _checked_results() -> dict:
     cases = [CaseRecord("A", r.name, s, 2, *scores[(r.kind, s)], 1, 1, 0, 100, 90) for r in rows for s in sources]
     return {"dataset": {"path": "d", "split": "test", "region": "WT", "cases": ["A"], "n_slices": 2},
             "detectors": ["det"], "table2": table2(rows, [GT, "det"], slices, CFG),
-            "volume": volume_table(rows, sources, cases, CFG), "volume_sources": sources}
+            "volume": volume_table(rows, sources, cases, CFG), "volume_sources": sources,
+            "per_case": per_case_rows(slices, cases)}
 
 
 def test_the_accuracy_checks_name_each_cell_that_misses_its_bar():
@@ -271,6 +272,28 @@ def test_the_accuracy_checks_name_each_cell_that_misses_its_bar():
                          ("lesion-wise HD95 (mm)", "det+propagate"), ("volume HD95 (mm)", "det+propagate")}
     won = [c for c in checks if c["check"] == "fine-tuned >= zero-shot" and c["met"]]
     assert {c["metric"] for c in won} >= {"slice Dice, tumour slices", "volume Dice", "volume HD95 (mm)"}
+    assert all((c["cases_met"], c["n_cases"]) == ((1, 1) if c["met"] else (0, 1)) for c in won + [
+        c for c in checks if c["check"] == "fine-tuned >= zero-shot" and not c["met"]])
+
+
+def test_the_fine_tuned_check_counts_the_cases_a_mean_was_lost_on():
+    from bratsmedsam.evaluation.checks import accuracy_checks
+
+    rows = [SegmenterRow("LiteMedSAM zero-shot", "litemedsam", "zero-shot"),
+            SegmenterRow("LiteMedSAM fine-tuned (N)", "litemedsam", "fine-tuned")]
+    # volume-aware HD95 per case: the fine-tuned row is better on A and B and loses its mean on C alone
+    hd = {("zero-shot", "A"): 9.0, ("fine-tuned", "A"): 8.8, ("zero-shot", "B"): 17.2, ("fine-tuned", "B"): 16.9,
+          ("zero-shot", "C"): 20.6, ("fine-tuned", "C"): 23.3}
+    src = "det+propagate"
+    cases = [CaseRecord(c, r.name, src, 2, 0.8, hd[(r.kind, c)], 0.8, hd[(r.kind, c)], 1, 1, 0, 100, 90)
+             for r in rows for c in "ABC"]
+    res = {"dataset": {"path": "d", "split": "test", "region": "WT", "cases": list("ABC"), "n_slices": 0},
+           "detectors": ["det"], "table2": table2(rows, [], [], CFG), "volume": volume_table(rows, [src], cases, CFG),
+           "volume_sources": [src], "per_case": per_case_rows([], cases)}
+    hd95 = [c for c in accuracy_checks(res) if c["check"] == "fine-tuned >= zero-shot" and c["metric"] ==
+            "volume HD95 (mm)"][0]
+    assert hd95["met"] is False and hd95["value"] == pytest.approx(16.3) and hd95["reference"] == pytest.approx(15.6)
+    assert (hd95["cases_met"], hd95["n_cases"], hd95["cases_not_met"]) == (2, 3, ["C"])
 
 
 def test_the_report_states_the_checks_and_metrics_json_keeps_them(tmp_path):
@@ -284,7 +307,7 @@ def test_the_report_states_the_checks_and_metrics_json_keeps_them(tmp_path):
     assert "one patient: no interval" in md
     assert "met by 1 of 2 rows" in md  # end to end: zero-shot 0.700 < 0.850 - 0.10
     assert "in 10 of 12 of what the app serves" in md  # the raw GT row's specks are not served; HD95s are
-    assert "not met in:" in md and "| volume HD95 (mm) | end to end (det), volume-aware | 7.1 | 6.0 |" in md
+    assert "not met in:" in md and "| volume HD95 (mm) | end to end (det), volume-aware | 7.1 | 6.0 | 0 of 1 (not: A) |" in md
     out = write_report({**_results(tmp_path), **res, "checks": accuracy_checks(res)}, tmp_path / "report")
     saved = json.loads(Path(out["metrics"]).read_text())["checks"]
     assert any(c["check"] == "end to end" and c["met"] is False for c in saved)

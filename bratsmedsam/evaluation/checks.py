@@ -9,7 +9,10 @@ Three checks, on each region evaluated:
 - **fine-tuned >= zero-shot**: every fine-tuned row against the zero-shot row of its own base family on every cell
   both have (slice Dice per box source, and each 3D metric per 3D source, the raw ones included); a Dice must be
   at least as high and an HD95 at most as high. ``served`` marks the cells of what the app returns (slice Dice, 3D
-  after the clean-up, volume-aware); the raw 3D rows are the clean-up's "before".
+  after the clean-up, volume-aware); the raw 3D rows are the clean-up's "before". Each cell also counts the test
+  cases on which the fine-tuned row is at least as good (``cases_met`` of ``n_cases``, the others by id in
+  ``cases_not_met``), from the results' per-case rows: a mean lost to one case reads differently from one lost on
+  every case.
 
 Values are compared at the precision the report prints (Dice 3 decimals, HD95 0.1 mm), so a cell that reads
 equal counts as met. A cell that is not a finite number on either side (not supplied, nothing scored) is not
@@ -28,6 +31,8 @@ END_TO_END_SLACK = 0.10
 VOLUME_METRICS = {"volume_dice": ("volume Dice", 3, True), "volume_hd95": ("volume HD95 (mm)", 1, False),
                   "lesion_dice": ("lesion-wise Dice", 3, True), "lesion_hd95": ("lesion-wise HD95 (mm)", 1, False)}
 SLICE_METRICS = {"tumour": "slice Dice, tumour slices", "all": "slice Dice, all slices"}
+#: slice-table part -> its per-case column (``records.per_case_rows``)
+SLICE_CASE_KEYS = {"tumour": "slice_dice_tumour", "all": "slice_dice_all"}
 
 
 def _shown(x, digits: int) -> float | None:
@@ -106,8 +111,33 @@ def _pairs(results: dict) -> list[tuple[str, str, str]]:
             if e.get("kind") == "fine-tuned" and key(e) in zero]
 
 
+def _case_values(results: dict) -> dict:
+    """``(segmenter, box source, region, per-case column) -> {case: value}`` of the results' per-case rows."""
+    out: dict = {}
+    for r in results.get("per_case") or []:
+        for key in (*SLICE_CASE_KEYS.values(), *VOLUME_METRICS):
+            v = r.get(key)
+            if isinstance(v, (int, float)) and math.isfinite(v):
+                out.setdefault((r["segmenter"], r["boxes"], r.get("region", "WT"), key), {})[r["case"]] = float(v)
+    return out
+
+
+def _per_case(values: dict, ft: str, zs: str, src: str, region: str, key: str, digits: int,
+              higher: bool) -> tuple[int, int, list[str]]:
+    """``(cases where ft is at least as good as zs, cases both have, the others' ids)`` at the shown precision."""
+    a, b = values.get((ft, src, region, key), {}), values.get((zs, src, region, key), {})
+    lost = []
+    both = sorted(a.keys() & b.keys())
+    for case in both:
+        x, y = _shown(a[case], digits), _shown(b[case], digits)
+        if not (x >= y if higher else x <= y):
+            lost.append(case)
+    return len(both) - len(lost), len(both), lost
+
+
 def fine_tuned_checks(results: dict) -> list[dict]:
     out = []
+    values = _case_values(results)
     slice_rows = {(e["segmenter"], e.get("region", "WT")): e for e in results.get("table2") or []}
     volume_rows = {(e["segmenter"], e.get("region", "WT")): e for e in results.get("volume") or []
                    if not e.get("missing")}
@@ -116,14 +146,16 @@ def fine_tuned_checks(results: dict) -> list[dict]:
         a, b = slice_rows[(ft, region)]["cells"], slice_rows[(zs, region)]["cells"]
         for src in a.keys() & b.keys():
             for part, label in SLICE_METRICS.items():
-                cells.append((label, src, _mean(a[src][part], 3), _mean(b[src][part], 3), True, a[src][part]))
+                cells.append((label, src, _mean(a[src][part], 3), _mean(b[src][part], 3), True, a[src][part],
+                              _per_case(values, ft, zs, src, region, SLICE_CASE_KEYS[part], 3, True)))
         if (ft, region) in volume_rows and (zs, region) in volume_rows:
             a, b = volume_rows[(ft, region)]["cells"], volume_rows[(zs, region)]["cells"]
             for src in a.keys() & b.keys():
                 for metric, (label, digits, higher) in VOLUME_METRICS.items():
                     cells.append((label, src, _mean(a[src][metric], digits), _mean(b[src][metric], digits),
-                                  higher, a[src][metric]))
-        for label, src, value, ref, higher, cell in sorted(cells, key=lambda c: (c[1], c[0])):
+                                  higher, a[src][metric], _per_case(values, ft, zs, src, region, metric, digits,
+                                                                    higher)))
+        for label, src, value, ref, higher, cell, (won, n, lost) in sorted(cells, key=lambda c: (c[1], c[0])):
             if value is None or ref is None:
                 continue
             # a raw 3D row (before the clean-up) is not what the app serves; slice Dice and cleaned rows are
@@ -131,7 +163,7 @@ def fine_tuned_checks(results: dict) -> list[dict]:
             out.append({"check": "fine-tuned >= zero-shot", "segmenter": ft, "reference_row": zs, "region": region,
                         "metric": label, "source": src, "value": value, "reference": ref,
                         "higher_is_better": higher, "met": value >= ref if higher else value <= ref, "served": served,
-                        "n_patients": _n_patients(cell)})
+                        "n_patients": _n_patients(cell), "cases_met": won, "n_cases": n, "cases_not_met": lost})
     return out
 
 
