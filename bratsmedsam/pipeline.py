@@ -376,7 +376,8 @@ def _best_box(boxes: dict, conf: dict, k0: int, k1: int, footprint) -> tuple[int
 
 
 #: how the automatic chain segments a volume: ``propagate`` (volume-aware, the default: measured better on the real
-#: case, README "Automatic segmentation on real MRI") or ``slices`` (every detected box on its own slice, the paper's)
+#: case, README "Automatic segmentation on real MRI") or ``slices`` (every detected box on its own slice, the
+#: paper's, each box prompted a second time from its mask: :func:`detect_and_segment`)
 AUTO_MODES = ("propagate", "slices")
 
 
