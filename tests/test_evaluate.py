@@ -312,3 +312,40 @@ def test_the_report_states_the_checks_and_metrics_json_keeps_them(tmp_path):
     saved = json.loads(Path(out["metrics"]).read_text())["checks"]
     assert any(c["check"] == "end to end" and c["met"] is False for c in saved)
     assert "## Checks" in Path(out["report"]).read_text()
+
+
+def test_the_per_slice_rows_score_the_chain_the_app_serves(tmp_path):
+    """evaluate's per-slice rows with a detector prompt each box twice, as ``pipeline.detect_and_segment`` (the
+    app's ``slices`` mode) does: with a decoder that spills into a loose box's slack, the cleaned row is the app's
+    label, and the second prompt takes back spill the paper's one prompt leaves."""
+    from types import SimpleNamespace
+
+    from test_pipeline import SpillingSegmenter
+
+    from bratsmedsam.cases import load_case
+    from bratsmedsam.evaluation.volumes import evaluate_volume
+    from bratsmedsam.intensity import compose_stacks
+    from bratsmedsam.metrics import dice
+    from bratsmedsam.pipeline import detect_and_segment
+
+    class Loose:  # one loose box around the tumour on each of its slices
+        conf = 0.5
+
+        def predict(self, images, conf=None):
+            box = np.array([[2, 2, 37, 37]], np.float32)
+            return [SimpleNamespace(xyxy=box if 8 <= k < 20 else np.zeros((0, 4), np.float32),
+                                    conf=np.float32([0.9]) if 8 <= k < 20 else np.zeros(0, np.float32))
+                    for k in range(len(images))]
+
+    seg = np.zeros((40, 40, 30), np.uint8)
+    seg[15:25, 15:25, 8:20] = 2
+    files, case = _one_case(tmp_path, seg)
+    stacks = Stacks(PAPER_CHANNELS, PAPER_CHANNELS)
+    recs = evaluate_volume(files, case, stacks, "WT", 10, (0.5, 99.5), {"row": SpillingSegmenter()},
+                           {"det": Loose()}, min_component_mm3=50)
+    by_src = {r.boxes: r for r in recs}
+    _, channels = compose_stacks(load_case(files[case], modalities=stacks.modalities), stacks, 0.5, 99.5)
+    served = detect_and_segment(channels, Loose(), SpillingSegmenter(), min_component_mm3=50).label
+    once = detect_and_segment(channels, Loose(), SpillingSegmenter(), min_component_mm3=50, refine=0).label
+    assert by_src["det+cleanup"].volume_dice == pytest.approx(dice(served, seg > 0))
+    assert by_src["det+cleanup"].volume_dice > dice(once, seg > 0) + 0.05  # 0.60 vs 0.52
