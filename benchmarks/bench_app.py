@@ -3,10 +3,10 @@ float32) and the default one (OpenVINO at the CPU's precision) in the same run.
 
     python benchmarks/bench_app.py [--case DIR] [--detector WEIGHTS] [--backends torch,auto]
 
-Rows: flat and 3D ROIs, the automatic pipeline (per-slice: the segmenter on each detected box; volume-aware:
-confident detections seed a propagation, the default) and the active-learning score of one study (the calls the
-infer and scoring tasks make, without HTTP). Prints seconds per backend and the ratio reference/default; writes
-runs/benchmarks/bench_app.json.
+Rows: flat and 3D ROIs, the automatic pipeline (per-slice: the segmenter on each detected box, then on its mask's
+box, and warm also with the paper's one prompt a box; volume-aware: confident detections seed a propagation, the
+default) and the active-learning score of one study (the calls the infer and scoring tasks make, without HTTP).
+Prints seconds per backend and the ratio reference/default; writes runs/benchmarks/bench_app.json.
 """
 
 from __future__ import annotations
@@ -53,6 +53,11 @@ def measure(study, files, wt, backend: str, detector) -> tuple[dict, str]:
         seg = load_segmenter(backend=backend)  # empty cache: the pipelines and the score below start cold
         _, rows["pipeline (detector+segmenter), cold"] = timed(lambda: detect_and_segment(
             study.channels, detector, seg, detector_channels=study.detector_channels))
+        # warm: what the per-slice chain's second prompt a box costs (volume.REFINE_MARGIN) against the paper's one
+        _, rows["pipeline per-slice, warm"] = timed(lambda: detect_and_segment(
+            study.channels, detector, seg, detector_channels=study.detector_channels))
+        _, rows["pipeline per-slice one prompt a box, warm"] = timed(lambda: detect_and_segment(
+            study.channels, detector, seg, detector_channels=study.detector_channels, refine=0))
         seg = load_segmenter(backend=backend)
         _, rows["pipeline volume-aware (default), cold"] = timed(lambda: detect_and_propagate(
             study.channels, detector, seg, detector_channels=study.detector_channels))
