@@ -18,6 +18,7 @@ import numpy as np
 from .atomic import atomic_path, write_json, write_text
 from .evaluation.checks import END_TO_END_SLACK, LESION_SLACK, accuracy_checks
 from .evaluation.records import CLEANED, DERIVED, PROPAGATED
+from .volume import REFINE_MARGIN
 
 FIGURES = {
     "examples": "figures/examples_best_median_worst.png",
@@ -38,8 +39,8 @@ VOLUME_DEFINITION = (
     "3D per case: each test case's axial slices are segmented and stacked into a volume of the target region. "
     "GT boxes: one box per 8-connected component of each axial slice's ground truth; end to end: the detector on "
     "every axial slice, then the segmenter on its boxes, each box's mask prompted once more with its own box + "
-    "5 px as the app's per-slice chain does (`volume.REFINE_MARGIN`; the slice table above keeps the paper's one "
-    "prompt). *Volume Dice / HD95*: MONAI `compute_dice` and "
+    f"{REFINE_MARGIN:g} px as the app's per-slice chain does (`volume.REFINE_MARGIN`; the slice table above keeps "
+    "the paper's one prompt). *Volume Dice / HD95*: MONAI `compute_dice` and "
     "`compute_hausdorff_distance(percentile=95)` (max of the two directed 95th percentiles, mm) on the whole "
     "volume; HD95 is 374 mm when exactly one of prediction and ground truth is empty. *Lesion-wise Dice / HD95*: "
     "the BraTS 2023 challenge definition (GT lesions = 26-connected components grouped by a 3-iteration "

@@ -42,6 +42,11 @@ def _shown(x, digits: int) -> float | None:
     return round(float(x), digits)
 
 
+def _no_worse(value: float, reference: float, higher: bool) -> bool:
+    """A cell's value is at least as good as its reference: as high for a Dice, as low for an HD95."""
+    return value >= reference if higher else value <= reference
+
+
 def _mean(cell: dict | None, digits: int) -> float | None:
     return _shown((cell or {}).get("mean"), digits)
 
@@ -129,8 +134,7 @@ def _per_case(values: dict, ft: str, zs: str, src: str, region: str, key: str, d
     lost = []
     both = sorted(a.keys() & b.keys())
     for case in both:
-        x, y = _shown(a[case], digits), _shown(b[case], digits)
-        if not (x >= y if higher else x <= y):
+        if not _no_worse(_shown(a[case], digits), _shown(b[case], digits), higher):
             lost.append(case)
     return len(both) - len(lost), len(both), lost
 
@@ -162,7 +166,7 @@ def fine_tuned_checks(results: dict) -> list[dict]:
             served = label in SLICE_METRICS.values() or src.endswith((CLEANED, PROPAGATED))
             out.append({"check": "fine-tuned >= zero-shot", "segmenter": ft, "reference_row": zs, "region": region,
                         "metric": label, "source": src, "value": value, "reference": ref,
-                        "higher_is_better": higher, "met": value >= ref if higher else value <= ref, "served": served,
+                        "higher_is_better": higher, "met": _no_worse(value, ref, higher), "served": served,
                         "n_patients": _n_patients(cell), "cases_met": won, "n_cases": n, "cases_not_met": lost})
     return out
 

@@ -30,6 +30,14 @@ def gt_boxes_volume(gt: np.ndarray, min_pixels: int) -> dict[int, np.ndarray]:
     return out
 
 
+def per_slice_label(channels: np.ndarray, boxes: dict, segmenter, detected: bool) -> np.ndarray:
+    """The per-slice chain's 3D mask for ``boxes``: a detector's (``detected``) prompted as the app's ``slices``
+    mode prompts them, each box once more from its mask's box (``pipeline.detect_and_segment``); GT boxes once."""
+    from ..volume import REFINE_MARGIN, segment_with_boxes
+
+    return segment_with_boxes(channels, boxes, segmenter, refine=REFINE_MARGIN if detected else 0.0).label
+
+
 def score_volume(case: str, segmenter: str, boxes: str, n_prompted: int, pred: np.ndarray, gt: np.ndarray,
                  spacing, region: str = "WT") -> CaseRecord:
     """One :class:`CaseRecord` from a predicted and a ground-truth bool ``(X, Y, Z)`` volume (spacing in mm)."""
@@ -62,7 +70,6 @@ def evaluate_volume(files: dict, case: str, stacks, region: str, min_box: int, p
     from ..intensity import compose_stacks
     from ..pipeline import clean_per_slice, detect_with_weak
     from ..regions import region_mask
-    from ..volume import REFINE_MARGIN, segment_with_boxes
 
     if case not in files:
         raise UserError(f"test case {case} is not in the studies folder any more; 3D metrics need its volumes")
@@ -79,8 +86,7 @@ def evaluate_volume(files: dict, case: str, stacks, region: str, min_box: int, p
     out = []
     for row_name, seg in segmenters.items():
         for src, bx in prompts.items():
-            # a detector's boxes as the app's per-slice chain prompts them: twice (pipeline.detect_and_segment)
-            pred = segment_with_boxes(channels, bx, seg, refine=REFINE_MARGIN if src in confidences else 0.0).label
+            pred = per_slice_label(channels, bx, seg, src in confidences)
             out.append(score_volume(case, row_name, src, len(bx), pred, gt, spacing))
             if min_component_mm3 > 0:  # a detector's: also its unsupported components (pipeline.clean_per_slice)
                 kept = (clean_per_slice(pred, bx, confidences[src], min_component_mm3, spacing) if src in confidences
@@ -104,7 +110,7 @@ def _region_volumes(case, seg, channels, prompts, confidences, weak, segmenters,
     from ..pipeline import clean_per_slice, propagate_detections
     from ..regions import region_mask
     from ..subregions import clean_inner, inner_volumes
-    from ..volume import REFINE_MARGIN, segment_with_boxes
+    from ..volume import segment_with_boxes
 
     truth = {g: region_mask(seg, g) for g in regions}
     inner = [g for g in regions if g != "WT"]
@@ -119,8 +125,7 @@ def _region_volumes(case, seg, channels, prompts, confidences, weak, segmenters,
             out.append(score_volume(case, row, cleaned(src), n, kept, truth[g], spacing, g))
 
     for row_name, sg in segmenters.items():
-        wt_preds = {src: (segment_with_boxes(channels, bx, sg.region("WT"),
-                                             refine=REFINE_MARGIN if src in confidences else 0.0).label, len(bx))
+        wt_preds = {src: (per_slice_label(channels, bx, sg.region("WT"), src in confidences), len(bx))
                     for src, bx in prompts.items()}
         if propagation:
             for name in confidences:
